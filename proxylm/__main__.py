@@ -1,0 +1,5 @@
+import sys
+
+from proxylm.cli import main
+
+sys.exit(main())

@@ -1,0 +1,4 @@
+"""Lossless codecs (compressors) that produce the compressed views. Importing registers them."""
+
+from proxylm.codecs.base import CODECS, CannotEncode, Codec, codec_class, load_codec, register_codec  # noqa: F401
+from proxylm.codecs import gzip_codec  # noqa: F401

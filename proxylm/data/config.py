@@ -1,0 +1,75 @@
+"""Configs of the data pipeline: where documents come from, and which views they become."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MIX_MODES = (
+    "vanilla", "sentinel",
+    "translation_raw_compressed", "translation_compressed_raw", "translation_random",
+    "parallel_raw_compressed", "parallel_compressed_raw", "parallel_random",
+)
+
+
+@dataclass
+class DataConfig:
+    corpus: str = "stdlib"  # "stdlib" | path to a .jsonl file | folder | glob of .jsonl files
+    glob: str = "**/*.py"  # files to read when `corpus` is a folder
+    val_fraction: float = 0.05  # share of documents (by path hash) held out as validation
+    max_doc_bytes: int = 1_000_000  # longer documents are cut into pieces of at most this size
+    seq_len: int = 512  # symbols per packed window (model context)
+    batch_size: int = 8  # windows per micro-batch (per rank)
+    shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
+    seed: int = 0
+
+    def __post_init__(self):
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError("val_fraction must be in [0, 1)")
+        if self.seq_len < 2 or self.batch_size < 1:
+            raise ValueError("seq_len must be >= 2 and batch_size >= 1")
+
+
+@dataclass
+class ScheduleConfig:
+    """Rate and mode over three phases, as fractions of the run's optimizer steps.
+
+    warm-up: rate ramps linearly initial_rate -> rate with `warmup_mode`; steady: `rate` with the
+    views' `mode`; decay (last `decay_frac`): rate ramps to `final_rate` with `final_mode`.
+    """
+
+    enabled: bool = False
+    warmup_frac: float = 0.2
+    initial_rate: float = 0.4
+    warmup_mode: str = "translation_random"
+    decay_frac: float = 0.0
+    final_rate: float = 0.9
+    final_mode: str = "sentinel"
+
+    def __post_init__(self):
+        for m in (self.warmup_mode, self.final_mode):
+            if m not in MIX_MODES:
+                raise ValueError(f"unknown mixing mode '{m}'; valid: {', '.join(MIX_MODES)}")
+        if self.warmup_frac < 0 or self.decay_frac < 0 or self.warmup_frac + self.decay_frac > 1:
+            raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
+
+
+@dataclass
+class ViewsConfig:
+    codec: str | None = None  # None: raw bytes only; else a codec name (bpe, bpe-bytes, gzip, neural, ...)
+    codec_dir: str | None = None  # trained codec directory; default: a cache dir derived from the options
+    bpe_vocab_size: int = 4096
+    gray_code: bool = False  # bpe-bytes: Gray-coded rank instead of the plain id
+    gzip_level: int = 9
+    separate_embedding: bool = True  # compressed symbols get their own ids
+    rate: float = 0.0  # share of compressed views (steady state)
+    mode: str = "sentinel"
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    seed: int = 0  # per-document decisions = f(seed, document id, epoch)
+
+    def __post_init__(self):
+        if self.mode not in MIX_MODES:
+            raise ValueError(f"unknown mixing mode '{self.mode}'; valid: {', '.join(MIX_MODES)}")
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"rate must be in [0, 1], got {self.rate}")
+        if self.rate > 0 and self.codec is None:
+            raise ValueError("rate > 0 needs a codec (views.codec=bpe, gzip, ...)")
