@@ -69,6 +69,11 @@ def _coerce(value, tp, where: str):
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{where}: expected true/false, got {value!r}")
     if tp is int and isinstance(value, float) and value.is_integer():
@@ -135,14 +140,26 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
+def read_yaml(name_or_path: str, _seen: tuple = ()) -> dict:
+    """A config file as a dict; a top-level `base: NAME` is loaded first and overlaid."""
+    path = resolve_config_path(name_or_path)
+    if path in _seen:
+        raise ConfigError(f"{path}: circular `base:` chain")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    base = d.pop("base", None)
+    return deep_merge(read_yaml(base, _seen + (path,)), d) if base else d
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None, cls=RunConfig):
     d: dict = {}
     if name_or_path:
-        path = resolve_config_path(name_or_path)
-        d = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"{path}: top level must be a mapping")
-        d.setdefault("name", path.stem)
+        d = read_yaml(name_or_path)
+        d.setdefault("name", resolve_config_path(name_or_path).stem)
     d = deep_merge(d, parse_overrides(overrides or []))
     return from_dict(cls, d)
 

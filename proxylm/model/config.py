@@ -20,7 +20,8 @@ class ModelConfig:
     max_seq_len: int = 4096  # RoPE table size (positions restart per document)
     n_pred_heads: int = 1  # head k (0-based) predicts the symbol k+1 ahead, over the full vocabulary
     n_raw_heads: int = 0  # extra raw-byte heads (reference section 3.3), predicting beyond the main heads
-    init_std: float = 0.02
+    init_std: float = 0.02  # normal(0, init_std) for every weight matrix (embedding and heads included)
+    depth_scaled_init: bool = True  # residual output projections (attention o, mlp down): std / sqrt(2 n_layers)
     attention: str = "auto"  # auto | sdpa | flex  (auto: flex on CUDA, sdpa with a mask on CPU)
     ce_chunk: int = 2048  # positions per chunk in the chunked cross-entropy
 

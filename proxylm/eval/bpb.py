@@ -1,0 +1,118 @@
+"""Bits per byte on raw text, the paper's headline metric.
+
+    proxylm eval bpb runs/proxy-bpe-tiny --corpus stdlib --split val --json
+
+Every document is given to the model through the run's interface (raw bytes after `<raw>` for byte
+and proxy models, BPE tokens for the token baseline). Documents are concatenated into one stream with
+per-document ids and positions (attention never crosses documents), cut into windows of `seq_len`
+with step `stride`; every target is scored exactly once, by the first window that sees it with the
+most context. Only targets the interface marks as counted (raw bytes; tokens for the token model) add
+to the loss; BPB = sum of nats / (ln 2 * raw bytes), exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+import torch
+
+
+def _stream(interface, docs: Iterable[bytes]):
+    """Concatenate scored documents: ids, doc index, position in doc, counted-target mask (all (N,))."""
+    ids, doc_idx, pos, counted = [], [], [], []
+    n_bytes = 0
+    for i, doc in enumerate(docs):
+        d_ids, d_counted, d_bytes = interface.score_ids(doc)
+        ids.append(np.asarray(d_ids, dtype=np.int64))
+        counted.append(np.asarray(d_counted, dtype=bool))
+        doc_idx.append(np.full(len(d_ids), i, dtype=np.int64))
+        pos.append(np.arange(len(d_ids), dtype=np.int64))
+        n_bytes += d_bytes
+    if not ids:
+        raise ValueError("no documents to evaluate")
+    return (np.concatenate(ids), np.concatenate(doc_idx), np.concatenate(pos), np.concatenate(counted), n_bytes)
+
+
+def _windows(n: int, seq_len: int, stride: int):
+    """Yield (start, first_scored) for windows [start, start + seq_len + 1) of a stream of n tokens.
+
+    Targets are positions 1..n-1; window w scores targets in [first_scored, start + seq_len].
+    """
+    start, scored_until = 0, 1
+    while scored_until < n:
+        yield start, scored_until
+        scored_until = min(start + seq_len, n - 1) + 1
+        start += stride
+
+
+@torch.no_grad()
+def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: int | None = None,
+                 batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
+    stride = stride or seq_len
+    if not 0 < stride <= seq_len:
+        raise ValueError(f"stride must be in (0, seq_len], got {stride} for seq_len {seq_len}")
+    ids, doc_idx, pos, counted, n_bytes = _stream(interface, docs)
+    n = len(ids)
+    was_training = model.training
+    model.eval()
+    total_nats, n_targets = 0.0, 0
+    windows = list(_windows(n, seq_len, stride))
+    for b in range(0, len(windows), batch_size):
+        group = windows[b:b + batch_size]
+        inp = np.full((len(group), seq_len), interface.rep.pad_id, dtype=np.int64)   # (B, L)
+        tgt = np.zeros((len(group), seq_len), dtype=np.int64)                          # (B, L)
+        docs_in = np.full((len(group), seq_len), -1, dtype=np.int64)                   # pad: own doc
+        positions = np.zeros((len(group), seq_len), dtype=np.int64)
+        score = np.zeros((len(group), seq_len), dtype=bool)
+        for r, (start, first) in enumerate(group):
+            end = min(start + seq_len, n - 1)  # last input position + 1
+            k = end - start
+            inp[r, :k] = ids[start:end]
+            tgt[r, :k] = ids[start + 1:end + 1]
+            docs_in[r, :k] = doc_idx[start:end]
+            # RoPE positions relative to the first token of each document inside the window
+            p = pos[start:end]
+            first_in_doc = np.r_[True, doc_idx[start + 1:end] != doc_idx[start:end - 1]]
+            segment_start = np.maximum.accumulate(np.where(first_in_doc, np.arange(k), 0))
+            positions[r, :k] = p - p[segment_start]
+            targets_idx = np.arange(start + 1, end + 1)
+            same_doc = doc_idx[targets_idx] == doc_idx[start:end]
+            score[r, :k] = same_doc & counted[targets_idx] & (targets_idx >= first)
+        t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
+        hidden = model(t(inp), positions=t(positions), doc_ids=t(docs_in))
+        logits = model.logits(hidden)                                   # (B, L, V) float32
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), t(tgt), reduction="none")  # (B, L)
+        mask = t(score)
+        total_nats += float(nll[mask].double().sum())
+        n_targets += int(mask.sum())
+    model.train(was_training)
+    if n_bytes == 0:
+        raise ValueError("the evaluated documents contain no bytes")
+    return {"bpb": total_nats / (math.log(2) * n_bytes), "bytes": n_bytes, "nats": total_nats,
+            "targets": n_targets, "documents": int(doc_idx[-1]) + 1, "seq_len": seq_len, "stride": stride}
+
+
+def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -> list[bytes]:
+    """Whole documents of a corpus split, in the corpus' order, until `max_bytes` (0: all).
+
+    Documents are never cut (a cut could split a UTF-8 character, which the token baseline cannot
+    encode); the first document is always included.
+    """
+    import dataclasses
+
+    from proxylm.data.corpus import open_corpus
+
+    cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
+    corpus = open_corpus(corpus_spec, cfg)
+    docs, total = [], 0
+    for ref in corpus.documents(split):
+        data = corpus.read(ref)
+        if not data:
+            continue
+        if max_bytes and docs and total + len(data) > max_bytes:
+            break
+        docs.append(data)
+        total += len(data)
+    return docs

@@ -1,0 +1,104 @@
+"""Evaluation verbs: `proxylm eval bpb|humaneval|robustness` and `proxylm generate`.
+
+    proxylm eval bpb runs/proxy-bpe-tiny --corpus stdlib --split val --json
+    proxylm generate runs/proxy-bpe-tiny --prompt "def fib(n):" --max-bytes 200
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def _device(name: str) -> str:
+    import torch
+
+    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
+
+
+def cmd_bpb(args) -> int:
+    from proxylm.cli import print_json
+    from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
+    from proxylm.train.checkpoint import load_run
+
+    device = _device(args.device)
+    run = load_run(args.run, device)
+    corpus = args.corpus or run.cfg.data.corpus
+    docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
+    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
+    result = evaluate_bpb(run.model, run.interface, docs, seq_len, args.stride or seq_len // 2,
+                          args.batch_size, device)
+    result.update({"run": str(args.run), "step": run.step, "corpus": corpus, "split": args.split})
+    if args.json:
+        print_json(result)
+    else:
+        print(f"{args.run} (step {run.step}) on {corpus}/{args.split}: {result['bpb']:.4f} bits per byte "
+              f"over {result['bytes']} bytes ({result['documents']} documents)")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from proxylm.cli import print_json
+    from proxylm.eval.generate import generate
+    from proxylm.train.checkpoint import load_run
+
+    run = load_run(args.run, _device(args.device))
+    prompt = args.prompt.encode("utf-8")
+    stream = not args.json
+
+    def on_bytes(b: bytes) -> None:
+        sys.stdout.buffer.write(b)
+        sys.stdout.flush()
+
+    if stream:
+        sys.stdout.buffer.write(prompt)
+    out = generate(run.model, run.interface, prompt, max_bytes=args.max_bytes, temperature=args.temperature,
+                   top_p=args.top_p, stop=tuple(s.encode() for s in args.stop), seed=args.seed,
+                   on_bytes=on_bytes if stream else None)
+    if args.json:
+        print_json({"prompt": args.prompt, "completion": out.decode("utf-8", "replace"),
+                    "completion_bytes": len(out)})
+    else:
+        print()
+    return 0
+
+
+def add_commands(sub) -> None:
+    ev = sub.add_parser("eval", help="evaluate a run on raw bytes").add_subparsers(dest="eval_command",
+                                                                                    required=True)
+    p = ev.add_parser("bpb", help="bits per byte on raw text")
+    p.add_argument("run")
+    p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"])
+    p.add_argument("--seq-len", type=int, default=0)
+    p.add_argument("--stride", type=int, default=0, help="default seq_len // 2")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--max-bytes", type=int, default=0, help="score at most this many bytes (0: all)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_bpb, command="eval bpb")
+
+    try:
+        from proxylm.eval import humaneval, robustness
+    except ModuleNotFoundError:
+        humaneval = robustness = None
+    if humaneval is not None:
+        p = ev.add_parser("humaneval", help="HumanEval-format code generation, executed in a sandbox")
+        humaneval.add_humaneval_args(p)
+        p.set_defaults(func=humaneval.run_humaneval_cli, command="eval humaneval")
+        p = ev.add_parser("robustness", help="ReCode-style perturbations: pass@1 and BPB degradation")
+        robustness.add_robustness_args(p)
+        p.set_defaults(func=robustness.run_robustness_cli, command="eval robustness")
+
+    p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
+    p.add_argument("run")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-bytes", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_generate)

@@ -1,0 +1,339 @@
+"""A Llama-architecture decoder (RMSNorm, RoPE rotate-half, GQA, SwiGLU, no biases, untied head) with extra
+prediction heads, document-masked attention and a KV cache.
+
+    model = Transformer(ModelConfig(dim=256, n_layers=4), rep.vocab_size, rep.raw_vocab_size)
+    S = batch.positions.shape[1]
+    hidden = model(batch.tokens[:, :S], positions=batch.positions, doc_ids=batch.doc_ids[:, :S])  # (B, S, D)
+    out = model.loss(hidden, batch.tokens, batch.doc_ids)          # LossOutput (proxylm/model/heads.py)
+    (out.loss_sum / out.weight_sum).backward()
+    logits = model.logits(hidden)                                   # (B, S, V) float32, head 0
+
+Generation (one document per row; see proxylm/eval/generate.py):
+    cache = model.new_kv_cache(batch_size=1)
+    h = model(prompt_ids, kv_cache=cache)          # prefill, positions 0..n-1; the cache advances by n
+    h = model(next_id.view(1, 1), kv_cache=cache)  # one step at position n
+
+Weights are named so they map 1:1 onto transformers' LlamaForCausalLM (`hf_llama_state_dict`):
+embed -> model.embed_tokens, layers.i.attn.{q,k,v,o} -> model.layers.i.self_attn.{q,k,v,o}_proj,
+layers.i.mlp.{gate,up,down} -> model.layers.i.mlp.{gate,up,down}_proj, layers.i.attn_norm -> input_layernorm,
+layers.i.mlp_norm -> post_attention_layernorm, norm -> model.norm, output -> lm_head. The extra heads
+(`pred_heads`: main heads 1.., `raw_heads`) have no Llama counterpart.
+
+Attention never crosses documents: with `doc_ids` a query sees a key only if both are in the same document and
+the key is not later. Backends: FlexAttention with a document block mask on CUDA (cfg.attention auto|flex),
+else SDPA with a boolean (B, 1, S, S) mask; without doc_ids, SDPA is_causal (flash kernels on GPU).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from proxylm.model.config import ModelConfig
+from proxylm.model.heads import LossOutput, multi_head_loss
+
+try:  # FlexAttention (torch >= 2.5); only used on CUDA
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except ImportError:  # pragma: no cover
+    BlockMask = create_block_mask = flex_attention = None
+
+CAUSAL = "causal"  # attention-mask marker: plain causal (no document boundaries, keys == queries)
+_compiled_flex = None
+
+
+def _flex(q, k, v, block_mask, enable_gqa):
+    global _compiled_flex
+    if _compiled_flex is None:  # eager flex_attention materialises the scores; the compiled one is the kernel
+        _compiled_flex = torch.compile(flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
+
+
+def document_block_mask(doc_ids: torch.Tensor):
+    """doc_ids (B, S) -> FlexAttention BlockMask: same document and causal."""
+    B, S = doc_ids.shape
+
+    def same_doc_causal(b, h, q_idx, kv_idx):
+        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx)
+
+    return create_block_mask(same_doc_causal, B, None, S, S, device=doc_ids.device)
+
+
+def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """doc_ids (B, S) -> bool (B, 1, S, S), True where query i may attend key j (same document, j <= i)."""
+    S = doc_ids.shape[1]
+    causal = torch.ones(S, S, dtype=torch.bool, device=doc_ids.device).tril()
+    return (doc_ids[:, :, None] == doc_ids[:, None, :]).logical_and(causal).unsqueeze(1)
+
+
+def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
+    """doc_ids (B, S) -> positions (B, S) restarting at 0 wherever the document id changes.
+
+    A document that continues from an earlier window also starts at 0 here; pass the loader's positions
+    to continue counting instead."""
+    B, S = doc_ids.shape
+    idx = torch.arange(S, device=doc_ids.device).expand(B, S)
+    starts = torch.ones_like(doc_ids, dtype=torch.bool)
+    starts[:, 1:] = doc_ids[:, 1:] != doc_ids[:, :-1]
+    start_idx = torch.where(starts, idx, torch.zeros_like(idx)).cummax(dim=1).values  # (B, S)
+    return idx - start_idx
+
+
+class RMSNorm(nn.Module):
+    """As transformers' LlamaRMSNorm: normalise in fp32, cast back, then scale."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope_tables(head_dim: int, max_len: int, theta: float, device=None):
+    """cos, sin (max_len, head_dim) fp32 in the rotate-half layout (frequencies repeated twice, as HF Llama)."""
+    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+    freqs = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv_freq)  # (L, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd)
+    return emb.cos(), emb.sin()
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    """x (B, H, S, hd); cos, sin (B, 1, S, hd) in x's dtype."""
+    return x * cos + rotate_half(x) * sin
+
+
+class KVCache:
+    """Keys and values of every layer for generation, preallocated to `max_len` positions (one document per row).
+
+        cache = KVCache(n_layers, batch_size=1, max_len=4096)   # or model.new_kv_cache()
+        model(ids, kv_cache=cache)                              # writes at cache.pos, then cache.pos += S
+
+    Buffers are allocated at the first write of each layer, with that layer's dtype and device (so autocast
+    works)."""
+
+    def __init__(self, n_layers: int, batch_size: int, max_len: int):
+        self.batch_size, self.max_len, self.pos = batch_size, max_len, 0
+        self.k: list[torch.Tensor | None] = [None] * n_layers  # each (B, kv_heads, max_len, hd)
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+
+    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
+        """k, v (B, kv_heads, S, hd) of the new positions -> all keys/values so far (B, kv_heads, pos+S, hd)."""
+        B, n_kv, S, hd = k.shape
+        end = self.pos + S
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions > max_len {self.max_len}")
+        if self.k[layer] is None:
+            self.k[layer] = k.new_zeros(B, n_kv, self.max_len, hd)
+            self.v[layer] = v.new_zeros(B, n_kv, self.max_len, hd)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
+
+    def advance(self, n: int) -> None:
+        self.pos += n
+
+    def reset(self) -> None:
+        self.pos = 0
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.layer_idx = layer_idx
+        self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.kv_heads, cfg.head_dim
+        self.q = nn.Linear(cfg.dim, self.n_heads * self.hd, bias=False)
+        self.k = nn.Linear(cfg.dim, self.n_kv * self.hd, bias=False)
+        self.v = nn.Linear(cfg.dim, self.n_kv * self.hd, bias=False)
+        self.o = nn.Linear(self.n_heads * self.hd, cfg.dim, bias=False)
+
+    def forward(self, x, cos, sin, mask, kv_cache: KVCache | None):
+        B, S, _ = x.shape
+        q = self.q(x).view(B, S, self.n_heads, self.hd).transpose(1, 2)  # (B, H, S, hd)
+        k = self.k(x).view(B, S, self.n_kv, self.hd).transpose(1, 2)  # (B, Hkv, S, hd)
+        v = self.v(x).view(B, S, self.n_kv, self.hd).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, pos+S, hd)
+        gqa = self.n_kv != self.n_heads  # kv head j serves query heads j*rep .. (j+1)*rep-1, as HF repeat_kv
+        if BlockMask is not None and isinstance(mask, BlockMask):
+            y = _flex(q, k, v, mask, gqa)
+        elif mask is None or isinstance(mask, str):  # None: attend to every key (one decode step)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=mask == CAUSAL, enable_gqa=gqa)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.up = nn.Linear(cfg.dim, cfg.hidden_dim, bias=False)
+        self.down = nn.Linear(cfg.hidden_dim, cfg.dim, bias=False)
+
+    def forward(self, x):
+        return self.down(F.silu(self.gate(x)) * self.up(x))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig, layer_idx: int):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.attn = Attention(cfg, layer_idx)
+        self.mlp_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, cos, sin, mask, kv_cache):
+        x = x + self.attn(self.attn_norm(x), cos, sin, mask, kv_cache)
+        return x + self.mlp(self.mlp_norm(x))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ModelConfig, vocab_size: int, raw_vocab_size: int):
+        super().__init__()
+        if raw_vocab_size > vocab_size:
+            raise ValueError(f"raw_vocab_size {raw_vocab_size} exceeds vocab_size {vocab_size}")
+        self.cfg, self.vocab_size, self.raw_vocab_size = cfg, vocab_size, raw_vocab_size
+        self.embed = nn.Embedding(vocab_size, cfg.dim)
+        self.layers = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, vocab_size, bias=False)  # head 0: next symbol
+        # head k (k >= 1) predicts the symbol k+1 ahead over the full vocabulary
+        self.pred_heads = nn.ModuleList(nn.Linear(cfg.dim, vocab_size, bias=False)
+                                        for _ in range(cfg.n_pred_heads - 1))
+        # raw head j predicts the symbol n_pred_heads+j+1 ahead over ids < raw_vocab_size, at raw positions only
+        self.raw_heads = nn.ModuleList(nn.Linear(cfg.dim, raw_vocab_size, bias=False)
+                                       for _ in range(cfg.n_raw_heads))
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd); derived, not saved
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.init_weights()
+
+    # ---- init ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """normal(0, init_std) for the embedding, every projection and every head; norms 1. The residual
+        output projections (attention `o`, mlp `down`) use init_std / sqrt(2 * n_layers) when
+        cfg.depth_scaled_init (GPT-2 style: keeps the residual stream's variance independent of depth).
+        Also rebuilds the RoPE tables (e.g. after materialising a model built on the meta device)."""
+        cfg = self.cfg
+        out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers) if cfg.depth_scaled_init else cfg.init_std
+        for name, p in self.named_parameters():
+            if name.endswith("norm.weight"):
+                p.fill_(1.0)
+            elif name.endswith(("attn.o.weight", "mlp.down.weight")):
+                p.normal_(0.0, out_std)
+            else:
+                p.normal_(0.0, cfg.init_std)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
+        self.rope_cos.copy_(cos)
+        self.rope_sin.copy_(sin)
+
+    # ---- forward ------------------------------------------------------------------------------
+    def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
+        return KVCache(self.cfg.n_layers, batch_size, max_len or self.cfg.max_seq_len)
+
+    def _use_flex(self, device: torch.device) -> bool:
+        return device.type == "cuda" and self.cfg.attention in ("auto", "flex") and flex_attention is not None
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """ids (B, S) -> final-normed hidden (B, S, D).
+
+        positions (B, S): RoPE positions (restarting per document); default: derived from doc_ids, or
+        0..S-1 (continuing from kv_cache.pos with a cache). Must be < cfg.max_seq_len.
+        doc_ids (B, S) or (B, S+F) (only the first S columns are used): attention stays inside documents.
+        kv_cache: append these positions to the cache and attend to everything cached (one document per row;
+        doc_ids are not allowed with a cache)."""
+        B, S = ids.shape
+        past = kv_cache.pos if kv_cache is not None else 0
+        if doc_ids is not None:
+            if kv_cache is not None:
+                raise ValueError("kv_cache holds one document per row: pass doc_ids=None")
+            doc_ids = doc_ids[:, :S]
+        if positions is None:
+            if doc_ids is not None:
+                positions = positions_from_doc_ids(doc_ids)
+            else:
+                positions = torch.arange(past, past + S, device=ids.device).expand(B, S)
+        x = self.embed(ids)  # (B, S, D)
+        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
+        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+        if doc_ids is not None:
+            mask = document_block_mask(doc_ids) if self._use_flex(ids.device) else document_mask(doc_ids)
+        elif kv_cache is None or past == 0:
+            mask = CAUSAL if S > 1 else None
+        elif S == 1:
+            mask = None  # the new position sees everything cached
+        else:  # several new positions after a filled cache: query i sees keys 0 .. past+i
+            mask = torch.ones(S, past + S, dtype=torch.bool, device=ids.device).tril(diagonal=past)
+        for layer in self.layers:
+            x = layer(x, cos, sin, mask, kv_cache)
+        if kv_cache is not None:
+            kv_cache.advance(S)
+        return self.norm(x)
+
+    # ---- heads --------------------------------------------------------------------------------
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """hidden (B, S, D) -> head-0 logits (B, S, V) float32."""
+        return self.output(hidden).float()
+
+    def main_head_weights(self) -> list[torch.Tensor]:
+        return [self.output.weight] + [h.weight for h in self.pred_heads]
+
+    def loss(self, hidden: torch.Tensor, tokens: torch.Tensor, doc_ids: torch.Tensor) -> LossOutput:
+        """hidden (B, S, D) from forward; tokens, doc_ids (B, S+F), F >= n_pred_heads + n_raw_heads.
+        Chunked CE over cfg.ce_chunk positions; weighting in proxylm/model/heads.py."""
+        return multi_head_loss(hidden, tokens, doc_ids, self.main_head_weights(),
+                               [h.weight for h in self.raw_heads], self.raw_vocab_size, self.cfg.ce_chunk)
+
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameter count; non_embedding drops the embedding table."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.embed.weight.numel() if non_embedding else n
+
+
+# ---- export to transformers' LlamaForCausalLM ---------------------------------------------------------
+_HF_LAYER_NAMES = {
+    "attn.q.weight": "self_attn.q_proj.weight", "attn.k.weight": "self_attn.k_proj.weight",
+    "attn.v.weight": "self_attn.v_proj.weight", "attn.o.weight": "self_attn.o_proj.weight",
+    "mlp.gate.weight": "mlp.gate_proj.weight", "mlp.up.weight": "mlp.up_proj.weight",
+    "mlp.down.weight": "mlp.down_proj.weight", "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+}
+
+
+def hf_llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """Head 0 and the trunk under LlamaForCausalLM names (extra heads dropped); tensors are shared, not copied."""
+    out = {}
+    for name, t in model.state_dict().items():
+        if name == "embed.weight":
+            out["model.embed_tokens.weight"] = t
+        elif name == "norm.weight":
+            out["model.norm.weight"] = t
+        elif name == "output.weight":
+            out["lm_head.weight"] = t
+        elif name.startswith("layers."):
+            _, i, rest = name.split(".", 2)
+            out[f"model.layers.{i}.{_HF_LAYER_NAMES[rest]}"] = t
+    return out
+
+
+def hf_llama_config(cfg: ModelConfig, vocab_size: int) -> dict:
+    """Keyword arguments of transformers.LlamaConfig for this architecture (special token ids are the caller's)."""
+    return dict(vocab_size=vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
+                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
+                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+                rope_theta=cfg.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=False)

@@ -1,0 +1,169 @@
+"""Run directories and atomic checkpoints.
+
+A run directory holds:
+
+    config.yaml            resolved config          representation.json   the vocabulary layout
+    codec/                 the codec (if any)       metrics.jsonl         one JSON object per log/eval
+    tb/                    TensorBoard events       checkpoints/step_0000100/  model.safetensors,
+                                                                          optimizer.pt, state.json
+    checkpoints/latest     name of the newest complete checkpoint
+
+A checkpoint is written into a temporary folder and renamed into place, and `latest` is replaced
+atomically afterwards, so a kill at any moment leaves the previous checkpoint usable. Loading falls
+back to an older checkpoint (with a warning) if the newest one is unreadable.
+
+    run = load_run("runs/proxy-bpe-tiny")      # model (eval mode), rep, codec, cfg, interface
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+CKPT_DIR = "checkpoints"
+LATEST = "latest"
+WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.pt"
+STATE = "state.json"
+
+
+class CorruptCheckpoint(ValueError):
+    pass
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        pass
+
+
+def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Plain (unwrapped) state dict with contiguous CPU tensors, as safetensors wants."""
+    inner = getattr(model, "module", model)
+    inner = getattr(inner, "_orig_mod", inner)
+    return {k: v.detach().to("cpu").contiguous() for k, v in inner.state_dict().items()}
+
+
+def save_checkpoint(run_dir, step: int, weights: dict, optimizer_state: dict | None, state: dict,
+                    keep: int = 2) -> Path:
+    ckpt_root = Path(run_dir) / CKPT_DIR
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = f"step_{step:07d}"
+    final = ckpt_root / name
+    tmp = ckpt_root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_file(weights, str(tmp / WEIGHTS))
+    if optimizer_state is not None:
+        torch.save(optimizer_state, tmp / OPTIMIZER)
+    (tmp / STATE).write_text(json.dumps(state))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    _fsync_dir(ckpt_root)
+    latest_tmp = ckpt_root / f".{LATEST}.tmp"
+    latest_tmp.write_text(name + "\n")
+    latest_tmp.replace(ckpt_root / LATEST)
+    _fsync_dir(ckpt_root)
+    for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    root = Path(run_dir) / CKPT_DIR
+    if not root.exists():
+        return []
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith("step_") and (p / STATE).exists())
+
+
+def read_checkpoint(path: Path, with_optimizer: bool = True) -> tuple[dict, dict | None, dict]:
+    """(weights, optimizer state or None, state); raises CorruptCheckpoint with the reason."""
+    try:
+        state = json.loads((path / STATE).read_text())
+        weights = load_file(str(path / WEIGHTS))
+        optim = None
+        if with_optimizer and (path / OPTIMIZER).exists():
+            optim = torch.load(path / OPTIMIZER, map_location="cpu", weights_only=True)
+    except Exception as e:  # any parse error means this checkpoint cannot be used
+        raise CorruptCheckpoint(f"{path}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+    return weights, optim, state
+
+
+def latest_checkpoint(run_dir, with_optimizer: bool = True):
+    """Newest readable checkpoint: (path, weights, optimizer, state), or None if there is none.
+
+    Tries `latest` first, then older ones; a corrupt checkpoint is reported and skipped, never deleted.
+    """
+    candidates = list_checkpoints(run_dir)[::-1]
+    pointer = Path(run_dir) / CKPT_DIR / LATEST
+    if pointer.exists():
+        named = Path(run_dir) / CKPT_DIR / pointer.read_text().strip()
+        if named in candidates:
+            candidates.remove(named)
+            candidates.insert(0, named)
+    for path in candidates:
+        try:
+            return (path, *read_checkpoint(path, with_optimizer))
+        except CorruptCheckpoint as e:
+            warnings.warn(f"{e}; falling back to an older checkpoint")
+    return None
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    cfg: object  # RunConfig
+    rep: object  # Representation
+    codec: object | None
+    model: torch.nn.Module
+    interface: object
+    step: int
+    state: dict
+
+
+def load_codec_of_run(run_dir):
+    from proxylm.codecs import load_codec
+
+    codec_dir = Path(run_dir) / "codec"
+    return load_codec(codec_dir) if codec_dir.exists() else None
+
+
+def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
+    """Rebuild a trained model from its run directory (weights only; no optimizer state)."""
+    from proxylm.config import load_config
+    from proxylm.data.representation import Representation
+    from proxylm.eval.interface import interface_for
+    from proxylm.model.transformer import Transformer
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no config.yaml)")
+    cfg = load_config(str(run_dir / "config.yaml"))
+    rep = Representation.load(run_dir / "representation.json")
+    codec = load_codec_of_run(run_dir)
+    found = latest_checkpoint(run_dir, with_optimizer=False)
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet")
+    path, weights, _, state = found
+    model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
+    model.load_state_dict(weights)
+    model.to(device).eval()
+    return LoadedRun(run_dir, cfg, rep, codec, model, interface_for(rep, codec, cfg.views), state["step"], state)

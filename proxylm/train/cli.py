@@ -1,0 +1,91 @@
+"""`proxylm train CONFIG [key=value ...] [--out RUN_DIR]` and `proxylm resume RUN_DIR`.
+
+    proxylm train proxy-bpe-tiny                         # shipped config by name, run dir runs/proxy-bpe-tiny
+    proxylm train my.yaml train.max_steps=20 --out runs/x
+    proxylm resume runs/x                                # continues exactly where the last checkpoint was
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+from pathlib import Path
+
+
+def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
+    from proxylm.eval.generate import generate
+    from proxylm.train.checkpoint import load_run
+
+    run = load_run(run_dir)
+    print(f"\n--- sample (greedy, raw bytes in, raw bytes out) ---\n{prompt}", end="", flush=True)
+    generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes,
+             on_bytes=lambda b: (sys.stdout.write(b.decode("utf-8", "replace")), sys.stdout.flush()))
+    print("\n---")
+
+
+def _report(summary: dict, args) -> None:
+    from proxylm.cli import print_json
+
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"run: {summary['run_dir']}\nsteps: {summary['steps']}  FLOPs: {summary['flops']:.3e}  "
+              f"raw bytes seen: {summary['raw_bytes']}\nvalidation raw-byte BPB: {summary['val_bpb']:.4f}")
+    if args.sample:
+        _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
+
+
+def cmd_train(args) -> int:
+    from proxylm.config import load_config
+    from proxylm.train.checkpoint import list_checkpoints
+    from proxylm.train.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    run_dir = Path(args.out or Path("runs") / cfg.name)
+    if list_checkpoints(run_dir):
+        if not args.overwrite:
+            raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
+                             "--overwrite starts again, --out picks another directory")
+        shutil.rmtree(run_dir)
+    summary = Trainer(cfg, run_dir, quiet=args.quiet).fit()
+    _report(summary, args)
+    return 0
+
+
+def cmd_resume(args) -> int:
+    from proxylm.config import load_config
+    from proxylm.train.trainer import Trainer
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
+    summary = Trainer(cfg, run_dir, resume=True, quiet=args.quiet).fit()
+    _report(summary, args)
+    return 0
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print one JSON object with the run summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--sample", metavar="PROMPT", help="after training, print a greedy completion of PROMPT")
+    p.add_argument("--sample-bytes", type=int, default=200)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("train", help="train a model from a config (shipped name or YAML path)")
+    p.add_argument("config", help="shipped config name (e.g. proxy-bpe-tiny) or a YAML path")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. train.max_steps=20 model.dim=128")
+    p.add_argument("--out", help="run directory (default runs/<config name>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    _common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="e.g. train.max_steps=400 to extend a finished run")
+    _common(p)
+    p.set_defaults(func=cmd_resume)

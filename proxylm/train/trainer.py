@@ -1,0 +1,325 @@
+"""The training loop: views schedule fed by the optimizer step, FLOP budget, exact resume.
+
+    proxylm train proxy-bpe-tiny train.max_steps=200 --out runs/demo
+    proxylm resume runs/demo
+
+Loss normalisation: each micro-batch contributes its loss *sum*; after all micro-batches (and all
+ranks) the gradients are divided by the global weight sum, so gradient accumulation and data
+parallelism give exactly the gradient of one big batch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from proxylm.config import RunConfig, save_config
+from proxylm.data.representation import Representation
+from proxylm.train import distributed as dist_utils
+from proxylm.train.checkpoint import latest_checkpoint, model_state, save_checkpoint
+
+
+def lr_at(cfg, step: int, total_steps: int) -> float:
+    """Learning rate for optimizer step `step` (0-based) of `total_steps`."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    floor = t.lr * t.min_lr_frac
+    if t.lr_schedule == "constant":
+        return t.lr
+    if t.lr_schedule == "cosine":
+        progress = (step - t.warmup_steps) / max(1, total_steps - t.warmup_steps)
+        return floor + (t.lr - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    decay_start = int(total_steps * (1 - t.wsd_decay_frac))  # wsd: warm-up, stable, linear decay
+    if step < decay_start:
+        return t.lr
+    progress = (step - decay_start) / max(1, total_steps - decay_start)
+    return t.lr + (floor - t.lr) * min(1.0, progress)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def build_representation(cfg: RunConfig):
+    """(codec or None, Representation) for a config; trains and caches the codec on first use."""
+    if cfg.views.codec is None:
+        return None, Representation.bytes_only()
+    from proxylm.codecs.train import ensure_codec
+
+    codec = ensure_codec(cfg.views, cfg.data)
+    return codec, Representation.for_codec(codec, separate_embedding=cfg.views.separate_embedding)
+
+
+class Trainer:
+    def __init__(self, cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False):
+        self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
+        self.ctx = dist_utils.init()  # rank / world size / local device (a no-op without torchrun)
+        t = cfg.train
+        if t.threads:
+            torch.set_num_threads(t.threads)
+        self.device = self.ctx.device or pick_device(t.device)
+        self._seed_everything(t.seed)
+
+        self.codec, self.rep = build_representation(cfg)
+        if self.ctx.is_main:
+            self._write_run_files(resume)
+        dist_utils.barrier()
+
+        from proxylm.model.flops import training_flops
+        from proxylm.model.transformer import Transformer
+
+        self._training_flops = training_flops
+        torch.manual_seed(t.seed)
+        self.raw_model = Transformer(cfg.model, self.rep.vocab_size, self.rep.raw_vocab_size).to(self.device)
+        self.model = dist_utils.wrap_model(self.raw_model, cfg.train, self.ctx)
+        self.optimizer = self._make_optimizer()
+
+        self.total_steps = self._planned_steps()
+        from proxylm.data.loader import TrainLoader
+
+        self.loader = TrainLoader(cfg.data, cfg.views, self.rep, self.codec, split="train",
+                                  rank=self.ctx.rank, world_size=self.ctx.world_size,
+                                  total_steps=self.total_steps, n_future=cfg.model.n_future)
+        self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
+        self.val_docs = None
+        if resume:
+            self._restore()
+
+    # ---- set-up ---------------------------------------------------------------------------------
+    @staticmethod
+    def _seed_everything(seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _write_run_files(self, resume: bool) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.cfg, self.run_dir / "config.yaml")  # on resume: records any overrides
+        if not resume:
+            self.rep.save(self.run_dir / "representation.json")
+            if self.codec is not None:
+                self.codec.save(self.run_dir / "codec")
+
+    def _make_optimizer(self):
+        t = self.cfg.train
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        fused = self.device.type == "cuda"
+        return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused)
+
+    def step_flops(self, n_raw_positions: int) -> float:
+        """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
+        `n_raw_positions` positions in all (those whose targets are all raw)."""
+        d, m = self.cfg.data, self.cfg.model
+        n_micro = self.cfg.train.grad_accum * self.ctx.world_size
+        flops = lambda n_raw: self._training_flops(m, self.rep.vocab_size, self.rep.raw_vocab_size,  # noqa: E731
+                                                   d.batch_size, d.seq_len, n_raw)
+        return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
+
+    def _planned_steps(self) -> int:
+        """Steps the LR and views schedules span: max_steps, or fewer if the FLOP budget ends first."""
+        t, d = self.cfg.train, self.cfg.data
+        if t.max_flops <= 0:
+            return t.max_steps
+        # estimate with every position counted as raw (upper bound of the raw-head cost)
+        n_micro = t.grad_accum * self.ctx.world_size
+        per_step = self.step_flops(n_micro * d.batch_size * d.seq_len if self.cfg.model.n_raw_heads else 0)
+        return max(1, min(t.max_steps, int(t.max_flops // per_step)))
+
+    # ---- state ----------------------------------------------------------------------------------
+    def _state(self) -> dict:
+        return {"step": self.step, "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
+                "elapsed": self.elapsed, "total_steps": self.total_steps,
+                "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
+                "world_size": self.ctx.world_size}
+
+    def _restore(self) -> None:
+        found = latest_checkpoint(self.run_dir)
+        if found is None:
+            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no readable checkpoint)")
+        path, weights, optim, state = found
+        if state.get("world_size", 1) != self.ctx.world_size:
+            raise ValueError(f"{path} was written with {state['world_size']} ranks; resume with the same number")
+        self.raw_model.load_state_dict(weights)
+        if optim is not None:
+            self.optimizer.load_state_dict(optim)
+        self.step, self.flops = state["step"], state["flops"]
+        self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
+        self._log(f"resumed from {path} at step {self.step}")
+
+    def save(self) -> None:
+        # the optimizer state is complete on every rank under DDP; rank 0 writes it
+        if self.ctx.is_main:
+            save_checkpoint(self.run_dir, self.step, model_state(self.model), self.optimizer.state_dict(),
+                            self._state(), keep=self.cfg.train.keep_ckpts)
+        dist_utils.barrier()
+
+    # ---- logging --------------------------------------------------------------------------------
+    def _log(self, msg: str) -> None:
+        if self.ctx.is_main and not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def _metrics(self, record: dict) -> None:
+        if not self.ctx.is_main:
+            return
+        with open(self.run_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for k, v in record.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(k, v, record["step"])
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def validation_docs(self) -> list[bytes]:
+        if self.val_docs is None:
+            from proxylm.eval.bpb import read_eval_docs
+
+            self.val_docs = read_eval_docs(self.cfg.data.corpus, "val", self.cfg.data, self.cfg.eval.max_bytes)
+        return self.val_docs
+
+    def evaluate(self) -> dict:
+        from proxylm.eval.bpb import evaluate_bpb
+        from proxylm.eval.interface import interface_for
+
+        e = self.cfg.eval
+        seq_len = e.seq_len or self.cfg.data.seq_len
+        interface = interface_for(self.rep, self.codec, self.cfg.views)
+        # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
+        return evaluate_bpb(self.raw_model, interface, self.validation_docs(), seq_len,
+                            e.stride or max(1, seq_len // 2), e.batch_size, self.device)
+
+    # ---- one optimizer step ---------------------------------------------------------------------
+    def train_step(self) -> dict:
+        t = self.cfg.train
+        lr = lr_at(self.cfg, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        S = self.cfg.data.seq_len
+        sums = torch.zeros(6, dtype=torch.float64)  # loss, weight, raw nll, raw n, comp nll, comp n
+        n_raw_positions, symbols, raw_bytes = 0, 0, 0
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.dtype == "bfloat16")
+        for micro in range(t.grad_accum):
+            batch = self.loader.next_batch(self.step)
+            tokens = batch.tokens.to(self.device, non_blocking=True)        # (B, S+F)
+            doc_ids = batch.doc_ids.to(self.device, non_blocking=True)      # (B, S+F)
+            positions = batch.positions.to(self.device, non_blocking=True)  # (B, S)
+            with dist_utils.no_sync_unless(self.model, last=micro == t.grad_accum - 1), autocast:
+                hidden = self.model(tokens[:, :S], positions=positions, doc_ids=doc_ids[:, :S])
+                out = self.raw_model.loss(hidden, tokens, doc_ids)
+                out.loss_sum.backward()
+            comp = batch.is_compressed.to(self.device) & out.counted
+            raw = ~batch.is_compressed.to(self.device) & out.counted
+            sums += torch.tensor([float(out.loss_sum), float(out.weight_sum), float(out.nll[raw].sum()),
+                                  float(raw.sum()), float(out.nll[comp].sum()), float(comp.sum())],
+                                 dtype=torch.float64)
+            if self.cfg.model.n_raw_heads:
+                targets = tokens[:, 1:]
+                window = targets.unfold(1, self.cfg.model.n_future, 1)[:, :S]  # (B, S, F)
+                n_raw_positions += int((window < self.rep.raw_vocab_size).all(-1).sum())
+            symbols += tokens.shape[0] * S
+            raw_bytes += batch.raw_bytes
+        sums = dist_utils.all_reduce_sum(sums.to(self.device)).cpu()
+        weight = max(float(sums[1]), 1.0)
+        # DDP averages gradients over ranks; undo that and divide by the global weight instead
+        scale = self.ctx.world_size / weight if dist_utils.averages_gradients(self.model) else 1.0 / weight
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.mul_(scale)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e9)
+        self.optimizer.step()
+        counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes],
+                                                        dtype=torch.float64, device=self.device)).cpu()
+        step_flops = self.step_flops(int(counts[0]))
+        self.flops += step_flops
+        self.symbols += int(counts[1])
+        self.raw_bytes += int(counts[2])
+        self.step += 1
+        rate, mode = self.loader.schedule(self.step - 1)
+        return {"step": self.step, "loss": float(sums[0]) / weight, "lr": lr, "grad_norm": float(grad_norm),
+                "loss_raw": float(sums[2] / sums[3]) if sums[3] else None,
+                "loss_compressed": float(sums[4] / sums[5]) if sums[5] else None,
+                "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
+                "rate": rate, "mode": mode}
+
+    # ---- the loop -------------------------------------------------------------------------------
+    def fit(self) -> dict:
+        from tqdm import tqdm
+
+        t = self.cfg.train
+        self._tb = None
+        if self.ctx.is_main:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:  # tensorboard is a declared dependency; tolerate its absence
+                self._tb = None
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
+                   dynamic_ncols=True, file=sys.stderr)
+        last = {}
+        evals = []
+        step_flops_estimate = None
+        t0 = time.perf_counter() - self.elapsed
+        while self.step < self.total_steps:
+            if t.max_flops > 0 and step_flops_estimate and self.flops + step_flops_estimate > t.max_flops * 1.0001:
+                break
+            before = self.flops
+            last = self.train_step()
+            step_flops_estimate = self.flops - before
+            self.elapsed = time.perf_counter() - t0
+            last["symbols_per_s"] = self.symbols / max(self.elapsed, 1e-9)
+            last["raw_bytes_per_s"] = self.raw_bytes / max(self.elapsed, 1e-9)
+            last["elapsed"] = self.elapsed
+            bar.update(1)
+            bar.set_postfix_str(_postfix(last), refresh=False)
+            done = self.step >= self.total_steps or (t.max_flops > 0 and self.flops + step_flops_estimate
+                                                      > t.max_flops * 1.0001)
+            if self.step % t.log_every == 0 or done:
+                self._metrics({k: v for k, v in last.items() if v is not None})
+            if (t.eval_every and self.step % t.eval_every == 0) or done:
+                result = self.evaluate()
+                evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+                self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
+                               "val_bytes": result["bytes"]})
+                bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs") \
+                    if self.ctx.is_main and not self.quiet else None
+            if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
+                self.save()
+        bar.close()
+        if not evals:  # resumed a finished run, or budget hit before the first step
+            result = self.evaluate()
+            evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+        if self._tb is not None:
+            self._tb.close()
+        summary = {"run_dir": str(self.run_dir), "steps": self.step, "flops": self.flops,
+                   "symbols": self.symbols, "raw_bytes": self.raw_bytes, "val_bpb": evals[-1]["val_bpb"],
+                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
+        if self.ctx.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        return summary
+
+
+def _postfix(m: dict) -> str:
+    parts = [f"loss {m['loss']:.3f}"]
+    if m.get("loss_raw") is not None:
+        parts.append(f"raw {m['loss_raw']:.3f}")
+    if m.get("loss_compressed") is not None:
+        parts.append(f"comp {m['loss_compressed']:.3f}")
+    parts += [f"{m['symbols_per_s']:.0f} sym/s", f"{m['raw_bytes_per_s']:.0f} B/s", f"{m['flops']:.2e} FLOPs"]
+    return " | ".join(parts)
