@@ -23,6 +23,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 10
     eval_every: int = 200  # validation BPB every N steps (0: only at the end)
+    evals_per_run: int = 0  # if > 0, overrides eval_every: this many evenly spaced evals over the run
     ckpt_every: int = 200  # 0: only at the end
     keep_ckpts: int = 2
     device: str = "auto"  # auto | cpu | cuda

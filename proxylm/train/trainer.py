@@ -92,6 +92,7 @@ class Trainer:
         self.loader = TrainLoader(cfg.data, cfg.views, self.rep, self.codec, split="train",
                                   rank=self.ctx.rank, world_size=self.ctx.world_size,
                                   total_steps=self.total_steps, n_future=cfg.model.n_future)
+        self.eval_every = (-(-self.total_steps // t.evals_per_run)) if t.evals_per_run > 0 else t.eval_every
         self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
         self.val_docs = None
         if resume:
@@ -292,7 +293,7 @@ class Trainer:
                                                       > t.max_flops * 1.0001)
             if self.step % t.log_every == 0 or done:
                 self._metrics({k: v for k, v in last.items() if v is not None})
-            if (t.eval_every and self.step % t.eval_every == 0) or done:
+            if (self.eval_every and self.step % self.eval_every == 0) or done:
                 result = self.evaluate()
                 evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
