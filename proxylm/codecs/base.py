@@ -37,6 +37,19 @@ class Codec:
     def decode(self, symbols) -> bytes:
         raise NotImplementedError
 
+    def encode_many(self, datas: list[bytes]) -> list[np.ndarray | None]:
+        """Encode a batch of documents; None where this codec raises `CannotEncode` (the caller uses raw).
+
+        Codecs with a faster batch path (e.g. BPE, parallel in Rust) override this loop.
+        """
+        out: list[np.ndarray | None] = []
+        for data in datas:
+            try:
+                out.append(self.encode(data))
+            except CannotEncode:
+                out.append(None)
+        return out
+
     # ---- persistence: codec.json holds {"name": ..., **config()}; subclasses may add files -------
     def config(self) -> dict:
         return {}

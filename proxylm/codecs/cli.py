@@ -1,0 +1,218 @@
+"""`proxylm codec ...`: train codecs and measure them.
+
+    proxylm codec train bpe --corpus stdlib --vocab-size 4096 --out runs/codecs/bpe-4096
+    proxylm codec train bpe-bytes --vocab-size 4096 --gray --out runs/codecs/bpe-bytes-gray
+    proxylm codec train gzip --level 9 --out runs/codecs/gzip        # no training: writes codec.json
+    proxylm codec stats --codec runs/codecs/bpe-4096 --corpus stdlib --split val [--limit-docs N] [--json]
+    proxylm codec stability --codec runs/codecs/bpe-4096 --codec gzip --corpus stdlib --split val [--json]
+    proxylm codec encode --codec runs/codecs/bpe-4096 --text 'def f(): pass'
+
+`--codec` takes a codec directory, or the name of a codec that needs no training (gzip, halfbyte, ...).
+Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/codecs/train.py).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
+from proxylm.codecs.stats import codec_stats, evenly_spaced
+from proxylm.codecs.train import (codec_options, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
+                                  save_atomic, train_codec)
+from proxylm.data.config import DataConfig, ViewsConfig
+
+SPLITS = ("train", "val", "all")
+DEFAULT_STABILITY_DOCS = 200
+MEGABYTE = 1e6
+
+
+def resolve_codec(arg: str) -> Codec:
+    """A codec directory, or the name of a codec that needs no training (built with default options)."""
+    path = Path(arg).expanduser()
+    if (path / CODEC_FILE).exists():
+        return load_codec(path)
+    codec_class("gzip")  # registers the built-in codecs
+    if arg in CODECS:
+        if needs_training(arg):
+            raise ValueError(f"codec '{arg}' must be trained first: `proxylm codec train {arg} --out DIR`, "
+                             "then pass --codec DIR")
+        return train_codec(arg)
+    if path.exists():
+        return load_codec(path)  # raises a clear "not a codec directory"
+    raise FileNotFoundError(f"--codec {arg}: no such codec directory, and not a codec name "
+                            f"(names: {', '.join(sorted(CODECS))})")
+
+
+def data_config(args) -> DataConfig:
+    return DataConfig(corpus=args.corpus, glob=args.glob, val_fraction=args.val_fraction,
+                      max_doc_bytes=args.max_doc_bytes)
+
+
+def print_json(obj) -> None:
+    print(json.dumps(obj, indent=2))
+
+
+# ---- train ---------------------------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    views = ViewsConfig(codec=args.name, bpe_vocab_size=args.vocab_size, gray_code=args.gray,
+                        gzip_level=args.level)
+    options = codec_options(views)
+    codec_class(args.name)  # unknown name -> ValueError listing the known ones
+    if not needs_training(args.name):
+        codec = train_codec(args.name, **options)
+        if not args.out:
+            print(f"codec '{args.name}' needs no training: pass --codec {args.name} directly, "
+                  "or --out DIR to write its codec.json")
+            return 0
+        with locked(Path(args.out)):
+            save_atomic(codec, args.out, overwrite=args.force)
+        print(f"{codec!r} -> {args.out}")
+        return 0
+
+    data_cfg = data_config(args)
+    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    directory = Path(args.out).expanduser() if args.out else default_codec_dir(args.name, options, corpus, data_cfg)
+    if (directory / CODEC_FILE).exists() and not args.force:
+        raise ValueError(f"{directory} already holds a codec; pass --force to train it again")
+    refs = corpus.documents("train")
+    start = time.perf_counter()
+    with locked(directory):
+        codec = train_codec(args.name, corpus_texts(corpus, "train"), **options)
+        save_atomic(codec, directory, overwrite=args.force)
+    print(f"{codec!r} trained on {len(refs)} documents ({sum(r.size for r in refs) / MEGABYTE:.1f} MB) of "
+          f"{data_cfg.corpus} in {time.perf_counter() - start:.1f} s -> {directory}")
+    return 0
+
+
+# ---- stats ---------------------------------------------------------------------------------------------
+def cmd_stats(args) -> int:
+    codec = resolve_codec(args.codec)
+    data_cfg = data_config(args)
+    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    refs = evenly_spaced(corpus.documents(args.split), args.limit_docs)
+    if not refs:
+        raise ValueError(f"corpus {data_cfg.corpus} has no {args.split} documents")
+    result = codec_stats(codec, [corpus.read(r) for r in refs])
+    result.update({"codec_arg": args.codec, "corpus": data_cfg.corpus, "split": args.split})
+    if args.json:
+        print_json(result)
+        return 0
+    print(f"codec {args.codec} ({result['codec']}, {result['alphabet_size']} symbols) on {data_cfg.corpus} "
+          f"{args.split}: {result['documents']} documents, {result['bytes']} bytes -> {result['symbols']} symbols")
+    print(f"  raw bytes per symbol  {result['bytes_per_symbol']:.3f}")
+    print(f"  fallback documents    {result['fallback_documents']}  (cannot encode: emitted raw)")
+    print(f"  round-trip failures   {result['roundtrip_failures']}")
+    print(f"  passthrough share     {result['passthrough_share']:.3f}")
+    print(f"  encode                {result['encode_mb_per_s']:.2f} MB/s")
+    print(f"  decode                {result['decode_mb_per_s']:.2f} MB/s")
+    return 0
+
+
+# ---- stability -----------------------------------------------------------------------------------------
+def cmd_stability(args) -> int:
+    families = tuple(f.strip() for f in args.edits.split(",") if f.strip())
+    codecs = {arg: resolve_codec(arg) for arg in args.codec}
+    data_cfg = data_config(args)
+    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    refs = evenly_spaced(corpus.documents(args.split), args.limit_docs)
+    pairs, skipped = make_edit_pairs([(r.key, corpus.read(r)) for r in refs], families, trials=args.trials,
+                                     window_chars=args.window_chars, max_chars=args.max_chars, seed=args.seed)
+    if not pairs:
+        raise ValueError(f"no usable (UTF-8, non-empty) {args.split} documents in corpus {data_cfg.corpus}")
+    results = {arg: stability(codec, pairs) for arg, codec in codecs.items()}
+    report = {"corpus": data_cfg.corpus, "split": args.split, "documents": len(refs) - skipped,
+              "skipped_documents": skipped, "edits": list(families), "trials": args.trials,
+              "window_chars": args.window_chars, "max_chars": args.max_chars, "seed": args.seed,
+              "metric": "levenshtein(before, after) / max(len(before), len(after)), symbols of each codec",
+              "codecs": {arg: {"codec": codecs[arg].name, "families": fam} for arg, fam in results.items()}}
+    if args.json:
+        print_json(report)
+        return 0
+    label_width = max(len("codec"), *(len(a) for a in results))
+    print(f"mean normalised edit distance of the compressed view after one edit ({report['documents']} documents "
+          f"x {args.trials} trial(s), {args.window_chars}-character windows; 0 = unchanged, 1 = all changed)")
+    print(f"{'codec':<{label_width}}  " + "  ".join(f"{f:>10}" for f in families))
+    for arg, fam in results.items():
+        cells = [f"{fam[f]['mean']:>10.4f}" if fam[f]["mean"] is not None else f"{'n/a':>10}" for f in families]
+        print(f"{arg:<{label_width}}  " + "  ".join(cells))
+    return 0
+
+
+# ---- encode --------------------------------------------------------------------------------------------
+def cmd_encode(args) -> int:
+    codec = resolve_codec(args.codec)
+    if (args.text is None) == (args.file is None):
+        raise ValueError("give exactly one of --text or --file")
+    data = args.text.encode("utf-8") if args.text is not None else Path(args.file).read_bytes()
+    symbols = codec.encode(data)
+    result = {"bytes": len(data), "symbols": len(symbols), "roundtrip_ok": codec.decode(symbols) == data,
+              "ids": symbols.tolist()}
+    if args.json:
+        print_json(result)
+    else:
+        verdict = "ok" if result["roundtrip_ok"] else "FAILED"
+        print(f"{len(data)} bytes -> {len(symbols)} symbols (round trip {verdict})")
+        print(" ".join(map(str, result["ids"])))
+    return 0
+
+
+# ---- wiring --------------------------------------------------------------------------------------------
+def _add_corpus_args(p, split: bool = True) -> None:
+    defaults = DataConfig()
+    p.add_argument("--corpus", default=defaults.corpus, help="stdlib | file.jsonl | folder | glob (default stdlib)")
+    p.add_argument("--glob", default=defaults.glob, help=f"files of a folder corpus (default {defaults.glob})")
+    p.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
+                   help=f"share of documents held out as val (default {defaults.val_fraction})")
+    p.add_argument("--max-doc-bytes", type=int, default=defaults.max_doc_bytes,
+                   help="longer documents are cut into pieces")
+    if split:
+        p.add_argument("--split", default="val", choices=SPLITS, help="documents to measure (default val)")
+
+
+def add_commands(subparsers) -> None:
+    p = subparsers.add_parser("codec", help="train codecs, measure compression, speed and stability")
+    sub = p.add_subparsers(dest="codec_command", required=True, metavar="VERB")
+    views = ViewsConfig()
+
+    t = sub.add_parser("train", help="train a codec on the corpus' train split and save it")
+    t.add_argument("name", help="codec name: bpe, bpe-bytes, gzip, doublebyte, halfbyte, doublebit, bit, ...")
+    t.add_argument("--out", default=None, help="codec directory (default: the cache directory a run would use)")
+    t.add_argument("--vocab-size", type=int, default=views.bpe_vocab_size, help="bpe, bpe-bytes: tokens")
+    t.add_argument("--gray", action="store_true", help="bpe-bytes: Gray-coded rank instead of the token id")
+    t.add_argument("--level", type=int, default=views.gzip_level, help="gzip: compression level 0-9")
+    t.add_argument("--force", action="store_true", help="replace a codec already in the directory")
+    _add_corpus_args(t, split=False)
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("stats", help="bytes per symbol, fallbacks, round-trip failures, encode/decode speed")
+    s.add_argument("--codec", required=True, help="codec directory or untrained codec name (gzip, halfbyte, ...)")
+    s.add_argument("--limit-docs", type=int, default=None, help="measure N documents spread over the split")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_corpus_args(s)
+    s.set_defaults(func=cmd_stats)
+
+    b = sub.add_parser("stability", help="edit distance of compressed views after small seeded text edits")
+    b.add_argument("--codec", required=True, action="append", help="codec directory or name; repeat to compare")
+    b.add_argument("--edits", default=",".join(EDIT_FAMILIES),
+                   help=f"comma-separated edit families (default {','.join(EDIT_FAMILIES)})")
+    b.add_argument("--limit-docs", type=int, default=DEFAULT_STABILITY_DOCS,
+                   help=f"documents spread over the split (default {DEFAULT_STABILITY_DOCS})")
+    b.add_argument("--trials", type=int, default=1, help="edits per document and family (default 1)")
+    b.add_argument("--window-chars", type=int, default=DEFAULT_WINDOW_CHARS,
+                   help=f"characters of each document compared around the edit (default {DEFAULT_WINDOW_CHARS})")
+    b.add_argument("--max-chars", type=int, default=DEFAULT_MAX_CHARS,
+                   help=f"an edit touches 1..N characters (default {DEFAULT_MAX_CHARS})")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_corpus_args(b)
+    b.set_defaults(func=cmd_stability)
+
+    e = sub.add_parser("encode", help="encode one text and print its symbols")
+    e.add_argument("--codec", required=True, help="codec directory or untrained codec name")
+    e.add_argument("--text", default=None, help="text to encode (UTF-8)")
+    e.add_argument("--file", default=None, help="file whose bytes to encode")
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.set_defaults(func=cmd_encode)

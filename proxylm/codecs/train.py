@@ -1,0 +1,180 @@
+"""Training codecs, and the cache that makes a run train its codec only once.
+
+    codec = train_codec("bpe", texts, vocab_size=4096)          # texts: iterable of bytes
+    codec = ensure_codec(cfg.views, cfg.data)                   # load, or train on the train split + cache
+    proxylm codec train bpe --corpus stdlib --vocab-size 4096 --out runs/codecs/bpe-4096
+
+Training protocol: a codec class that learns from text defines a classmethod
+`train(texts: Iterable[bytes], **options) -> Codec`; any other codec is built as `cls(**options)` (gzip and the
+fixed bit/byte views). A new codec (e.g. `neural`) plugs in by defining `train` and adding one line to
+`VIEW_OPTIONS` (how its options come from `ViewsConfig`).
+
+Cache: `views.codec_dir` when set, else `$PROXYLM_CACHE/codecs/<name>-<hash>` (default `~/.cache/proxylm`),
+the hash covering the codec name, its options and the corpus (spec, glob, split settings and the train split's
+document count and bytes). A codec is trained in a temporary sibling directory and renamed into place, under a
+file lock, so concurrent ranks train it once and a crash never leaves half a codec.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from proxylm.codecs.base import CODEC_FILE, Codec, codec_class, load_codec
+
+CACHE_ENV = "PROXYLM_CACHE"
+DEFAULT_CACHE = "~/.cache/proxylm"
+HASH_CHARS = 12  # hex digits of the cache key in directory names
+
+# codec name -> training options taken from the views config. Codecs not listed take none.
+VIEW_OPTIONS: dict[str, Callable[[object], dict]] = {
+    "bpe": lambda views: {"vocab_size": views.bpe_vocab_size},
+    "bpe-bytes": lambda views: {"vocab_size": views.bpe_vocab_size, "gray": views.gray_code},
+    "gzip": lambda views: {"level": views.gzip_level},
+}
+
+
+def needs_training(name: str) -> bool:
+    return callable(getattr(codec_class(name), "train", None))
+
+
+def train_codec(name: str, texts: Iterable[bytes] = (), **options) -> Codec:
+    """A codec of kind `name` learnt on `texts` (ignored by codecs that need no training)."""
+    cls = codec_class(name)
+    if needs_training(name):
+        return cls.train(texts, **options)
+    return cls(**options)
+
+
+def codec_options(views_cfg) -> dict:
+    """Training options of the views config's codec."""
+    return VIEW_OPTIONS.get(views_cfg.codec, lambda views: {})(views_cfg)
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE).expanduser()
+
+
+# ---- corpus access (one seam, so tests can substitute a small corpus) ---------------------------------
+def open_corpus(spec: str, data_cfg):
+    from proxylm.data.corpus import open_corpus as _open_corpus
+
+    return _open_corpus(spec, data_cfg)
+
+
+def corpus_texts(corpus, split: str = "train") -> Iterator[bytes]:
+    """The bytes of every document of a split, read lazily."""
+    for ref in corpus.documents(split):
+        yield corpus.read(ref)
+
+
+def corpus_fingerprint(corpus, data_cfg) -> dict:
+    """What the train split depends on: where the text comes from, how it is split, and how much there is."""
+    spec = data_cfg.corpus if data_cfg.corpus == "stdlib" else str(Path(data_cfg.corpus).expanduser().resolve())
+    refs = corpus.documents("train")
+    return {"corpus": spec, "glob": data_cfg.glob, "val_fraction": data_cfg.val_fraction,
+            "max_doc_bytes": data_cfg.max_doc_bytes, "train_documents": len(refs),
+            "train_bytes": sum(r.size for r in refs)}
+
+
+def cache_key(name: str, options: dict, fingerprint: dict) -> str:
+    blob = json.dumps({"codec": name, "options": options, "data": fingerprint}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:HASH_CHARS]
+
+
+# ---- atomic, locked creation --------------------------------------------------------------------------
+@contextmanager
+def locked(directory: Path):
+    """Exclusive lock next to `directory` (released when the process dies, so never stale)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def save_atomic(codec: Codec, directory, overwrite: bool = False) -> Path:
+    """Save into a temporary sibling, then rename: `directory` is either absent or a complete codec.
+
+    `overwrite` replaces a codec directory (one with codec.json); any other non-empty directory is refused.
+    """
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        if not (directory / CODEC_FILE).exists():
+            raise ValueError(f"{directory} exists and is not a codec directory; choose another --out")
+        if not overwrite:
+            raise ValueError(f"{directory} already holds a codec; pass --force to replace it")
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        codec.save(tmp)
+        old = None
+        if directory.exists() and overwrite:
+            old = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
+            os.replace(directory, old)  # out of the way in one step; deleted once the new one is in place
+        os.rename(tmp, directory)  # fails if `directory` exists and is not empty: never clobber silently
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return directory
+
+
+def build_codec(name: str, directory, texts: Callable[[], Iterable[bytes]], **options) -> Codec:
+    """Load the codec in `directory`, or train it (under a lock) and save it there atomically."""
+    directory = Path(directory)
+    with locked(directory):
+        if (directory / CODEC_FILE).exists():  # another process finished it while we waited
+            return load_codec(directory)
+        if directory.exists() and any(directory.iterdir()):
+            raise ValueError(f"{directory} exists but holds no {CODEC_FILE}; remove it or choose another directory")
+        if directory.exists():
+            directory.rmdir()
+        codec = train_codec(name, texts() if needs_training(name) else (), **options)
+        save_atomic(codec, directory)
+    return codec
+
+
+def _check_loaded(codec: Codec, name: str, options: dict, directory: Path) -> Codec:
+    if codec.name != name:
+        raise ValueError(f"{directory} holds a '{codec.name}' codec but views.codec is '{name}'")
+    differing = {k: (v, codec.config()[k]) for k, v in options.items()
+                 if k in codec.config() and codec.config()[k] != v}
+    if differing:
+        warnings.warn(f"{directory}: using the saved codec; its options differ from the views config "
+                      + ", ".join(f"{k}: config {want} vs saved {have}" for k, (want, have) in differing.items()))
+    return codec
+
+
+def ensure_codec(views_cfg, data_cfg) -> Codec:
+    """The run's codec: loaded from `views.codec_dir` or the cache, else trained on the train split once."""
+    if views_cfg.codec is None:
+        raise ValueError("views.codec is not set: a raw-bytes run has no codec")
+    name, options = views_cfg.codec, codec_options(views_cfg)
+    if views_cfg.codec_dir and (Path(views_cfg.codec_dir).expanduser() / CODEC_FILE).exists():
+        directory = Path(views_cfg.codec_dir).expanduser()
+        return _check_loaded(load_codec(directory), name, options, directory)
+    if not needs_training(name):
+        return train_codec(name, **options)  # nothing to learn, nothing to cache
+    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    if views_cfg.codec_dir:
+        directory = Path(views_cfg.codec_dir).expanduser()
+    else:
+        directory = default_codec_dir(name, options, corpus, data_cfg)
+    return build_codec(name, directory, lambda: corpus_texts(corpus, "train"), **options)
+
+
+def default_codec_dir(name: str, options: dict, corpus, data_cfg) -> Path:
+    """Cache directory of a codec trained with `options` on this corpus' train split."""
+    return cache_root() / "codecs" / f"{name}-{cache_key(name, options, corpus_fingerprint(corpus, data_cfg))}"
