@@ -81,11 +81,12 @@ def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: 
             same_doc = doc_idx[targets_idx] == doc_idx[start:end]
             score[r, :k] = same_doc & counted[targets_idx] & (targets_idx >= first)
         t = lambda a: torch.from_numpy(a).to(device)  # noqa: E731
-        hidden = model(t(inp), positions=t(positions), doc_ids=t(docs_in))
-        logits = model.logits(hidden)                                   # (B, L, V) float32
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), t(tgt), reduction="none")  # (B, L)
+        hidden = model(t(inp), positions=t(positions), doc_ids=t(docs_in))  # (B, L, D)
         mask = t(score)
-        total_nats += float(nll[mask].double().sum())
+        # only the scored positions need logits: (N, D) -> (N, V)
+        logits = model.logits(hidden[mask].unsqueeze(0)).squeeze(0)
+        nll = torch.nn.functional.cross_entropy(logits, t(tgt)[mask], reduction="sum")
+        total_nats += float(nll.double())
         n_targets += int(mask.sum())
     model.train(was_training)
     if n_bytes == 0:
@@ -98,7 +99,7 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
     """Whole documents of a corpus split, in the corpus' order, until `max_bytes` (0: all).
 
     Documents are never cut (a cut could split a UTF-8 character, which the token baseline cannot
-    encode); the first document is always included.
+    encode): one that would overflow the budget is skipped and the next ones are tried.
     """
     import dataclasses
 
@@ -111,8 +112,10 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
         data = corpus.read(ref)
         if not data:
             continue
-        if max_bytes and docs and total + len(data) > max_bytes:
-            break
+        if max_bytes and total + len(data) > max_bytes:
+            continue
         docs.append(data)
         total += len(data)
+    if not docs:
+        raise ValueError(f"no document of {corpus_spec}/{split} fits in {max_bytes} bytes; raise the byte limit")
     return docs

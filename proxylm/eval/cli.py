@@ -80,7 +80,7 @@ def add_commands(sub) -> None:
 
     try:
         from proxylm.eval import humaneval, robustness
-    except ModuleNotFoundError:
+    except ImportError:  # evaluation extras not built in this checkout
         humaneval = robustness = None
     if humaneval is not None:
         p = ev.add_parser("humaneval", help="HumanEval-format code generation, executed in a sandbox")

@@ -83,6 +83,10 @@ class Trainer:
         self._training_flops = training_flops
         torch.manual_seed(t.seed)
         self.raw_model = Transformer(cfg.model, self.rep.vocab_size, self.rep.raw_vocab_size).to(self.device)
+        if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
+            from proxylm.export import load_init_from
+
+            self._log(load_init_from(self.raw_model, t.init_from, self.rep))
         self.model = dist_utils.wrap_model(self.raw_model, cfg.train, self.ctx)
         self.optimizer = self._make_optimizer()
 
@@ -226,13 +230,11 @@ class Trainer:
                 out.loss_sum.backward()
             comp = batch.is_compressed.to(self.device) & out.counted
             raw = ~batch.is_compressed.to(self.device) & out.counted
-            sums += torch.tensor([float(out.loss_sum), float(out.weight_sum), float(out.nll[raw].sum()),
+            sums += torch.tensor([float(out.loss_sum.detach()), float(out.weight_sum), float(out.nll[raw].sum()),
                                   float(raw.sum()), float(out.nll[comp].sum()), float(comp.sum())],
                                  dtype=torch.float64)
-            if self.cfg.model.n_raw_heads:
-                targets = tokens[:, 1:]
-                window = targets.unfold(1, self.cfg.model.n_future, 1)[:, :S]  # (B, S, F)
-                n_raw_positions += int((window < self.rep.raw_vocab_size).all(-1).sum())
+            if out.n_raw_positions is not None:
+                n_raw_positions += int(out.n_raw_positions)
             symbols += tokens.shape[0] * S
             raw_bytes += batch.raw_bytes
         sums = dist_utils.all_reduce_sum(sums.to(self.device)).cpu()
@@ -275,15 +277,14 @@ class Trainer:
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
         evals = []
-        step_flops_estimate = None
-        t0 = time.perf_counter() - self.elapsed
+        step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume
         while self.step < self.total_steps:
             if t.max_flops > 0 and step_flops_estimate and self.flops + step_flops_estimate > t.max_flops * 1.0001:
                 break
-            before = self.flops
+            before, t0 = self.flops, time.perf_counter()
             last = self.train_step()
             step_flops_estimate = self.flops - before
-            self.elapsed = time.perf_counter() - t0
+            self.elapsed += time.perf_counter() - t0  # training time only: evals and saves excluded
             last["symbols_per_s"] = self.symbols / max(self.elapsed, 1e-9)
             last["raw_bytes_per_s"] = self.raw_bytes / max(self.elapsed, 1e-9)
             last["elapsed"] = self.elapsed

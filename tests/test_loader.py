@@ -1,0 +1,227 @@
+"""TrainLoader: batch contract, exact resume, epochs, determinism, sharding, stats.
+
+    pytest tests/test_loader.py
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig
+from proxylm.data.corpus import open_corpus
+from proxylm.data.loader import TrainLoader, epoch_order
+from proxylm.data.packing import doc_ids_from_tokens
+from proxylm.data.representation import Representation
+from proxylm.data.views import decode_view, split_views
+from test_views import HalfCodec
+
+pytestmark = pytest.mark.filterwarnings("ignore::proxylm.data.corpus.CorpusWarning")
+
+CODEC = HalfCodec()
+REP = Representation.for_codec(CODEC)
+
+
+@pytest.fixture(scope="module")
+def corpus_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("corpus")
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        n = int(rng.integers(5, 160))
+        (d / f"m{i:02d}.py").write_text("".join(f"x{i}_{j} = {j} * 2  # é\n" for j in range(n // 10 + 1))[:n] + "\n")
+    (d / "latin1.py").write_bytes(b"s = 'caf\xe9'\n" * 5)  # not UTF-8: HalfCodec cannot encode it -> raw
+    return d
+
+
+def _cfgs(corpus_dir, seq_len=32, batch_size=3, seed=0, **views):
+    data = DataConfig(corpus=str(corpus_dir), val_fraction=0.0, seq_len=seq_len, batch_size=batch_size, seed=seed)
+    v = {"codec": "half", "rate": 0.6, "mode": "translation_random", **views}
+    return data, ViewsConfig(**v)
+
+
+def _loader(corpus_dir, n_future=2, total_steps=40, **kw):
+    data, views = _cfgs(corpus_dir, **kw)
+    return TrainLoader(data, views, REP, CODEC, total_steps=total_steps, n_future=n_future)
+
+
+def _same(a, b):
+    return all(torch.equal(getattr(a, f), getattr(b, f)) for f in ("tokens", "doc_ids", "positions", "is_compressed")) \
+        and a.raw_bytes == b.raw_bytes
+
+
+def test_batch_contract(corpus_dir):
+    loader = _loader(corpus_dir, n_future=3)
+    for step in range(5):
+        b = loader.next_batch(step)
+        B, S, F = 3, 32, 3
+        assert b.tokens.shape == (B, S + F) and b.doc_ids.shape == (B, S + F)
+        assert b.positions.shape == (B, S) and b.is_compressed.shape == (B, S)
+        assert b.tokens.dtype == torch.int64 and b.doc_ids.dtype == torch.int64 and b.is_compressed.dtype == torch.bool
+        assert int(b.tokens.max()) < REP.vocab_size and int(b.tokens.min()) >= 0
+        assert np.array_equal(b.doc_ids.numpy(), doc_ids_from_tokens(b.tokens.numpy(), REP.bos_id))
+        assert (b.positions[b.inputs == REP.bos_id] == 0).all()
+        assert torch.equal(b.is_compressed, b.inputs >= REP.compressed_offset)
+
+
+def test_raw_bytes_counts_input_symbols(corpus_dir):
+    loader = _loader(corpus_dir, rate=0.0, mode="sentinel")
+    for step in range(4):
+        b = loader.next_batch(step)
+        assert b.raw_bytes == int(REP.is_raw_byte(b.inputs).sum())
+
+
+SCHEDULED = {"rate": 0.9, "mode": "sentinel",
+             "schedule": ScheduleConfig(enabled=True, warmup_frac=0.5, initial_rate=0.4,
+                                        warmup_mode="translation_random", decay_frac=0.25, final_rate=0.6,
+                                        final_mode="parallel_random")}
+
+
+@pytest.mark.parametrize("views", [SCHEDULED, {"mode": "parallel_random", "rate": 0.5},
+                                   {"mode": "vanilla", "rate": 0.5}], ids=["scheduled", "parallel", "vanilla"])
+def test_resume_equals_uninterrupted(corpus_dir, views):
+    steps = 40
+    full = _loader(corpus_dir, **views)
+    ref = [full.next_batch(s) for s in range(steps)]
+    assert full.epoch >= 1  # the run crosses an epoch boundary
+    for cut in (1, 9, 23):
+        a = _loader(corpus_dir, **views)
+        for s in range(cut):
+            a.next_batch(s)
+        state = json.loads(json.dumps(a.state_dict()))  # through JSON, as in a checkpoint
+        assert any(r["offset"] > 0 for r in state["rows"])  # resumes mid-document
+        b = _loader(corpus_dir, **views)  # fresh corpus object too
+        b.load_state_dict(state)
+        for s in range(cut, steps):
+            assert _same(b.next_batch(s), ref[s]), (cut, s)
+        assert b.stats() == full.stats()
+
+
+def test_resume_rejects_a_different_stream(corpus_dir):
+    a = _loader(corpus_dir)
+    a.next_batch(0)
+    with pytest.raises(ValueError, match="batch_size"):
+        _loader(corpus_dir, batch_size=2).load_state_dict(a.state_dict())
+
+
+def _documents_of_stream(loader, steps):
+    """Decode the complete documents of a one-row stream: [(views' bytes...)] in stream order."""
+    S = loader.data_cfg.seq_len
+    ids = np.concatenate([loader.next_batch(s).tokens[0, :S].numpy() for s in range(steps)])
+    bos = np.flatnonzero(ids == REP.bos_id)
+    docs = []
+    for a, b in zip(bos, bos[1:]):
+        views = split_views(ids[a:b], REP)
+        docs.append(tuple(decode_view(name, p, REP, CODEC) for name, p in views))
+    return docs
+
+
+@pytest.mark.parametrize("mode", ["sentinel", "translation_random", "parallel_random"])
+def test_stream_holds_every_document_once_per_epoch(corpus_dir, mode):
+    loader = _loader(corpus_dir, batch_size=1, rate=0.5, mode=mode)
+    refs = loader.refs
+    corpus = loader.corpus
+    docs = _documents_of_stream(loader, 250)
+    if mode == "parallel_random":  # a pair is two documents: merge them back for the check
+        merged, i = [], 0
+        while i < len(docs):
+            if i + 1 < len(docs) and docs[i] == docs[i + 1]:
+                merged.append(docs[i] + docs[i + 1])
+                i += 2
+            else:
+                merged.append(docs[i])
+                i += 1
+        docs = merged
+    expected = [corpus.read(refs[j]) for e in range(3) for j in epoch_order(refs, 0, e)]
+    n = len(docs)
+    assert n > len(refs) + 5  # into the second epoch
+    for got, want in zip(docs, expected[:n]):
+        assert all(v == want for v in got)  # every view of it decodes to the document
+
+
+def test_determinism(corpus_dir):
+    run = lambda **kw: [_loader(corpus_dir, **kw).next_batch(s) for s in range(6)]  # noqa: E731
+    a, b = run(), run()
+    assert all(_same(x, y) for x, y in zip(a, b))
+    c = run(seed=1)  # other document order
+    assert not all(_same(x, y) for x, y in zip(a, c))
+    d_data, d_views = _cfgs(corpus_dir)
+    d_views.seed = 5  # other views, same order
+    d = TrainLoader(d_data, d_views, REP, CODEC, total_steps=40, n_future=2)
+    assert not all(_same(x, d.next_batch(s)) for s, x in enumerate(a))
+
+
+def test_epoch_order_is_a_pure_permutation(corpus_dir):
+    refs = open_corpus(str(corpus_dir), DataConfig(val_fraction=0.0)).documents("train")
+    o0 = epoch_order(refs, 0, 0)
+    assert sorted(o0.tolist()) == list(range(len(refs)))
+    assert np.array_equal(o0, epoch_order(refs, 0, 0))
+    assert not np.array_equal(o0, epoch_order(refs, 0, 1))
+    assert np.array_equal(epoch_order(refs, 0, 3, shuffle=False), np.arange(len(refs)))
+
+
+def test_ranks_partition_the_corpus(corpus_dir):
+    data, views = _cfgs(corpus_dir)
+    loaders = [TrainLoader(data, views, REP, CODEC, rank=r, world_size=3, n_future=1) for r in range(3)]
+    keys = [r.key for L in loaders for r in L.refs]
+    assert sorted(keys) == sorted(r.key for r in loaders[0].corpus.documents("train"))
+    assert len(set(keys)) == len(keys)
+    with pytest.raises(ValueError, match="no 'train' documents"):
+        TrainLoader(data, views, REP, CODEC, rank=30, world_size=31)
+
+
+def test_stats(corpus_dir):
+    loader = _loader(corpus_dir, rate=0.7, mode="translation_random", batch_size=4)
+    for s in range(60):
+        loader.next_batch(s)
+    st = loader.stats()
+    json.dumps(st)
+    assert st["documents"] > 50 and st["epoch"] >= 1
+    n_views = st["raw_documents"] + st["compressed_documents"] + 2 * st["pair_documents"]
+    assert st["compressed_views"] + st["raw_views"] == n_views
+    assert st["compressed_view_share"] == pytest.approx(0.7, abs=0.15)
+    assert 0 < st["compressed_symbol_share"] < st["compressed_view_share"]  # compressed views are shorter
+    assert st["symbols_per_byte"]["raw"] == 1.0 and st["symbols_per_byte"]["compressed"] == pytest.approx(0.5, abs=0.05)
+    assert st["fallback_raw"] > 0 and st["corpus_problems"]["invalid_utf8"] == 1
+
+
+def test_needs_codec_and_total_steps(corpus_dir):
+    data, views = _cfgs(corpus_dir)
+    with pytest.raises(ValueError, match="codec"):
+        TrainLoader(data, views, Representation.bytes_only(), None)
+    with pytest.raises(ValueError, match="total_steps"):
+        TrainLoader(data, ViewsConfig(**{"codec": "half", **SCHEDULED}), REP, CODEC, total_steps=None)
+
+
+def _data_cli(argv):
+    import argparse
+
+    from proxylm.data import cli
+
+    p = argparse.ArgumentParser()
+    cli.add_commands(p.add_subparsers(dest="command"))
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_show_and_manifest(corpus_dir, tmp_path, capsys):
+    assert _data_cli(["data", "show", f"data.corpus={corpus_dir}", "views.codec=gzip", "views.rate=0.5",
+                      "views.mode=translation_random", "data.seq_len=64", "data.batch_size=2", "--windows", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== window") == 3 and "<bos>" in out and "\"compressed_view_share\"" in out
+    assert "<raw>" in out or "<compressed>" in out
+    man = tmp_path / "m.json"
+    assert _data_cli(["data", "manifest", "--corpus", str(corpus_dir), "--split", "all", "--out", str(man)]) == 0
+    m = json.loads(man.read_text())
+    assert m["n_documents"] == 25 and all(len(d["sha256"]) == 64 for d in m["documents"])
+
+
+def test_format_ids_shows_views():
+    from proxylm.data.cli import format_ids
+    from proxylm.data.views import Decision, render
+
+    r = render(Decision("raw+compressed"), b"hi there", CODEC, REP)
+    text = format_ids(r.ids, r.is_compressed, REP, codec=CODEC)
+    assert text.startswith("<bos><raw>hi there</raw><compressed>") and text.endswith("</compressed><eos>")

@@ -1,0 +1,182 @@
+"""Views: calibration, purity, schedule, layouts.   pytest tests/test_views.py"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from proxylm.codecs.base import CannotEncode, Codec
+from proxylm.codecs.gzip_codec import GzipCodec
+from proxylm.data.config import MIX_MODES, ScheduleConfig, ViewsConfig
+from proxylm.data.representation import Representation
+from proxylm.data.views import (COMPRESSED, LAYOUTS, RAW, Decision, calibrated_probability, decide, decode_view,
+                                expected_compressed_share, render, schedule_at, split_views)
+
+PAIRING_MODES = [m for m in MIX_MODES if m not in ("vanilla", "sentinel")]
+
+
+class HalfCodec(Codec):
+    """Tiny test codec: two bytes -> one symbol (b0 * 256 + b1; a trailing odd byte -> 65536 + b).
+    Raises CannotEncode on invalid UTF-8, as BPE does."""
+
+    name = "half"
+
+    @property
+    def alphabet_size(self) -> int:
+        return 65536 + 256
+
+    def encode(self, data: bytes) -> np.ndarray:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CannotEncode(str(e))
+        a = np.frombuffer(data, dtype=np.uint8).astype(np.int64)
+        even = a[: len(a) // 2 * 2].reshape(-1, 2)
+        out = even[:, 0] * 256 + even[:, 1]
+        return np.concatenate([out, 65536 + a[len(a) // 2 * 2:]])
+
+    def decode(self, symbols) -> bytes:
+        s = np.asarray(symbols, dtype=np.int64)
+        tail = s[-1:] if len(s) and s[-1] >= 65536 else s[:0]
+        body = s[: len(s) - len(tail)]
+        out = np.stack([body // 256, body % 256], axis=1).reshape(-1)
+        return np.concatenate([out, tail - 65536]).astype(np.uint8).tobytes()
+
+
+KEYS = [f"docs/file_{i}.py" for i in range(10_000)]
+
+
+def _share(rate: float, mode: str, seed: int = 0, epoch: int = 0):
+    n_comp = n_views = n_pairs = 0
+    for k in KEYS:
+        d = decide(seed, k, epoch, rate, mode)
+        n_comp += d.views.count(COMPRESSED)
+        n_views += len(d.views)
+        n_pairs += d.paired
+    return n_comp / n_views, n_pairs / len(KEYS)
+
+
+@pytest.mark.parametrize("mode", MIX_MODES)
+@pytest.mark.parametrize("rate", [0.0, 0.1, 0.4, 0.5, 0.75, 0.9, 1.0])
+def test_compressed_view_share_equals_rate(mode, rate):
+    assert expected_compressed_share(rate, mode) == pytest.approx(rate)
+    share, _ = _share(rate, mode)
+    tol = 4 * np.sqrt(max(rate * (1 - rate), 1e-12) / len(KEYS)) + 1e-12  # ~4 sigma
+    assert abs(share - rate) <= tol, (mode, rate, share)
+
+
+def test_pair_fractions_match_reference_examples():
+    assert calibrated_probability(0.4) == pytest.approx(2 / 3)
+    assert calibrated_probability(0.9) == pytest.approx(8 / 9)
+    _, pairs = _share(0.4, "translation_random")
+    assert pairs == pytest.approx(2 / 3, abs=0.02)  # reference 2.4: 2/3 of documents are pairs at 0.4
+    _, pairs = _share(0.9, "parallel_random")
+    assert pairs == pytest.approx(1 / 9, abs=0.02)
+    _, pairs = _share(0.5, "translation_raw_compressed")
+    assert pairs == 1.0
+
+
+@pytest.mark.parametrize("mode,orders", [
+    ("translation_random", {"raw+compressed", "compressed+raw"}),
+    ("parallel_random", {"raw|compressed", "compressed|raw"}),
+    ("translation_raw_compressed", {"raw+compressed"}), ("translation_compressed_raw", {"compressed+raw"}),
+    ("parallel_raw_compressed", {"raw|compressed"}), ("parallel_compressed_raw", {"compressed|raw"}),
+])
+def test_pair_orders(mode, orders):
+    layouts = [decide(0, k, 0, 0.5, mode).layout for k in KEYS[:2000]]
+    assert set(layouts) == orders
+    if len(orders) == 2:
+        assert np.mean([lay.startswith(RAW) for lay in layouts]) == pytest.approx(0.5, abs=0.05)
+
+
+def test_decisions_are_pure_and_depend_on_seed_and_epoch():
+    a = [decide(3, k, 1, 0.6, "translation_random") for k in KEYS[:500]]
+    assert a == [decide(3, k, 1, 0.6, "translation_random") for k in KEYS[:500]]
+    assert a != [decide(4, k, 1, 0.6, "translation_random") for k in KEYS[:500]]
+    assert a != [decide(3, k, 2, 0.6, "translation_random") for k in KEYS[:500]]
+    # a higher rate only turns more documents compressed (same uniforms)
+    lo = [decide(0, k, 0, 0.3, "sentinel").layout for k in KEYS[:500]]
+    hi = [decide(0, k, 0, 0.8, "sentinel").layout for k in KEYS[:500]]
+    assert all(h == COMPRESSED for lay, h in zip(lo, hi) if lay == COMPRESSED)
+    assert all(not d.sentinels for d in (decide(0, k, 0, 0.5, "vanilla") for k in KEYS[:50]))
+    with pytest.raises(ValueError):
+        decide(0, "k", 0, 0.5, "parallel_raw_random")
+
+
+def test_schedule_values():
+    v = ViewsConfig(codec="gzip", rate=0.9, mode="sentinel",
+                    schedule=ScheduleConfig(enabled=True, warmup_frac=0.2, initial_rate=0.4,
+                                            warmup_mode="translation_random", decay_frac=0.1, final_rate=0.5,
+                                            final_mode="parallel_random"))
+    T = 100
+    assert schedule_at(v, 0, T) == (0.4, "translation_random")
+    assert schedule_at(v, 10, T) == (pytest.approx(0.65), "translation_random")
+    assert schedule_at(v, 19, T)[1] == "translation_random"
+    assert schedule_at(v, 20, T) == (0.9, "sentinel")
+    assert schedule_at(v, 89, T) == (0.9, "sentinel")
+    assert schedule_at(v, 90, T) == (pytest.approx(0.86), "parallel_random")
+    assert schedule_at(v, 99, T) == (pytest.approx(0.5), "parallel_random")
+    assert schedule_at(v, 5000, T) == (pytest.approx(0.5), "parallel_random")
+    off = ViewsConfig(codec="gzip", rate=0.7, mode="translation_random")
+    assert schedule_at(off, 0, None) == (0.7, "translation_random")
+    with pytest.raises(ValueError):
+        schedule_at(v, 0, None)
+
+
+def _payload_ranges_ok(r, rep):
+    ids, comp = r.ids, r.is_compressed
+    assert ids.dtype == np.int64 and comp.dtype == bool and len(r.nbytes) == len(ids)
+    assert (ids[comp] >= rep.raw_offset).all()  # compressed payload is never a special
+    assert not np.isin(ids[comp], [rep.bos_id, rep.eos_id]).any()
+
+
+@pytest.mark.parametrize("codec", [GzipCodec(6), HalfCodec()], ids=["gzip", "half"])
+@pytest.mark.parametrize("layout,sentinels", [(lay, True) for lay in LAYOUTS] + [(RAW, False), (COMPRESSED, False)])
+def test_layouts_render_and_decode(codec, layout, sentinels):
+    rep = Representation.for_codec(codec)
+    data = "def f(x):\n    return x + 1  # é\n".encode()
+    d = Decision(layout, sentinels)
+    r = render(d, data, codec, rep)
+    _payload_ranges_ok(r, rep)
+    ids = r.ids.tolist()
+    n_docs = 2 if "|" in layout else 1
+    assert ids.count(rep.bos_id) == n_docs and ids.count(rep.eos_id) == n_docs
+    assert ids[0] == rep.bos_id and ids[-1] == rep.eos_id
+    if n_docs == 2:  # parallel: <bos> V1 <eos><bos> V2 <eos>
+        k = ids.index(rep.eos_id)
+        assert ids[k + 1] == rep.bos_id
+    starts = {RAW: rep.raw_start_id, COMPRESSED: rep.compressed_start_id}
+    if sentinels:
+        first = d.views[0]
+        assert ids[1] == starts[first]
+        views = split_views(r.ids, rep)
+    else:
+        assert rep.raw_start_id not in ids and rep.compressed_start_id not in ids
+        views = split_views(r.ids, rep, d)
+    assert [name for name, _ in views] == list(d.views)
+    for name, payload in views:
+        assert decode_view(name, payload, rep, codec) == data
+    assert int(r.is_compressed.sum()) == sum(len(p) for name, p in views if name == COMPRESSED)
+    # byte counts: every view stands for the whole document
+    assert int(r.nbytes.sum()) == len(data) * len(d.views)
+    assert int(r.nbytes[r.is_compressed].sum()) == len(data) * d.views.count(COMPRESSED)
+
+
+def test_vanilla_rate_one_is_plain_token_stream():
+    codec = HalfCodec()
+    rep = Representation.for_codec(codec)
+    data = b"hello world!"
+    r = render(decide(0, "k", 0, 1.0, "vanilla"), data, codec, rep)
+    assert r.ids.tolist() == [rep.bos_id, *rep.compressed_ids(codec.encode(data)).tolist(), rep.eos_id]
+
+
+@pytest.mark.parametrize("mode", ["sentinel", "translation_random", "parallel_random", "vanilla"])
+def test_codec_failure_falls_back_to_raw(mode):
+    codec = HalfCodec()
+    rep = Representation.for_codec(codec)
+    data = b"caf\xe9 not utf-8"
+    d = decide(0, "k", 0, 1.0 if mode in ("sentinel", "vanilla") else 0.5, mode)
+    assert d.needs_codec
+    r = render(d, data, codec, rep)
+    assert r.fallback and r.decision.layout == RAW and r.decision.sentinels == d.sentinels
+    assert rep.bytes_from_ids(r.ids) == data and not r.is_compressed.any()
