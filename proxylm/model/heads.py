@@ -10,7 +10,8 @@ if it lies in the same document as its input position.
 
 Weighting (reference design 3.4, path 3), with H main heads, H_raw raw heads, T = H + H_raw:
   * a *raw position* is one whose counted targets are all < raw_vocab_size (raw bytes or specials);
-    targets that do not count (they lie in the next document) are ignored for this decision;
+    targets that do not count (they lie in the next document) are ignored for this decision, and a position
+    whose head-0 target does not count is no raw position;
   * at a raw position every head, main and raw, weighs 1/T (an average over all T heads);
   * at any other position each main head weighs 1/H and the raw heads are not evaluated at all;
   * a target that does not count weighs 0 (its head simply drops out; weights are not renormalised);
@@ -43,6 +44,7 @@ class LossOutput:
     counted: torch.Tensor  # (B, S) bool: head-0 target counts
     head_nll_sum: torch.Tensor | None = None  # (T,) detached sum of CE per head over positions it was scored at
     head_count: torch.Tensor | None = None  # (T,) number of positions each head was scored at
+    n_raw_positions: torch.Tensor | None = None  # () positions where the raw heads ran (for flops.py)
 
     def __iter__(self):
         return iter((self.loss_sum, self.weight_sum, self.nll, self.counted))
@@ -98,7 +100,8 @@ def head_weights(targets: torch.Tensor, valid: torch.Tensor, n_main: int, raw_vo
     n_total = targets.shape[-1]
     n_raw = n_total - n_main
     if n_raw > 0:
-        raw_pos = ((targets < raw_vocab_size) | ~valid).all(dim=-1)  # (B, S)
+        # positions without any counted target (last of a document) are no raw positions: nothing to score
+        raw_pos = ((targets < raw_vocab_size) | ~valid).all(dim=-1) & valid[..., 0]  # (B, S)
     else:
         raw_pos = torch.zeros(targets.shape[:-1], dtype=torch.bool, device=targets.device)
     rp = raw_pos.unsqueeze(-1).float()  # (B, S, 1)
@@ -144,4 +147,5 @@ def multi_head_loss(hidden: torch.Tensor, tokens: torch.Tensor, doc_ids: torch.T
             head_count.append(vk.sum())
     counted = valid[..., 0]
     return LossOutput(loss_sum=loss_sum, weight_sum=counted.sum().float(), nll=nll0, counted=counted,
-                      head_nll_sum=torch.stack(head_nll), head_count=torch.stack(head_count))
+                      head_nll_sum=torch.stack(head_nll), head_count=torch.stack(head_count),
+                      n_raw_positions=raw_pos.sum())

@@ -95,11 +95,18 @@ class RMSNorm(nn.Module):
         return self.weight * xf.to(x.dtype)
 
 
-def rope_tables(head_dim: int, max_len: int, theta: float, device=None):
-    """cos, sin (max_len, head_dim) fp32 in the rotate-half layout (frequencies repeated twice, as HF Llama)."""
-    inv_freq = 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
-    freqs = torch.outer(torch.arange(max_len, device=device, dtype=torch.float32), inv_freq)  # (L, hd/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (L, hd)
+def rope_inv_freq(head_dim: int, theta: float, device=None) -> torch.Tensor:
+    """(head_dim/2,) fp32 inverse frequencies, as HF Llama."""
+    return 1.0 / theta ** (torch.arange(0, head_dim, 2, device=device, dtype=torch.float32) / head_dim)
+
+
+def rope_cos_sin(positions: torch.Tensor, inv_freq: torch.Tensor):
+    """positions (B, S) -> cos, sin (B, S, hd) fp32 in the rotate-half layout (frequencies repeated twice).
+
+    Computed from the positions on every forward (as HF Llama does), so there is no table to outgrow:
+    a document that continues across many packed windows keeps counting its positions."""
+    freqs = positions.to(torch.float32).unsqueeze(-1) * inv_freq  # (B, S, hd/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (B, S, hd)
     return emb.cos(), emb.sin()
 
 
@@ -111,6 +118,17 @@ def rotate_half(x):
 def apply_rope(x, cos, sin):
     """x (B, H, S, hd); cos, sin (B, 1, S, hd) in x's dtype."""
     return x * cos + rotate_half(x) * sin
+
+
+def decode_attention(q, k, v):
+    """Attention of one new position over all keys, as two small matmuls: q (B, H, 1, hd), k, v (B, Hkv, T, hd)
+    -> (B, H, 1, hd). CPU SDPA kernels tile over queries and cost ~100x this for a single query."""
+    B, H, _, hd = q.shape
+    n_kv = k.shape[1]
+    qg = q.view(B, n_kv, H // n_kv, hd)  # (B, Hkv, rep, hd): query heads grouped by their kv head
+    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep, T)
+    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep, hd)
+    return y.view(B, H, 1, hd)
 
 
 class KVCache:
@@ -168,8 +186,10 @@ class Attention(nn.Module):
         gqa = self.n_kv != self.n_heads  # kv head j serves query heads j*rep .. (j+1)*rep-1, as HF repeat_kv
         if BlockMask is not None and isinstance(mask, BlockMask):
             y = _flex(q, k, v, mask, gqa)
-        elif mask is None or isinstance(mask, str):  # None: attend to every key (one decode step)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=mask == CAUSAL, enable_gqa=gqa)
+        elif mask is None:  # one decode step: attend to every cached key
+            y = decode_attention(q, k, v)
+        elif mask == CAUSAL:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
@@ -215,9 +235,8 @@ class Transformer(nn.Module):
         # raw head j predicts the symbol n_pred_heads+j+1 ahead over ids < raw_vocab_size, at raw positions only
         self.raw_heads = nn.ModuleList(nn.Linear(cfg.dim, raw_vocab_size, bias=False)
                                        for _ in range(cfg.n_raw_heads))
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.register_buffer("rope_cos", cos, persistent=False)  # (max_seq_len, hd); derived, not saved
-        self.register_buffer("rope_sin", sin, persistent=False)
+        # (hd/2,) derived from the config, not saved
+        self.register_buffer("rope_inv_freq", rope_inv_freq(cfg.head_dim, cfg.rope_theta), persistent=False)
         self.init_weights()
 
     # ---- init ---------------------------------------------------------------------------------
@@ -226,7 +245,7 @@ class Transformer(nn.Module):
         """normal(0, init_std) for the embedding, every projection and every head; norms 1. The residual
         output projections (attention `o`, mlp `down`) use init_std / sqrt(2 * n_layers) when
         cfg.depth_scaled_init (GPT-2 style: keeps the residual stream's variance independent of depth).
-        Also rebuilds the RoPE tables (e.g. after materialising a model built on the meta device)."""
+        Also rebuilds the RoPE frequencies (e.g. after materialising a model built on the meta device)."""
         cfg = self.cfg
         out_std = cfg.init_std / math.sqrt(2 * cfg.n_layers) if cfg.depth_scaled_init else cfg.init_std
         for name, p in self.named_parameters():
@@ -236,9 +255,7 @@ class Transformer(nn.Module):
                 p.normal_(0.0, out_std)
             else:
                 p.normal_(0.0, cfg.init_std)
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta, device=self.rope_cos.device)
-        self.rope_cos.copy_(cos)
-        self.rope_sin.copy_(sin)
+        self.rope_inv_freq.copy_(rope_inv_freq(cfg.head_dim, cfg.rope_theta, device=self.rope_inv_freq.device))
 
     # ---- forward ------------------------------------------------------------------------------
     def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
@@ -252,7 +269,7 @@ class Transformer(nn.Module):
         """ids (B, S) -> final-normed hidden (B, S, D).
 
         positions (B, S): RoPE positions (restarting per document); default: derived from doc_ids, or
-        0..S-1 (continuing from kv_cache.pos with a cache). Must be < cfg.max_seq_len.
+        0..S-1 (continuing from kv_cache.pos with a cache).
         doc_ids (B, S) or (B, S+F) (only the first S columns are used): attention stays inside documents.
         kv_cache: append these positions to the cache and attend to everything cached (one document per row;
         doc_ids are not allowed with a cache)."""
@@ -268,8 +285,8 @@ class Transformer(nn.Module):
             else:
                 positions = torch.arange(past, past + S, device=ids.device).expand(B, S)
         x = self.embed(ids)  # (B, S, D)
-        cos = self.rope_cos[positions].unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
-        sin = self.rope_sin[positions].unsqueeze(1).to(x.dtype)
+        cos, sin = rope_cos_sin(positions, self.rope_inv_freq)
+        cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
         if doc_ids is not None:
             mask = document_block_mask(doc_ids) if self._use_flex(ids.device) else document_mask(doc_ids)
         elif kv_cache is None or past == 0:

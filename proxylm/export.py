@@ -1,0 +1,457 @@
+"""Export a run as a transformers Llama checkpoint, and load such weights back to continue training.
+
+    proxylm export runs/proxy-bpe-tiny --out exports/proxy-bpe-tiny [--dtype float32|bfloat16] [--force]
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained("exports/proxy-bpe-tiny")
+    tok = AutoTokenizer.from_pretrained("exports/proxy-bpe-tiny")
+    out = model.generate(**tok("def fib(n):", return_tensors="pt"), max_new_tokens=100)  # greedy, raw bytes only
+    print(tok.decode(out[0], skip_special_tokens=True))
+
+    proxylm train proxy-bpe-tiny train.init_from=exports/proxy-bpe-tiny --out runs/more   # continued training
+
+The export directory: config.json (LlamaConfig, vocab = the run's Representation), model.safetensors (trunk and
+main head 0 as lm_head; the training-only heads `pred_heads` and `raw_heads` are dropped), generation_config.json
+(bos, the interface's stop ids as eos, pad, and `suppress_tokens` = every id the interface never emits, so plain
+greedy/sampled `generate` is restricted to raw bytes), a tokenizer (tokenizer.json, tokenizer_config.json,
+special_tokens_map.json), README.md (model card), and the run's representation.json and proxylm_config.yaml.
+
+Tokenizer, byte models and proxy models (ByteInterface): a merge-free `tokenizers` BPE whose vocabulary maps each
+byte's ByteLevel character (GPT-2's printable stand-in) to rep.raw_offset + byte, so text -> UTF-8 bytes -> ids;
+a TemplateProcessing post-processor prepends `<bos> <raw>`; the ByteLevel decoder turns ids back into text.
+Every other id (specials, spares, compressed symbols, vocabulary padding) is a named special token, and
+`split_special_tokens` is on so text such as "<bos>" is read as its bytes, exactly as `proxylm generate` reads it.
+Bytes that are not valid UTF-8 cannot be passed as text; `bytes_to_ids` / `ids_to_bytes` map them exactly.
+Token baseline (TokenInterface, codec `bpe` only): the codec's own BPE with its ids moved to rep.compressed_ids
+and `<bos>` prepended; other codecs are refused (their ids are not text tokens).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from proxylm.data.representation import Representation
+
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded checkpoints written by transformers itself
+HF_CONFIG = "config.json"
+REPRESENTATION = "representation.json"
+RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# LlamaConfig keys that fix every weight's shape or meaning: a mismatch makes the weights unusable
+SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+              "num_key_value_heads", "head_dim")
+# keys a continued run may change on purpose (e.g. a longer context); a mismatch is only reported
+SOFT_KEYS = ("rope_theta", "rms_norm_eps")
+
+
+def _need_transformers():
+    try:
+        import transformers
+    except ImportError as e:  # the optional extra
+        from proxylm.cli import UserError
+
+        raise UserError("proxylm export needs transformers: pip install 'proxylm[hf]'") from e
+    return transformers
+
+
+# ---- tokenizer -----------------------------------------------------------------------------------------------
+def _reserved_name(rep: Representation, i: int) -> str:
+    """Name of an id that no text encodes to (specials, spares, compressed symbols, padding)."""
+    if rep.is_raw_byte(i):  # only reached by the token baseline, whose text never becomes raw-byte ids
+        return f"<0x{i - rep.raw_offset:02X}>"
+    if i >= rep.used_vocab_size:
+        return f"<unused_{i}>"
+    return rep.token_name(i)
+
+
+def _byte_tokenizer(rep: Representation):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    from proxylm.codecs.bpe import byte_level_chars
+
+    vocab = {char: rep.raw_offset + b for char, b in byte_level_chars().items()}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
+    # no regex split and no prefix space: the ids are exactly the UTF-8 bytes of the text
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
+
+
+def _token_baseline_tokenizer(rep: Representation, codec):
+    from tokenizers import Tokenizer
+
+    if codec.name != "bpe":
+        raise ValueError(f"cannot export a token model over codec '{codec.name}': its ids are not text tokens a "
+                         "transformers tokenizer can produce (only the 'bpe' token baseline is exportable)")
+    spec = json.loads(codec.tokenizer.to_str())
+    if spec.get("added_tokens"):
+        raise ValueError("cannot export a BPE codec with added tokens (their ids would collide with the specials)")
+    ids = rep.compressed_ids(np.arange(codec.alphabet_size))  # codec symbol -> model id
+    spec["model"]["vocab"] = {t: int(ids[s]) for t, s in spec["model"]["vocab"].items()}
+    return Tokenizer.from_str(json.dumps(spec))
+
+
+def build_tokenizer(rep: Representation, interface):
+    """A `tokenizers.Tokenizer` covering ids 0..rep.vocab_size-1 that reads text as the interface's prompt ids."""
+    from tokenizers import AddedToken, Tokenizer, processors
+
+    from proxylm.eval.interface import TokenInterface
+
+    if isinstance(interface, TokenInterface):
+        base, prefix = _token_baseline_tokenizer(rep, interface.codec), [rep.bos_id]
+    else:
+        base, prefix = _byte_tokenizer(rep), [rep.bos_id, rep.raw_start_id]
+    spec = json.loads(base.to_str())
+    vocab = spec["model"]["vocab"]
+    taken = set(vocab.values())
+    reserved = {_reserved_name(rep, i): i for i in range(rep.vocab_size) if i not in taken}
+    clash = sorted(set(reserved) & set(vocab))
+    if clash:
+        raise ValueError(f"token names {clash[:5]} are both text tokens and reserved ids")
+    vocab.update(reserved)  # in the model's vocabulary, so every id has a name (len(tokenizer) == vocab size)
+    tok = Tokenizer.from_str(json.dumps(spec))
+    # special: dropped by decode(skip_special_tokens=True); never produced from text (split_special_tokens)
+    tok.add_special_tokens([AddedToken(name, special=True, normalized=False) for name in reserved])
+    names = [_reserved_name(rep, i) for i in prefix]
+    tok.post_processor = processors.TemplateProcessing(
+        single=" ".join(names + ["$A"]), pair=" ".join(names + ["$A", "$B:1"]),
+        special_tokens=list(zip(names, prefix)))
+    return tok
+
+
+def bytes_to_ids(tokenizer, data: bytes) -> list[int]:
+    """Raw bytes (any, not only UTF-8) -> the exported byte tokenizer's ids, without the `<bos><raw>` prefix."""
+    from proxylm.codecs.bpe import byte_level_chars
+
+    char_of = {b: c for c, b in byte_level_chars().items()}
+    return tokenizer.convert_tokens_to_ids([char_of[b] for b in data])
+
+
+def ids_to_bytes(tokenizer, ids) -> bytes:
+    """Ids -> the exact bytes their text tokens stand for (special ids dropped); works for both tokenizer kinds,
+    whose text tokens are ByteLevel strings."""
+    from proxylm.codecs.bpe import byte_level_chars
+
+    byte_of = byte_level_chars()
+    special = set(tokenizer.added_tokens_decoder)
+    tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids if int(i) not in special])
+    return bytes(byte_of[c] for t in tokens for c in t)
+
+
+def _save_tokenizer(tok, rep: Representation, max_len: int, out: Path) -> None:
+    transformers = _need_transformers()
+    names = {"bos_token": rep.bos_id, "eos_token": rep.eos_id, "pad_token": rep.pad_id}
+    names = {k: _reserved_name(rep, i) for k, i in names.items()}
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=tok, split_special_tokens=True,
+                                                model_max_length=max_len, **names)
+    fast.save_pretrained(str(out))
+    cfg_path = out / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    # transformers 5 writes its own class name (TokenizersBackend); the generic name loads in 4.x and 5.x
+    cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    if not (out / "special_tokens_map.json").exists():  # 4.x reads it; 5.x no longer writes it
+        (out / "special_tokens_map.json").write_text(json.dumps(names, indent=2) + "\n")
+
+
+# ---- export --------------------------------------------------------------------------------------------------
+def suppressed_ids(interface, vocab_size: int) -> list[int]:
+    """Ids generation must never emit: everything but the interface's outputs and stop ids."""
+    return torch.nonzero(~interface.allowed_ids(vocab_size)).view(-1).tolist()
+
+
+def _validation_bpb(run_dir: Path, step: int) -> dict | None:
+    """The validation BPB logged at `step` (else the last one before it), from metrics.jsonl or summary.json."""
+    best = None
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.exists():
+        for line in metrics.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by a kill
+                continue
+            if "val_bpb" in rec and rec.get("step", 0) <= step:
+                best = rec
+    if best is None and (run_dir / "summary.json").exists():
+        summary = json.loads((run_dir / "summary.json").read_text())
+        if summary.get("steps") == step and summary.get("val_bpb") is not None:
+            best = {"step": step, "val_bpb": summary["val_bpb"]}
+    return best
+
+
+def _data_summary(cfg) -> str:
+    """Corpus spec, train size and the validation split's manifest digest (never fails the export)."""
+    from proxylm.data.corpus import open_corpus
+
+    d = cfg.data
+    line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
+            f"{d.max_doc_bytes} bytes)\n")
+    try:
+        corpus = open_corpus(d.corpus, d)
+        train = corpus.documents("train")
+        m = corpus.manifest("val")
+    except Exception as e:  # the corpus may not exist on the exporting machine
+        return line + f"- corpus not readable at export time ({type(e).__name__}: {e})\n"
+    line += f"- train split: {len(train)} pieces, {sum(r.size for r in train)} bytes\n"
+    line += (f"- val split manifest: {m['n_documents']} documents, {m['total_bytes']} bytes, sha256 `{m['sha256']}`"
+             + (f" (Python {m['python']} standard library)" if "python" in m else "") + "\n")
+    return line
+
+
+def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
+    import yaml
+
+    from proxylm.config import to_dict
+
+    cfg, rep, iface = run.cfg, run.rep, run.interface
+    v, m = cfg.views, cfg.model
+    bpb = _validation_bpb(run.run_dir, run.step)
+    bpb_line = (f"**{bpb['val_bpb']:.4f} bits per byte** on the validation split at step {bpb['step']}"
+                + (f" ({bpb['val_bytes']} bytes)" if "val_bytes" in bpb else "")
+                + ", measured by proxylm during training (raw-byte BPB)."
+                if bpb else "not measured (no val_bpb logged).")
+    s = v.schedule
+    sched = (f"schedule: warm-up over {s.warmup_frac:.0%} of steps from rate {s.initial_rate} ({s.warmup_mode})"
+             + (f", decay over the last {s.decay_frac:.0%} to rate {s.final_rate} ({s.final_mode})"
+                if s.decay_frac > 0 else "") if s.enabled else "no rate/mode schedule")
+    dropped_lines = "".join(f"- `{name}`: {n} parameters\n" for name, n in dropped.items() if n) or "- none\n"
+    outputs = "raw bytes" if iface.kind == "bytes" else "BPE tokens"
+    stops = ", ".join(f"`{_reserved_name(rep, i)}` ({i})" for i in iface.stop_ids)
+    if iface.kind == "bytes":
+        io = (f"Text goes in and out as raw UTF-8 bytes: byte b is id {rep.raw_offset} + b, and the tokenizer "
+              f"prepends `<bos>` ({rep.bos_id}) `<raw>` ({rep.raw_start_id}). Generation stops at {stops}. "
+              "Exact bytes of any output, valid UTF-8 or not: "
+              f"`bytes(i - {rep.raw_offset} for i in ids if {rep.raw_offset} <= i < {rep.raw_vocab_size})`.")
+    else:
+        io = (f"Token baseline: text is read by the run's BPE ({run.codec.alphabet_size} tokens, ids moved to "
+              f"start at {rep.compressed_offset}) after `<bos>` ({rep.bos_id}). Generation stops at {stops}.")
+    return f"""---
+library_name: transformers
+tags: [proxylm, byte-level, llama]
+---
+# {cfg.name} (proxylm export, step {run.step})
+
+A byte-level language model trained with [proxylm](https://arxiv.org/abs/2602.04289) (proxy compression),
+exported as a Llama checkpoint ({n_params} parameters, {dtype}).
+
+## Validation
+{bpb_line}
+
+## Training recipe
+- views: codec `{v.codec}`, rate {v.rate}, mode `{v.mode}`, separate embedding {v.separate_embedding}; {sched}
+- model: dim {m.dim}, {m.n_layers} layers, {m.n_heads} heads ({m.kv_heads} kv), ffn {m.hidden_dim},
+  context {m.max_seq_len}, {m.n_pred_heads} main head(s), {m.n_raw_heads} raw head(s)
+- train: {run.step} of {cfg.train.max_steps} steps, lr {cfg.train.lr} ({cfg.train.lr_schedule}),
+  batch {cfg.data.batch_size} x {cfg.data.seq_len} symbols, seed {cfg.train.seed}
+- vocabulary: {rep.vocab_size} ids (`{REPRESENTATION}`); the full config is in `{RUN_CONFIG}`.
+
+## Data
+{_data_summary(cfg)}
+## Dropped heads
+Only main head 0 (next symbol) is exported as `lm_head`. Training-only heads dropped:
+{dropped_lines}
+## Use
+```python
+from transformers import AutoModelForCausalLM, AutoTokenizer
+model = AutoModelForCausalLM.from_pretrained("{out}")
+tok = AutoTokenizer.from_pretrained("{out}")
+out = model.generate(**tok("def fib(n):", return_tensors="pt"), max_new_tokens=100)
+print(tok.decode(out[0], skip_special_tokens=True))
+```
+{io}
+
+Restricting generation: `generation_config.json` lists every id the model must not emit (sentinels, compressed
+symbols, padding) as `suppress_tokens`, so `generate` emits only {outputs}
+and stop ids with no extra arguments, greedy or sampled. If you pass your own `GenerationConfig`, copy
+`suppress_tokens=model.generation_config.suppress_tokens` into it.
+
+Continue training with proxylm: `proxylm train CONFIG train.init_from=<this directory>`.
+
+<details><summary>proxylm config</summary>
+
+```yaml
+{yaml.safe_dump(to_dict(cfg), sort_keys=False).rstrip()}
+```
+</details>
+"""
+
+
+def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) -> dict:
+    """Write the transformers directory for the run's latest checkpoint; returns a summary."""
+    from proxylm.config import save_config
+    from proxylm.model.transformer import hf_llama_config, hf_llama_state_dict
+    from proxylm.train.checkpoint import load_run
+
+    transformers = _need_transformers()
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype}")
+    run = load_run(run_dir, "cpu")
+    rep, iface, model = run.rep, run.interface, run.model
+    tokenizer = build_tokenizer(rep, iface)  # first: a refused token model writes nothing
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ValueError(f"{out} exists and is not empty (use --force to write into it)")
+    out.mkdir(parents=True, exist_ok=True)
+
+    weights = {k: t.to(DTYPES[dtype]).contiguous() for k, t in hf_llama_state_dict(model).items()}
+    save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})  # transformers requires format=pt
+    stop = list(iface.stop_ids)
+    config = transformers.LlamaConfig(**hf_llama_config(model.cfg, rep.vocab_size), bos_token_id=rep.bos_id,
+                                      eos_token_id=rep.eos_id, pad_token_id=rep.pad_id,
+                                      architectures=["LlamaForCausalLM"])
+    # the dtype the weights are stored in: 5.x names it `dtype`, 4.x `torch_dtype` (deprecated in 5.x)
+    setattr(config, "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype", dtype)
+    config.save_pretrained(str(out))
+    transformers.GenerationConfig(bos_token_id=rep.bos_id, eos_token_id=stop, pad_token_id=rep.pad_id,
+                                  suppress_tokens=suppressed_ids(iface, rep.vocab_size),
+                                  do_sample=False).save_pretrained(str(out))
+    _save_tokenizer(tokenizer, rep, model.cfg.max_seq_len, out)
+    shutil.copyfile(run.run_dir / REPRESENTATION, out / REPRESENTATION)
+    save_config(run.cfg, out / RUN_CONFIG)
+
+    dropped = {"pred_heads": sum(p.numel() for p in model.pred_heads.parameters()),
+               "raw_heads": sum(p.numel() for p in model.raw_heads.parameters())}
+    n_params = sum(t.numel() for t in weights.values())
+    (out / "README.md").write_text(_model_card(run, out, dtype, dropped, n_params))
+    bpb = _validation_bpb(run.run_dir, run.step)
+    return {"out": str(out), "run": str(run.run_dir), "step": run.step, "interface": iface.kind,
+            "vocab_size": rep.vocab_size, "params": n_params, "dtype": dtype, "dropped_heads": dropped,
+            "val_bpb": bpb["val_bpb"] if bpb else None}
+
+
+# ---- loading weights back (init_from) --------------------------------------------------------------------------
+def _check_architecture(have: dict, want: dict, source) -> None:
+    """have/want: LlamaConfig keyword dicts of the source and of the model being initialised."""
+    bad = [f"{k} {have.get(k)} != {want[k]}" for k in SHAPE_KEYS if have.get(k) != want[k]]
+    if bad:
+        what = "vocabulary size" if any(b.startswith("vocab_size") for b in bad) else "model shape"
+        raise ValueError(f"{source}: {what} does not match the model to initialise ({'; '.join(bad)}; "
+                         "source != this run)")
+    soft = [f"{k} {have.get(k)} != {want[k]}" for k in SOFT_KEYS if have.get(k) is not None and have[k] != want[k]]
+    if soft:
+        warnings.warn(f"{source}: {'; '.join(soft)} (kept this run's values)")
+
+
+def _check_representation(source: Path, rep: Representation | None) -> None:
+    """Raw bytes must keep their ids; a different codec behind the compressed ids is only reported."""
+    path = source / REPRESENTATION
+    if rep is None or not path.exists():
+        return
+    src = Representation.load(path)
+    if (src.raw_offset, src.raw_vocab_size) != (rep.raw_offset, rep.raw_vocab_size):
+        raise ValueError(f"{source}: raw bytes sit at ids {src.raw_offset}..{src.raw_vocab_size - 1}, this run "
+                         f"puts them at {rep.raw_offset}..{rep.raw_vocab_size - 1}")
+    if src.codec_name != rep.codec_name or src.codec_alphabet != rep.codec_alphabet:
+        warnings.warn(f"{source}: compressed ids were trained for codec {src.codec_name} ({src.codec_alphabet} "
+                      f"symbols), this run uses {rep.codec_name} ({rep.codec_alphabet})")
+
+
+def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
+    if (directory / WEIGHTS).exists():
+        return load_file(str(directory / WEIGHTS))
+    if (directory / WEIGHTS_INDEX).exists():
+        shards = sorted(set(json.loads((directory / WEIGHTS_INDEX).read_text())["weight_map"].values()))
+        return {k: t for s in shards for k, t in load_file(str(directory / s)).items()}
+    raise FileNotFoundError(f"{directory}: no {WEIGHTS} (not a transformers export)")
+
+
+@torch.no_grad()
+def load_hf_weights(model, directory) -> None:
+    """Inverse of hf_llama_state_dict: copy an exported Llama checkpoint into `model` (trunk and head 0; the
+    extra heads keep their current weights). Raises ValueError when vocabulary or shapes differ."""
+    from proxylm.model.transformer import hf_llama_config, hf_llama_state_dict
+
+    directory = Path(directory)
+    if not (directory / HF_CONFIG).exists():
+        raise FileNotFoundError(f"{directory}: no {HF_CONFIG} (not a transformers export)")
+    have = json.loads((directory / HF_CONFIG).read_text())
+    have.setdefault("head_dim", have.get("hidden_size", 0) // max(1, have.get("num_attention_heads", 1)))
+    have.setdefault("rope_theta", (have.get("rope_parameters") or {}).get("rope_theta"))  # 5.x nests it
+    _check_architecture(have, hf_llama_config(model.cfg, model.vocab_size), directory)
+    loaded = _read_hf_weights(directory)
+    if "lm_head.weight" not in loaded and have.get("tie_word_embeddings"):
+        loaded["lm_head.weight"] = loaded["model.embed_tokens.weight"]
+    targets = hf_llama_state_dict(model)  # shares storage with the model: copying into it loads the weights
+    missing = sorted(set(targets) - set(loaded))
+    if missing:
+        raise ValueError(f"{directory}: missing weights {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    for name, t in targets.items():
+        if loaded[name].shape != t.shape:
+            raise ValueError(f"{directory}: {name} has shape {tuple(loaded[name].shape)}, the model expects "
+                             f"{tuple(t.shape)}")
+    for name, t in targets.items():
+        t.copy_(loaded[name])
+
+
+@torch.no_grad()
+def load_run_weights(model, run_dir) -> int:
+    """Copy a proxylm run's latest checkpoint into `model`: trunk and head 0 must match; extra heads are taken
+    where the source has them with the same shape, else keep their current weights. Returns the source step."""
+    from proxylm.config import load_config
+    from proxylm.model.transformer import hf_llama_config
+    from proxylm.train.checkpoint import latest_checkpoint
+
+    run_dir = Path(run_dir)
+    src_cfg = load_config(str(run_dir / "config.yaml"))
+    src_rep = Representation.load(run_dir / REPRESENTATION)
+    _check_architecture(hf_llama_config(src_cfg.model, src_rep.vocab_size),
+                        hf_llama_config(model.cfg, model.vocab_size), run_dir)
+    found = latest_checkpoint(run_dir, with_optimizer=False)
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no readable checkpoint to initialise from")
+    _, weights, _, state = found
+    own = model.state_dict()
+    for name, t in own.items():
+        if name in weights and weights[name].shape == t.shape:
+            t.copy_(weights[name])
+        elif not name.startswith(("pred_heads.", "raw_heads.")):
+            raise ValueError(f"{run_dir}: checkpoint lacks {name} with shape {tuple(t.shape)}")
+    return state["step"]
+
+
+def load_init_from(model, source, rep: Representation | None = None) -> str:
+    """`train.init_from`: weights from a transformers export or a proxylm run directory; returns a log line."""
+    source = Path(source)
+    if (source / "config.yaml").exists():
+        _check_representation(source, rep)
+        step = load_run_weights(model, source)
+        return f"initialised from run {source} (step {step})"
+    if (source / HF_CONFIG).exists():
+        _check_representation(source, rep)
+        load_hf_weights(model, source)
+        return f"initialised from export {source} (head 0 and trunk; extra heads fresh)"
+    raise FileNotFoundError(f"train.init_from={source}: neither a proxylm run directory (config.yaml) nor a "
+                            f"transformers export ({HF_CONFIG})")
+
+
+# ---- command line ------------------------------------------------------------------------------------------------
+def cmd_export(args) -> int:
+    from proxylm.cli import print_json
+
+    summary = export_run(args.run, args.out, dtype=args.dtype, force=args.force)
+    if args.json:
+        print_json(summary)
+    else:
+        bpb = f", val bpb {summary['val_bpb']:.4f}" if summary["val_bpb"] is not None else ""
+        print(f"exported {summary['run']} (step {summary['step']}, {summary['params']} parameters, "
+              f"{summary['dtype']}{bpb}) to {summary['out']}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("export", help="write a transformers-loadable checkpoint (Llama + byte tokenizer)")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_export, command="export")

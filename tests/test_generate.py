@@ -1,0 +1,180 @@
+"""Interfaces (prompt/score ids, allowed ids, decode) and generation (cache == recompute, sampling, stops)."""
+
+import numpy as np
+import pytest
+import torch
+
+from proxylm.codecs.base import CannotEncode, Codec
+from proxylm.data.config import ViewsConfig
+from proxylm.data.representation import Representation
+from proxylm.eval.generate import generate, generate_batch, sample_next
+from proxylm.eval.interface import ByteInterface, TokenInterface, interface_for
+from proxylm.model.config import ModelConfig
+from proxylm.model.transformer import Transformer
+
+
+class PairCodec(Codec):
+    """Toy codec: b"ab" -> symbol 256, any other byte -> itself; cannot encode inputs containing 0xff."""
+
+    name = "pair-test"
+
+    @property
+    def alphabet_size(self) -> int:
+        return 257
+
+    def encode(self, data: bytes) -> np.ndarray:
+        if b"\xff" in data:
+            raise CannotEncode("0xff")
+        out, i = [], 0
+        while i < len(data):
+            if data[i:i + 2] == b"ab":
+                out.append(256)
+                i += 2
+            else:
+                out.append(data[i])
+                i += 1
+        return np.array(out, dtype=np.int64)
+
+    def decode(self, symbols) -> bytes:
+        return b"".join(b"ab" if s == 256 else bytes([s]) for s in np.asarray(symbols).tolist())
+
+
+REP = Representation.bytes_only()
+
+
+def tiny_model(rep=REP, max_seq_len=96) -> Transformer:
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=max_seq_len, init_std=0.3)
+    return Transformer(cfg, rep.vocab_size, rep.raw_vocab_size).eval()
+
+
+def no_stop_bytes() -> ByteInterface:
+    iface = ByteInterface(REP)
+    iface.stop_ids = ()  # a random model may pick a stop id; these tests want full-length output
+    return iface
+
+
+def favour(model, ids, bonus=100.0):
+    """Make `ids` the model's overwhelming favourites (a logit bonus on head 0)."""
+    base = model.logits
+    extra = torch.zeros(model.vocab_size)
+    extra[ids] = bonus
+    model.logits = lambda hidden: base(hidden) + extra
+
+
+# ---- interfaces -------------------------------------------------------------------------------------------
+def test_byte_interface_ids_and_mask():
+    iface = ByteInterface(REP)
+    ids, counted, n_bytes = iface.score_ids(b"hi!")
+    r = REP
+    assert ids.tolist() == [r.bos_id, r.raw_start_id, *r.raw_ids(b"hi!").tolist(), r.raw_end_id, r.eos_id]
+    assert counted.tolist() == [False, False, True, True, True, False, False]  # the target at i counts
+    assert n_bytes == 3 == counted.sum()
+    assert iface.prompt_ids(b"hi").tolist() == [r.bos_id, r.raw_start_id, *r.raw_ids(b"hi").tolist()]
+    assert iface.decode([*r.raw_ids(b"ok").tolist(), r.raw_end_id, *r.raw_ids(b"no").tolist()]) == b"ok"
+    allowed = iface.allowed_ids(r.vocab_size)
+    assert allowed.sum() == 256 + 2 and allowed[r.raw_end_id] and allowed[r.eos_id] and not allowed[r.bos_id]
+
+
+def test_token_interface_ids_and_mask():
+    codec = PairCodec()
+    rep = Representation.for_codec(codec)
+    iface = TokenInterface(rep, codec)
+    ids, counted, n_bytes = iface.score_ids(b"xab")
+    body = rep.compressed_ids(np.array([ord("x"), 256])).tolist()
+    assert ids.tolist() == [rep.bos_id, *body, rep.eos_id]
+    assert counted.tolist() == [False, True, True, False] and n_bytes == 3
+    assert iface.prompt_ids(b"ab").tolist() == [rep.bos_id, rep.compressed_offset + 256]
+    assert iface.decode([*body, rep.eos_id, *body]) == b"xab"
+    allowed = iface.allowed_ids(rep.vocab_size)
+    assert allowed.sum() == 257 + 1 and allowed[rep.compressed_offset] and not allowed[rep.raw_start_id]
+    with pytest.raises(ValueError, match="cannot encode"):
+        iface.score_ids(b"bad \xff")
+
+
+def test_interface_for_picks_token_only_for_vanilla_rate_one():
+    codec = PairCodec()
+    rep = Representation.for_codec(codec)
+    assert isinstance(interface_for(rep, codec, ViewsConfig(codec="gzip", mode="vanilla", rate=1.0)),
+                      TokenInterface)
+    assert isinstance(interface_for(rep, codec, ViewsConfig(codec="gzip", mode="vanilla", rate=0.5)),
+                      ByteInterface)
+    assert isinstance(interface_for(rep, codec, ViewsConfig(codec="gzip", mode="sentinel", rate=1.0)),
+                      ByteInterface)
+    assert isinstance(interface_for(REP, None, ViewsConfig()), ByteInterface)
+
+
+# ---- generation -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 0.9)])
+def test_cache_and_recompute_generate_the_same_bytes(temperature, top_p):
+    model, iface = tiny_model(), no_stop_bytes()
+    kw = dict(max_bytes=24, temperature=temperature, top_p=top_p, seed=3)
+    cached = generate(model, iface, b"def f(x):", use_cache=True, **kw)
+    full = generate(model, iface, b"def f(x):", use_cache=False, **kw)
+    assert len(cached) == 24 and cached == full
+
+
+def test_sampling_is_seeded():
+    model, iface = tiny_model(), no_stop_bytes()
+    runs = [generate(model, iface, b"x = ", max_bytes=20, temperature=1.5, top_p=0.95, seed=s) for s in (1, 1, 2)]
+    assert runs[0] == runs[1] != runs[2]
+    # a tiny top_p keeps only the most likely id: the same as greedy
+    greedy = generate(model, iface, b"x = ", max_bytes=20)
+    assert generate(model, iface, b"x = ", max_bytes=20, temperature=1.0, top_p=1e-9, seed=7) == greedy
+
+
+def test_allowed_ids_restrict_output():
+    model = tiny_model()
+    favour(model, [REP.bos_id, REP.vocab_size - 1])  # unrestricted, the model would only say these
+    seen = []
+
+    class Spy(ByteInterface):
+        def decode(self, ids):
+            seen.append(list(ids))
+            return super().decode(ids)
+
+    iface = Spy(REP)
+    iface.stop_ids = ()
+    out = generate(model, iface, b"abc", max_bytes=16, temperature=1.0, seed=0)
+    assert len(out) == 16
+    assert all(REP.raw_offset <= i < REP.raw_vocab_size for i in seen[-1])
+    allowed = iface.allowed_ids(REP.vocab_size)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        assert allowed[sample_next(torch.randn(REP.vocab_size) * 5, allowed, 2.0, 1.0, g)]
+
+
+def test_stop_ids_strings_streaming_and_max_bytes():
+    model, iface = tiny_model(), no_stop_bytes()
+    free = generate(model, iface, b"print(", max_bytes=40)
+    assert len(free) == 40
+    stop = free[10:13]
+    cut = free[:free.find(stop)]
+    chunks = []
+    out = generate(model, iface, b"print(", max_bytes=40, stop=["\x00never", stop],
+                   on_bytes=chunks.append)
+    assert out == cut and b"".join(chunks) == out
+    chunks = []
+    assert generate(model, iface, b"print(", max_bytes=7, on_bytes=chunks.append) == free[:7] == b"".join(chunks)
+    # a model whose favourite id is </raw> stops at once
+    real = ByteInterface(REP)
+    favour(model, [REP.raw_end_id])
+    assert generate(model, real, b"print(", max_bytes=40) == b""
+
+
+def test_long_prompt_is_truncated_to_the_context():
+    model, iface = tiny_model(max_seq_len=32), no_stop_bytes()
+    long_prompt = bytes(range(65, 91)) * 10  # 260 bytes > 32 positions
+    a = generate(model, iface, long_prompt, max_bytes=8)
+    b = generate(model, iface, long_prompt, max_bytes=8, use_cache=False)
+    assert len(a) == 8 and a == b
+
+
+def test_token_interface_generation_and_batch():
+    codec = PairCodec()
+    rep = Representation.for_codec(codec)
+    model, iface = tiny_model(rep), TokenInterface(rep, codec)
+    iface.stop_ids = ()
+    outs = generate_batch(model, iface, [b"ab", b"cd"], max_bytes=12, temperature=0.8, seed=1)
+    assert [len(o) for o in outs] == [12, 12]
+    assert outs[1] == generate(model, iface, b"cd", max_bytes=12, temperature=0.8, seed=2, use_cache=False)
