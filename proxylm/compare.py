@@ -58,9 +58,11 @@ class Preset:
 
 
 PRESETS = {
+    # the README's main job: the headline trio at about 3 minutes each on 2 CPU cores
+    "quickstart": Preset("tiny", 6e12, ["bytes", "tokens", "proxy-bpe"], eval_bytes=50_000, evals_per_run=4),
     "smoke": Preset("micro", 1.5e11, ["bytes", "tokens", "proxy-bpe", "proxy-gzip"], eval_bytes=20_000,
                     evals_per_run=4),
-    "demo": Preset("tiny", 6e13, ALL_MODELS, eval_bytes=300_000),
+    "demo": Preset("tiny", 1.2e13, ALL_MODELS, eval_bytes=100_000),
     "gpu": Preset("gpu", 3e17, ALL_MODELS, eval_bytes=5_000_000),
 }
 
@@ -177,7 +179,7 @@ def headline(results: list[dict]) -> tuple[float, bool] | None:
     return (needed if needed is not None else byte["flops"]) / proxy["flops"], needed is not None
 
 
-def write_markdown(table: dict, path: Path, ratio) -> None:
+def write_markdown(table: dict, path: Path, ratio, unigram: float) -> None:
     sets = [k[4:] for k in next(iter(table.values())) if k.startswith("bpb_") and not k.endswith("_std")]
     head = "| model | " + " | ".join(f"BPB {s}" for s in sets) + " | train FLOPs | budget use | steps | raw MB seen |"
     lines = [head, "|" + "---|" * (len(sets) + 5)]
@@ -186,6 +188,7 @@ def write_markdown(table: dict, path: Path, ratio) -> None:
                  for s in sets]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {row['flops']:.3g} | "
                      f"{row['flops'] / row['budget_flops']:.1%} | {row['steps']:.0f} | {row['raw_bytes_seen'] / 1e6:.2f} |")
+    lines += ["", f"Reference: a unigram byte model (fit on the training split) scores {unigram:.4f} BPB on val."]
     if ratio is not None:
         value, reached = ratio
         lines += ["", f"bytes_flops_to_match_proxy = {value:.3f}" + ("" if reached else
@@ -231,13 +234,14 @@ def write_plots(results: list[dict], table: dict, out: Path) -> list[Path]:
 
 def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: str | None = None,
             seeds: int = 1, extra: list[str] = (), quiet: bool = False) -> dict:
-    from proxylm.eval.bpb import read_eval_docs
+    from proxylm.eval.bpb import read_eval_docs, unigram_bpb
 
     out.mkdir(parents=True, exist_ok=True)
     configs = {(m, s): model_config(m, preset, s, corpus, preset.overrides + list(extra))
                for m in preset.models for s in range(seeds)}
     any_cfg = next(iter(configs.values()))
     eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, preset.eval_bytes)}
+    unigram = unigram_bpb(read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data), eval_sets["val"])
     if eval_corpus:
         eval_sets["extra"] = read_eval_docs(eval_corpus, "all", any_cfg.data, preset.eval_bytes)
     results = []
@@ -248,11 +252,11 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
         results.append(r)
     table = aggregate(results)
     ratio = headline(results)
-    write_markdown(table, out / "results.md", ratio)
+    write_markdown(table, out / "results.md", ratio, unigram)
     plots = write_plots(results, table, out)
     report = {"preset": dataclasses.asdict(preset), "eval_sets": {k: sum(map(len, v)) for k, v in eval_sets.items()},
               "table": table, "runs": results, "plots": [str(p) for p in plots],
-              "bytes_flops_to_match_proxy": ratio[0] if ratio else None,
+              "unigram_bpb_val": unigram, "bytes_flops_to_match_proxy": ratio[0] if ratio else None,
               "bytes_reached_proxy_bpb": ratio[1] if ratio else None}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
@@ -273,11 +277,29 @@ def cmd_compare(args) -> int:
     print((Path(args.out) / "results.md").read_text())
     if report["bytes_flops_to_match_proxy"] is not None:
         print(f"RESULT bytes_flops_to_match_proxy {report['bytes_flops_to_match_proxy']:.4f}")
+    if args.sample:
+        sample_from(Path(args.out), report, args.sample, args.sample_bytes)
     if args.json:
         from proxylm.cli import print_json
 
         print_json({k: report[k] for k in ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots")})
     return 0
+
+
+def sample_from(out: Path, report: dict, prompt: str, max_bytes: int) -> None:
+    """Greedy completion from the best proxy model (raw bytes in, raw bytes out)."""
+    from proxylm.eval.generate import generate
+    from proxylm.train.checkpoint import load_run
+
+    proxies = [m for m in report["table"] if m.startswith("proxy")] or list(report["table"])
+    best = min(proxies, key=lambda m: report["table"][m]["bpb_val"])
+    run_dir = next(r["run_dir"] for r in report["runs"] if r["model"] == best)
+    run = load_run(run_dir)
+    print(f"\n--- {best} (val BPB {report['table'][best]['bpb_val']:.4f}), greedy, raw bytes only ---")
+    sys.stdout.write(prompt)
+    generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes,
+             on_bytes=lambda b: (sys.stdout.write(b.decode("utf-8", "replace")), sys.stdout.flush()))
+    print("\n---")
 
 
 def add_commands(sub) -> None:
@@ -291,6 +313,8 @@ def add_commands(sub) -> None:
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)}")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model")
+    p.add_argument("--sample", metavar="PROMPT", help="at the end, a greedy completion from the best proxy model")
+    p.add_argument("--sample-bytes", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")

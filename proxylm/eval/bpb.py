@@ -98,8 +98,8 @@ def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: 
 def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -> list[bytes]:
     """Whole documents of a corpus split, in the corpus' order, until `max_bytes` (0: all).
 
-    Documents are never cut (a cut could split a UTF-8 character, which the token baseline cannot
-    encode): one that would overflow the budget is skipped and the next ones are tried.
+    The document that would overflow the budget is cut after its last newline that fits (never
+    inside a UTF-8 character, which the token baseline could not encode), and reading stops there.
     """
     import dataclasses
 
@@ -113,9 +113,25 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
         if not data:
             continue
         if max_bytes and total + len(data) > max_bytes:
-            continue
+            cut = data.rfind(b"\n", 0, max_bytes - total)
+            if cut > 0:
+                docs.append(data[:cut + 1])
+            break
         docs.append(data)
         total += len(data)
     if not docs:
         raise ValueError(f"no document of {corpus_spec}/{split} fits in {max_bytes} bytes; raise the byte limit")
     return docs
+
+
+def unigram_bpb(train_docs: Iterable[bytes], eval_docs: list[bytes]) -> float:
+    """BPB of a context-free byte model fit on `train_docs` (add-one smoothing): the floor any
+    sequence model must clearly beat."""
+    counts = np.ones(256, dtype=np.float64)
+    for doc in train_docs:
+        counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+    log_p = np.log2(counts / counts.sum())
+    eval_counts = np.zeros(256, dtype=np.float64)
+    for doc in eval_docs:
+        eval_counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+    return float(-(eval_counts * log_p).sum() / eval_counts.sum())

@@ -23,7 +23,6 @@ import torch
 from proxylm.config import RunConfig, save_config
 from proxylm.data.representation import Representation
 from proxylm.train import distributed as dist_utils
-from proxylm.train.checkpoint import latest_checkpoint, model_state, save_checkpoint
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -65,8 +64,8 @@ def build_representation(cfg: RunConfig):
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
-        self.ctx = dist_utils.init()  # rank / world size / local device (a no-op without torchrun)
         t = cfg.train
+        self.ctx = dist_utils.init(t.device)  # rank / world size / local device (a no-op without torchrun)
         if t.threads:
             torch.set_num_threads(t.threads)
         self.device = self.ctx.device or pick_device(t.device)
@@ -139,9 +138,9 @@ class Trainer:
         t, d = self.cfg.train, self.cfg.data
         if t.max_flops <= 0:
             return t.max_steps
-        # estimate with every position counted as raw (upper bound of the raw-head cost)
-        n_micro = t.grad_accum * self.ctx.world_size
-        per_step = self.step_flops(n_micro * d.batch_size * d.seq_len if self.cfg.model.n_raw_heads else 0)
+        # Raw heads only run at raw positions, unknown in advance: plan without them (a lower bound of the
+        # step cost), so the budget, not the plan, ends the run; the schedules then end within a few %.
+        per_step = self.step_flops(0)
         return max(1, min(t.max_steps, int(t.max_flops // per_step)))
 
     # ---- state ----------------------------------------------------------------------------------
@@ -152,15 +151,11 @@ class Trainer:
                 "world_size": self.ctx.world_size}
 
     def _restore(self) -> None:
-        found = latest_checkpoint(self.run_dir)
+        # model and optimizer (sharded under FSDP); `state` is this rank's own
+        found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size)
         if found is None:
             raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no readable checkpoint)")
-        path, weights, optim, state = found
-        if state.get("world_size", 1) != self.ctx.world_size:
-            raise ValueError(f"{path} was written with {state['world_size']} ranks; resume with the same number")
-        self.raw_model.load_state_dict(weights)
-        if optim is not None:
-            self.optimizer.load_state_dict(optim)
+        path, state = found
         self.step, self.flops = state["step"], state["flops"]
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
         self.loader.load_state_dict(state["loader"])
@@ -168,11 +163,9 @@ class Trainer:
         self._log(f"resumed from {path} at step {self.step}")
 
     def save(self) -> None:
-        # the optimizer state is complete on every rank under DDP; rank 0 writes it
-        if self.ctx.is_main:
-            save_checkpoint(self.run_dir, self.step, model_state(self.model), self.optimizer.state_dict(),
-                            self._state(), keep=self.cfg.train.keep_ckpts)
-        dist_utils.barrier()
+        # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
+        dist_utils.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self._state(),
+                                   keep=self.cfg.train.keep_ckpts)
 
     # ---- logging --------------------------------------------------------------------------------
     def _log(self, msg: str) -> None:
@@ -244,7 +237,7 @@ class Trainer:
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.mul_(scale)
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip if t.grad_clip > 0 else 1e9)
+        grad_norm = dist_utils.clip_grad_norm(self.model, t.grad_clip)  # global norm, also over FSDP shards
         self.optimizer.step()
         counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes],
                                                         dtype=torch.float64, device=self.device)).cpu()
