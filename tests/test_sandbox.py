@@ -1,0 +1,172 @@
+"""The sandbox: limits hold, nothing leaks out, statuses are right.
+
+    .venv/bin/python -m pytest tests/test_sandbox.py -q
+"""
+
+import os
+import socket
+import time
+
+import pytest
+
+from proxylm.eval.sandbox import (STATUSES, Limits, Sandbox, detect_isolation, isolation_summary,
+                                  seccomp_program)
+
+FAST = Limits(timeout_s=2.0, memory_mb=256)
+MARGIN_S = 3.0   # scheduling slack on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def box():
+    return Sandbox(FAST)
+
+
+@pytest.fixture(scope="module")
+def iso():
+    return detect_isolation()
+
+
+def _survivors(marker: str) -> list[int]:
+    """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def test_statuses(box):
+    assert box.run("assert 1 + 1 == 2").status == "passed"
+    r = box.run("assert 1 + 1 == 3, 'arithmetic'")
+    assert (r.status, r.message) == ("failed", "AssertionError: arithmetic")
+    assert box.run("def f(:\n    pass").status == "failed"
+    assert box.run("raise SystemExit(0)").status == "failed"          # exiting early is not passing
+    assert box.run("import os\nos._exit(0)").status == "error"        # no result written
+    assert all(box.run(p).status in STATUSES for p in ("x = 1", "1/0"))
+
+
+def test_infinite_loop_times_out(box):
+    t = time.monotonic()
+    r = box.run("while True:\n    pass")
+    assert r.status == "timeout"
+    assert time.monotonic() - t < FAST.timeout_s + MARGIN_S
+
+
+def test_memory_hog_is_stopped(box):
+    assert box.run("x = bytearray(8 * 1024 ** 3)").status == "memory"
+    r = box.run("chunks = []\nwhile True:\n    chunks.append(' ' * 10 ** 6)")
+    assert r.status == "memory" and r.duration_s < FAST.timeout_s + MARGIN_S
+
+
+def test_fork_bomb_fails_fast(box):
+    r = box.run("import os\nwhile True:\n    os.fork()")
+    assert r.status == "failed" and r.duration_s < FAST.timeout_s + MARGIN_S
+
+
+def test_fork_bomb_without_python_guard(iso):
+    if not iso["fork_blocked"]:
+        pytest.skip("no kernel-level fork block here (seccomp or RLIMIT_NPROC)")
+    r = Sandbox(FAST, python_guard=False).run("import os\nwhile True:\n    os.fork()")
+    assert r.status == "failed" and ("Operation not permitted" in r.message or "Resource" in r.message)
+
+
+@pytest.mark.parametrize("namespaces", ["auto", False])
+def test_children_die_with_the_program(tmp_path, namespaces):
+    """Without seccomp the program may fork; the group kill (and pid namespace) must take every child."""
+    program = ("import os, time\n"
+               "for _ in range(6):\n"
+               "    if os.fork() == 0:\n"
+               "        time.sleep(600)\n"
+               "time.sleep(600)\n")
+    box = Sandbox(Limits(timeout_s=1.0), namespaces=namespaces, seccomp=False, python_guard=False,
+                  tmp_root=str(tmp_path))
+    assert box.run(program).status == "timeout"
+    deadline = time.monotonic() + MARGIN_S
+    while _survivors(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _survivors(str(tmp_path)) == []
+
+
+def test_setsid_escapees_die_in_pid_namespace(tmp_path, iso):
+    if not iso["pid_namespace"]:
+        pytest.skip("no pid namespace here: a child that calls setsid() can outlive the program")
+    program = ("import os, time\n"
+               "if os.fork() == 0:\n"
+               "    os.setsid()\n"
+               "    time.sleep(600)\n")
+    box = Sandbox(Limits(timeout_s=2.0), seccomp=False, python_guard=False, tmp_root=str(tmp_path))
+    assert box.run(program).status == "passed"
+    deadline = time.monotonic() + MARGIN_S
+    while _survivors(str(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _survivors(str(tmp_path)) == []
+
+
+def test_cannot_write_outside_workdir(tmp_path, box, iso):
+    target = tmp_path / "escaped.txt"
+    assert box.run(f"open({str(target)!r}, 'w').write('x')").status == "failed"
+    assert not target.exists()
+    if iso["filesystem_readonly"]:   # the OS layer alone, also against code that walks around Python
+        raw = ("import ctypes\nlibc = ctypes.CDLL(None)\n"
+               f"fd = libc.open({str(target).encode()!r}, 0o101, 0o644)\nassert fd >= 0\n")
+        assert Sandbox(FAST, python_guard=False).run(raw).status == "failed"
+        assert not target.exists()
+
+
+def test_workdir_is_private_and_removed(box):
+    r = box.run("import os\nopen('scratch.txt', 'w').write('ok')\nraise RuntimeError(os.getcwd())")
+    workdir = r.message.split(": ", 1)[1]
+    assert r.status == "failed" and "proxylm-sbx-" in workdir
+    assert not os.path.exists(workdir)
+
+
+def test_environment_is_minimal(box, monkeypatch):
+    monkeypatch.setenv("PROXYLM_TEST_SECRET", "hunter2")
+    allowed = {"PATH", "LANG", "LC_ALL", "LC_CTYPE", "HOME", "TMPDIR"}
+    r = box.run("import os\nassert 'PROXYLM_TEST_SECRET' not in os.environ\n"
+                f"assert set(os.environ) <= {allowed!r}, sorted(os.environ)")
+    assert r.status == "passed", r.message
+
+
+def test_network_blocked(box, iso):
+    if not iso["network_blocked"]:
+        pytest.skip("no network isolation here")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    port = listener.getsockname()[1]
+    try:
+        r = box.run(f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)")
+    finally:
+        listener.close()
+    assert r.status == "failed"
+
+
+def test_run_many_keeps_order(box):
+    results = box.run_many([f"assert {i} % 2 == 0" for i in range(6)], workers=2, progress=False)
+    assert [r.passed for r in results] == [i % 2 == 0 for i in range(6)]
+
+
+def test_isolation_report(iso):
+    for key in ("namespaces", "filesystem_readonly", "network_blocked", "fork_blocked", "pid_namespace",
+                "seccomp", "rlimit_nproc_enforced", "env_minimal"):
+        assert key in iso
+    assert iso["probe_ok"] and iso["env_minimal"]
+    assert "namespaces=" in isolation_summary(iso)
+
+
+@pytest.mark.parametrize("machine", ["x86_64", "aarch64"])
+@pytest.mark.parametrize("block_inet", [False, True])
+def test_seccomp_program_jumps_stay_inside(machine, block_inet):
+    prog = seccomp_program(machine, block_inet, own_pid=1234)
+    ret = 0x06
+    assert prog[-1][0] == ret
+    for i, (code, jt, jf, _) in enumerate(prog):
+        if code & 0x07 == 0x05:   # BPF_JMP class
+            assert i + 1 + max(jt, jf) < len(prog)
