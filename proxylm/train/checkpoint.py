@@ -8,6 +8,10 @@ A run directory holds:
                                                                           optimizer.pt, state.json
     checkpoints/latest     name of the newest complete checkpoint
 
+Under FSDP (`train.distributed=fsdp`) a checkpoint also holds `sharded/`, the model and optimizer as
+torch.distributed.checkpoint (DCP) shards, and no optimizer.pt; model.safetensors is always the
+consolidated full model, so loading a run never needs a process group (proxylm/train/distributed.py).
+
 A checkpoint is written into a temporary folder and renamed into place, and `latest` is replaced
 atomically afterwards, so a kill at any moment leaves the previous checkpoint usable. Loading falls
 back to an older checkpoint (with a warning) if the newest one is unreadable.
@@ -32,6 +36,7 @@ LATEST = "latest"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.pt"
 STATE = "state.json"
+SHARDED = "sharded"  # DCP folder of FSDP runs
 
 
 class CorruptCheckpoint(ValueError):
@@ -58,24 +63,51 @@ def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(run_dir, step: int, weights: dict, optimizer_state: dict | None, state: dict,
                     keep: int = 2) -> Path:
-    ckpt_root = Path(run_dir) / CKPT_DIR
-    ckpt_root.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}"
-    final = ckpt_root / name
-    tmp = ckpt_root / f".tmp-{name}"
+    tmp = begin_checkpoint(run_dir, step)
+    write_checkpoint_files(tmp, weights, optimizer_state, state)
+    return commit_checkpoint(run_dir, step, keep)
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step_{step:07d}"
+
+
+def temp_checkpoint_dir(run_dir, step: int) -> Path:
+    """Where checkpoint `step` is written before it is renamed into place (same path on every rank)."""
+    return Path(run_dir) / CKPT_DIR / f".tmp-{checkpoint_name(step)}"
+
+
+def begin_checkpoint(run_dir, step: int) -> Path:
+    """A fresh, empty temporary folder for checkpoint `step` (one writer: rank 0)."""
+    tmp = temp_checkpoint_dir(run_dir, step)
+    tmp.parent.mkdir(parents=True, exist_ok=True)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
+    return tmp
+
+
+def write_checkpoint_files(tmp: Path, weights: dict, optimizer_state: dict | None, state: dict) -> None:
+    """Write weights, optimizer and state into the temporary folder and fsync them; state.json last,
+    since its presence marks a checkpoint complete."""
     save_file(weights, str(tmp / WEIGHTS))
     if optimizer_state is not None:
         torch.save(optimizer_state, tmp / OPTIMIZER)
     (tmp / STATE).write_text(json.dumps(state))
     for f in tmp.iterdir():
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
+        if f.is_file():  # sub-folders (DCP shards) are synced by their writer
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
+def commit_checkpoint(run_dir, step: int, keep: int = 2) -> Path:
+    """Rename the temporary folder into place, then point `latest` at it; prune to `keep` checkpoints."""
+    ckpt_root = Path(run_dir) / CKPT_DIR
+    name = checkpoint_name(step)
+    final = ckpt_root / name
     if final.exists():
         shutil.rmtree(final)
-    tmp.rename(final)
+    temp_checkpoint_dir(run_dir, step).rename(final)
     _fsync_dir(ckpt_root)
     latest_tmp = ckpt_root / f".{LATEST}.tmp"
     latest_tmp.write_text(name + "\n")
