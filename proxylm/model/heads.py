@@ -70,7 +70,9 @@ def chunked_cross_entropy(h: torch.Tensor, weight: torch.Tensor, targets: torch.
         raise ValueError(f"chunk must be >= 1, got {chunk}")
     # checkpoint only when a backward will happen; otherwise nothing is saved anyway
     needs_grad = torch.is_grad_enabled() and (h.requires_grad or weight.requires_grad)
-    total = h.new_zeros((), dtype=torch.float32)
+    # zero rows (e.g. no raw positions in this micro-batch): keep the weight in the graph so DDP/FSDP
+    # still see a (zero) gradient for it on every rank
+    total = (weight.sum() * 0.0).float() if h.shape[0] == 0 and needs_grad else h.new_zeros((), dtype=torch.float32)
     nlls = []
     for start in range(0, h.shape[0], chunk):
         args = (h[start:start + chunk], weight, targets[start:start + chunk], w[start:start + chunk])

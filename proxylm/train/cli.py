@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,8 @@ def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
 def _report(summary: dict, args) -> None:
     from proxylm.cli import print_json
 
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     if args.json:
         print_json(summary)
     else:
