@@ -4,6 +4,7 @@ import dataclasses
 import json
 
 import pytest
+from conftest import write_code_corpus
 
 from proxylm.compare import MODELS, PRESETS, compare, flops_to_reach
 
@@ -13,11 +14,7 @@ TOY = ["model.dim=32", "model.n_layers=1", "model.n_heads=2", "data.seq_len=32",
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(30):
-        body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(1 + i % 5))
-        (root / f"m{i:02d}.py").write_text(f'"""Module {i}."""\n\n' + body)
-    return str(root)
+    return write_code_corpus(tmp_path_factory.mktemp("corpus"), n_files=30, max_functions=5)
 
 
 def test_smoke_compare_budget_table_plots_and_resume(corpus, tmp_path, capsys):

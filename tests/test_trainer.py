@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from conftest import write_code_corpus
 
 from proxylm.config import load_config
 from proxylm.train.checkpoint import list_checkpoints, load_run
@@ -15,11 +16,7 @@ SMALL = ["model.dim=32", "model.n_layers=2", "model.n_heads=2", "data.seq_len=32
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    for i in range(40):
-        body = "".join(f"def f{i}_{j}(x):\n    return x * {j} + {i}\n\n" for j in range(1 + i % 7))
-        (root / f"m{i:02d}.py").write_text(f'"""Module {i}."""\n\n' + body)
-    return str(root)
+    return write_code_corpus(tmp_path_factory.mktemp("corpus"), n_files=40, max_functions=7)
 
 
 def _cfg(corpus, name="bytes-micro", extra=()):
