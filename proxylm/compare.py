@@ -57,12 +57,14 @@ class Preset:
     overrides: list[str] = dataclasses.field(default_factory=list)
 
 
+# Periodic evals are forward passes over eval_bytes (twice over, with stride seq_len/2): keep their
+# cost a small fraction of the training budget.
 PRESETS = {
     # the README's main job: the headline trio at about 3 minutes each on 2 CPU cores
-    "quickstart": Preset("tiny", 6e12, ["bytes", "tokens", "proxy-bpe"], eval_bytes=50_000, evals_per_run=4),
+    "quickstart": Preset("tiny", 6e12, ["bytes", "tokens", "proxy-bpe"], eval_bytes=30_000, evals_per_run=4),
     "smoke": Preset("micro", 1.5e11, ["bytes", "tokens", "proxy-bpe", "proxy-gzip"], eval_bytes=20_000,
                     evals_per_run=4),
-    "demo": Preset("tiny", 1.2e13, ALL_MODELS, eval_bytes=100_000),
+    "demo": Preset("tiny", 8e12, ALL_MODELS, eval_bytes=40_000, evals_per_run=6),
     "gpu": Preset("gpu", 3e17, ALL_MODELS, eval_bytes=5_000_000),
 }
 
