@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.codecs.neural import cli as neural_cli
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
 from proxylm.codecs.train import (codec_options, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
@@ -60,6 +61,7 @@ def cmd_train(args) -> int:
     views = ViewsConfig(codec=args.name, bpe_vocab_size=args.vocab_size, gray_code=args.gray,
                         gzip_level=args.level)
     options = codec_options(views)
+    options.update(neural_cli.train_options(args))  # neural: --window-bits, --steps
     codec_class(args.name)  # unknown name -> ValueError listing the known ones
     if not needs_training(args.name):
         codec = train_codec(args.name, **options)
@@ -143,6 +145,8 @@ def cmd_stability(args) -> int:
 
 # ---- encode --------------------------------------------------------------------------------------------
 def cmd_encode(args) -> int:
+    if args.out:  # a whole corpus split into shards
+        return neural_cli.cmd_encode_corpus(args)
     codec = resolve_codec(args.codec)
     if (args.text is None) == (args.file is None):
         raise ValueError("give exactly one of --text or --file")
@@ -184,6 +188,7 @@ def add_commands(subparsers) -> None:
     t.add_argument("--gray", action="store_true", help="bpe-bytes: Gray-coded rank instead of the token id")
     t.add_argument("--level", type=int, default=views.gzip_level, help="gzip: compression level 0-9")
     t.add_argument("--force", action="store_true", help="replace a codec already in the directory")
+    neural_cli.add_train_args(t)
     _add_corpus_args(t, split=False)
     t.set_defaults(func=cmd_train)
 
@@ -215,4 +220,6 @@ def add_commands(subparsers) -> None:
     e.add_argument("--text", default=None, help="text to encode (UTF-8)")
     e.add_argument("--file", default=None, help="file whose bytes to encode")
     e.add_argument("--json", action="store_true", help="print one JSON object")
+    neural_cli.add_encode_args(e)  # --out SHARDS [--shard i/n] [--workers K]: encode a corpus split
+    _add_corpus_args(e)
     e.set_defaults(func=cmd_encode)

@@ -57,6 +57,7 @@ class ScheduleConfig:
 class ViewsConfig:
     codec: str | None = None  # None: raw bytes only; else a codec name (bpe, bpe-bytes, gzip, neural, ...)
     codec_dir: str | None = None  # trained codec directory; default: a cache dir derived from the options
+    precomputed: str | None = None  # shards from `proxylm codec encode` (neural): views read, never computed
     bpe_vocab_size: int = 4096
     gray_code: bool = False  # bpe-bytes: Gray-coded rank instead of the plain id
     gzip_level: int = 9
