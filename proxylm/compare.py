@@ -1,7 +1,7 @@
 """The paper's headline as one command: models trained at the same FLOP budget, scored on raw bytes.
 
     proxylm compare --preset smoke --out runs/compare-smoke            # minutes
-    proxylm compare --preset demo --out runs/compare-demo              # about an hour on 2 CPU cores
+    proxylm compare --preset demo --out runs/compare-demo              # ~25 min on 2 quiet CPU cores; --budget-flops for longer
     proxylm compare --preset gpu --out runs/compare-gpu                # one GPU
     proxylm compare --preset demo --models bytes,proxy-bpe --seeds 2 --eval-corpus ~/code --out runs/c
 
