@@ -9,18 +9,13 @@ from __future__ import annotations
 import sys
 
 
-def _device(name: str) -> str:
-    import torch
-
-    return ("cuda" if torch.cuda.is_available() else "cpu") if name == "auto" else name
-
-
 def cmd_bpb(args) -> int:
     from proxylm.cli import print_json
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
     from proxylm.train.checkpoint import load_run
+    from proxylm.train.trainer import pick_device
 
-    device = _device(args.device)
+    device = pick_device(args.device)
     run = load_run(args.run, device)
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
@@ -40,8 +35,9 @@ def cmd_generate(args) -> int:
     from proxylm.cli import print_json
     from proxylm.eval.generate import generate
     from proxylm.train.checkpoint import load_run
+    from proxylm.train.trainer import pick_device
 
-    run = load_run(args.run, _device(args.device))
+    run = load_run(args.run, pick_device(args.device))
     prompt = args.prompt.encode("utf-8")
     stream = not args.json
 

@@ -338,12 +338,10 @@ def add_humaneval_args(parser) -> None:
     parser.add_argument("--debug", action="store_true")
 
 
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    import torch
+def resolve_device(name: str):
+    from proxylm.train.trainer import pick_device  # one rule for "auto" everywhere
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return pick_device(name)
 
 
 def run_humaneval_cli(args) -> int:
