@@ -253,6 +253,11 @@ class Trainer:
                 "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
                 "rate": rate, "mode": mode}
 
+    def _budget_spent(self, next_step_flops: float | None) -> bool:
+        """True when one more step (costing about `next_step_flops`) would overrun train.max_flops."""
+        budget = self.cfg.train.max_flops
+        return budget > 0 and bool(next_step_flops) and self.flops + next_step_flops > budget * 1.0001
+
     # ---- the loop -------------------------------------------------------------------------------
     def fit(self) -> dict:
         from tqdm import tqdm
@@ -272,7 +277,7 @@ class Trainer:
         evals = []
         step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume
         while self.step < self.total_steps:
-            if t.max_flops > 0 and step_flops_estimate and self.flops + step_flops_estimate > t.max_flops * 1.0001:
+            if self._budget_spent(step_flops_estimate):
                 break
             before, t0 = self.flops, time.perf_counter()
             last = self.train_step()
@@ -283,8 +288,7 @@ class Trainer:
             last["elapsed"] = self.elapsed
             bar.update(1)
             bar.set_postfix_str(_postfix(last), refresh=False)
-            done = self.step >= self.total_steps or (t.max_flops > 0 and self.flops + step_flops_estimate
-                                                      > t.max_flops * 1.0001)
+            done = self.step >= self.total_steps or self._budget_spent(step_flops_estimate)
             if self.step % t.log_every == 0 or done:
                 self._metrics({k: v for k, v in last.items() if v is not None})
             if (self.eval_every and self.step % self.eval_every == 0) or done:
@@ -292,8 +296,8 @@ class Trainer:
                 evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
                                "val_bytes": result["bytes"]})
-                bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs") \
-                    if self.ctx.is_main and not self.quiet else None
+                if self.ctx.is_main and not self.quiet:
+                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs")
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
         bar.close()
