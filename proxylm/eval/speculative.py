@@ -1,0 +1,77 @@
+"""Self-speculative decoding with the model's own extra heads (draft, verify in one forward, keep a prefix).
+
+A model with extra heads (main heads 1.. of `model.n_pred_heads`, then the raw-byte heads `model.n_raw_heads`;
+proxylm/model/heads.py) predicts, at the position of the last kept id, the ids 1, 2, .. T ahead. Head 0's id
+(the next one) is the model's own choice; heads 1..T-1 draft the T-1 ids after it:
+
+    heads = draft_heads(model, interface)                     # extra heads usable as drafts, in offset order
+    q_logits = draft_logits(model, heads, h_last)            # (N, T-1, V): drafts for offsets 2 .. T
+    h = model([next, d_1 .. d_{T-1}], kv_cache=cache)        # one forward verifies every draft
+    a = accepted_greedy(drafts, head0_argmax_of(h))          # greedy: longest prefix equal to head 0's argmax
+    a, nxt = accept_drafts(p, q, drafts, generator)          # sampling: the speculative sampling rule
+    cache.set_lengths([len_before + 1 + a])                  # drop the rejected positions from the cache
+
+Greedy: a draft is kept only if it equals head 0's argmax given everything before it, so the output is plain
+greedy decoding's, byte for byte (up to float rounding between the one-position and the k-position forward,
+which only matters at exact ties of the two best logits). Sampling (Leviathan et al. 2023; Chen et al.
+2023): draft d_i ~ q_i (the extra head's distribution under the same temperature / top-p / allowed-ids
+transform as plain sampling) is accepted with probability min(1, p_i(d_i) / q_i(d_i)); on the first
+rejection the id is drawn from norm(max(0, p_i - q_i)) and the step ends; when every draft is accepted one
+more id is drawn from p_T. Each emitted id is then distributed exactly as the model's p given the ids before
+it, so the output distribution is the model's (the realisation for a seed differs from plain sampling's).
+
+Raw heads predict raw-byte ids only (ids < raw_vocab_size) and are trained at raw positions only, so they
+draft for the raw-byte interface alone; a token model's drafts come from its main heads.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def draft_heads(model, interface, max_drafts: int | None = None) -> list[torch.Tensor]:
+    """The weights (V_h, D) of the extra heads that can draft for `interface`, in offset order (offset 2 first)."""
+    heads = [h.weight for h in getattr(model, "pred_heads", ())]
+    if getattr(interface, "kind", None) == "bytes":
+        heads += [h.weight for h in getattr(model, "raw_heads", ())]
+    return heads if max_drafts is None else heads[:max(0, max_drafts)]
+
+
+def draft_logits(heads: list[torch.Tensor], hidden: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """hidden (N, D) -> (N, len(heads), vocab_size) float32; a raw head's logits are -inf past its vocabulary."""
+    out = hidden.new_full((hidden.shape[0], len(heads), vocab_size), float("-inf"), dtype=torch.float32)
+    for i, w in enumerate(heads):
+        out[:, i, :w.shape[0]] = F.linear(hidden, w).float()
+    return out
+
+
+def accepted_greedy(drafts: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """drafts (B, k), target (B, k+1) head-0 argmax at the k+1 fed positions -> (B,) number of leading drafts
+    equal to the target before them (draft i is checked against target i: the choice after the id before it)."""
+    if drafts.shape[1] == 0:
+        return torch.zeros(drafts.shape[0], dtype=torch.long, device=drafts.device)
+    return (drafts == target[:, :-1]).long().cumprod(dim=1).sum(dim=1)
+
+
+def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: list[int],
+                  generator: torch.Generator | None) -> tuple[int, int]:
+    """The speculative sampling rule for one row.
+
+    p (k+1, V): the model's sampling distribution at each fed position (p[i] is the distribution of the id
+    that draft i proposes; p[k] follows the last draft); q (k, V): the distributions the drafts were drawn
+    from; drafts: k ids. Returns (accepted drafts a, the next id): the next id comes from the residual
+    norm(max(0, p[a] - q[a])) after a rejection, from p[k] when all k were accepted."""
+    k = len(drafts)
+    if k:
+        idx = torch.tensor(drafts, device=p.device).unsqueeze(1)  # (k, 1)
+        ratio = (p[:k].gather(1, idx) / q.gather(1, idx)).squeeze(1)  # (k,) q > 0: each draft was drawn from q
+        u = torch.rand(k, generator=generator, device=p.device)
+        rejected = (u >= ratio).nonzero()
+        if len(rejected):
+            a = int(rejected[0])
+            residual = (p[a] - q[a]).clamp(min=0)
+            if float(residual.sum()) <= 0:  # p == q up to rounding: a rejection is (almost) impossible
+                residual = p[a]
+            return a, int(torch.multinomial(residual, 1, generator=generator))
+    return k, int(torch.multinomial(p[k], 1, generator=generator))
