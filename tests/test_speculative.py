@@ -110,6 +110,18 @@ def test_greedy_speculative_equals_plain_random_models(n_pred, n_raw):
         assert spec == plain(model, iface, prompt, max_bytes=40) and len(spec) == 40
 
 
+def test_drafts_from_unstacked_heads_are_the_same(monkeypatch):
+    from proxylm.eval import speculative
+
+    codec = PairCodec()
+    rep = Representation.for_codec(codec)
+    model, iface = random_model(rep, n_pred=2, n_raw=2), no_stop(rep)
+    stacked = generate(model, iface, b"def f(x):", max_bytes=30)
+    monkeypatch.setattr(speculative.Drafter, "STACK_BYTES", 0)  # each head on its own (large vocabularies)
+    assert generate(model, iface, b"def f(x):", max_bytes=30) == stacked == plain(model, iface, b"def f(x):",
+                                                                                   max_bytes=30)
+
+
 def test_counting_model_accepts_runs_of_drafts_and_matches_plain():
     model, iface = counting_model(), ByteInterface(REP)
     assert plain(model, iface, b"abc", max_bytes=30) == b"defghijklmnopqrstuvwxyz"  # then </raw>

@@ -30,6 +30,7 @@ one generate() gives for that prompt and seed (rows do not interact).
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable
@@ -37,7 +38,7 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from proxylm.eval.speculative import accept_drafts, accepted_greedy, draft_heads, draft_logits
+from proxylm.eval.speculative import Drafter, accept_drafts, accepted_greedy, draft_heads
 
 
 def sampling_probs(logits: torch.Tensor, allowed: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -98,6 +99,17 @@ def _stop_bytes(stop: Iterable[str | bytes]) -> list[bytes]:
     return [s.encode() if isinstance(s, str) else bytes(s) for s in stop if s]
 
 
+_PIECES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _pieces(interface) -> dict[int, bytes]:
+    """Memo of interface.decode([id]) per interface (a raw-byte interface decodes id by id)."""
+    try:
+        return _PIECES.setdefault(interface, {})
+    except TypeError:  # not weak-referenceable
+        return {}
+
+
 class _Row:
     """One prompt's decoding state: ids in, ids out, the text so far, stop strings and streaming."""
 
@@ -110,6 +122,7 @@ class _Row:
         self.hold = max((len(s) for s in stops), default=1) - 1  # bytes that might still begin a stop string
         # raw bytes decode id by id; a codec stream (token models) is decoded whole every time
         self.incremental = getattr(interface, "kind", None) == "bytes"
+        self.pieces = _pieces(interface) if self.incremental else {}
         self.out_ids: list[int] = []
         self.text, self.emitted, self.done = b"", 0, False
         self.nxt, self.drafts, self.q = 0, [], None  # the chosen next id, its drafts, their distributions
@@ -122,7 +135,10 @@ class _Row:
         self.out_ids.append(tok)
         if self.incremental:
             start = max(0, len(self.text) - self.hold)  # a new stop string must end in the new bytes
-            self.text += self.interface.decode([tok])
+            piece = self.pieces.get(tok)
+            if piece is None:
+                piece = self.pieces[tok] = self.interface.decode([tok])
+            self.text += piece
             cut = _earliest_stop(self.text[start:], self.stops)
             cut = None if cut is None else start + cut
         else:
@@ -150,16 +166,16 @@ class _Decoder:
     speculative: the next id plus k drafts per row and forward)."""
 
     def __init__(self, model, interface, heads, temperature: float, top_p: float, stats: GenStats):
-        self.model, self.heads, self.stats = model, heads, stats
+        self.model, self.stats = model, stats
         self.temperature, self.top_p = temperature, top_p
         self.device = next(model.parameters()).device
         self.allowed = interface.allowed_ids(model.vocab_size).to(self.device)  # (V,)
         self.k = len(heads)
+        self.drafter = Drafter(heads, model.vocab_size, self.allowed)
         self._last = None  # (prompt ids, cache, hidden, logits) of the last prefill
 
     def _choose(self, rows: list[_Row], hidden: torch.Tensor, logits0: torch.Tensor | None) -> None:
         """Set each row's drafts from hidden (B, D) (and its next id from logits0 (B, V) when given)."""
-        V = self.model.vocab_size
         greedy = self.temperature == 0
         if logits0 is not None:
             if greedy:
@@ -171,9 +187,9 @@ class _Decoder:
                 r.nxt = t
         if not self.k:
             return
-        dl = draft_logits(self.heads, hidden, V)  # (B, k, V)
+        dl = self.drafter.logits(hidden)  # (B, k, V), -inf where not allowed
         if greedy:
-            for r, d in zip(rows, dl.masked_fill(~self.allowed, float("-inf")).argmax(-1).tolist()):
+            for r, d in zip(rows, dl.argmax(-1).tolist()):
                 r.drafts = d
         else:
             q = sampling_probs(dl, self.allowed, self.temperature, self.top_p)  # (B, k, V)

@@ -137,7 +137,7 @@ def decode_attention(q, k, v, mask: torch.Tensor | None = None):
     qg = q.reshape(B, n_kv, rep * S, hd)  # rows ordered (query head within group, position)
     scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep*S, T)
     if mask is not None:
-        scores = scores.view(B, n_kv, rep, S, T).masked_fill(~mask.unsqueeze(2), float("-inf"))
+        scores = torch.where(mask.unsqueeze(2), scores.view(B, n_kv, rep, S, T), float("-inf"))
         scores = scores.view(B, n_kv, rep * S, T)
     y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep*S, hd)
     return y.view(B, H, S, hd)
