@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.eval.generate import generate
-from proxylm.eval.interface import ByteInterface
+from proxylm.core.interface import ByteInterface
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
 

@@ -16,15 +16,12 @@ from pathlib import Path
 
 import yaml
 
+from proxylm.core.errors import ConfigError  # noqa: F401  (raised here, imported from here by callers)
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig  # noqa: F401
 from proxylm.model.config import ModelConfig
 from proxylm.train.config import EvalConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclasses.dataclass

@@ -15,7 +15,7 @@ from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader, epoch_order
 from proxylm.data.packing import doc_ids_from_tokens
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.data.views import decode_view, split_views
 from test_views import HalfCodec
 
@@ -198,7 +198,7 @@ def test_needs_codec_and_total_steps(corpus_dir):
 def _data_cli(argv):
     import argparse
 
-    from proxylm.data import cli
+    from proxylm.cli import data as cli
 
     p = argparse.ArgumentParser()
     cli.add_commands(p.add_subparsers(dest="command"))
@@ -219,7 +219,7 @@ def test_cli_show_and_manifest(corpus_dir, tmp_path, capsys):
 
 
 def test_format_ids_shows_views():
-    from proxylm.data.cli import format_ids
+    from proxylm.cli.data import format_ids
     from proxylm.data.views import Decision, render
 
     r = render(Decision("raw+compressed"), b"hi there", CODEC, REP)

@@ -19,9 +19,9 @@ import proxylm.cli
 from proxylm.codecs.base import load_codec
 from proxylm.codecs.neural import coder
 from proxylm.codecs.neural.codec import NeuralCodec
-from proxylm.codecs.neural.shards import EncodeJob, MissingView, NeuralViews, encode_corpus, shard_name
+from proxylm.codecs.precomputed import EncodeJob, MissingView, PrecomputedViews, encode_corpus, shard_name
 from proxylm.data.config import DataConfig
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 
 TINY_M1 = dict(dim=32, n_layers=1, n_heads=2, batch_size=8, threads=1, held_out_every=1000)
 TINY_STEPS = 30
@@ -195,7 +195,7 @@ def test_shards_resume_and_lookup(codec, folder_corpus, tmp_path):
         encode_corpus(job(machines, shard_index=i, shard_count=2), quiet=True)
     assert shard_bytes(machines) == shard_bytes(tmp_path / "full")
 
-    views = NeuralViews(tmp_path / "full", codec)
+    views = PrecomputedViews(tmp_path / "full", codec)
     from proxylm.data.corpus import open_corpus
 
     corpus = open_corpus(folder_corpus, data_cfg)
@@ -209,12 +209,12 @@ def test_shards_resume_and_lookup(codec, folder_corpus, tmp_path):
         views.as_codec().encode(b"never encoded")
     assert np.array_equal(views.as_codec(inline=True).encode(b"never encoded"), codec.encode(b"never encoded"))
     with pytest.raises(ValueError, match="another codec"):
-        NeuralViews(tmp_path / "full", with_bits(codec, 12))
+        PrecomputedViews(tmp_path / "full", with_bits(codec, 12))
 
 
 # ---- command line and the other codec tools ----------------------------------------------------------------
 def test_cli_train_encode_stats_stability(folder_corpus, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(proxylm.cli, "COMMAND_MODULES", ["proxylm.codecs.cli"])
+    monkeypatch.setattr(proxylm.cli, "COMMAND_MODULES", ["proxylm.cli.codec"])
     monkeypatch.setenv("PROXYLM_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "neural"
     common = ["--corpus", folder_corpus, "--val-fraction", "0.3"]

@@ -8,7 +8,7 @@ import pytest
 from proxylm.codecs.base import CannotEncode, Codec
 from proxylm.codecs.gzip_codec import GzipCodec
 from proxylm.data.config import MIX_MODES, ScheduleConfig, ViewsConfig
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.data.views import (COMPRESSED, LAYOUTS, RAW, Decision, calibrated_probability, decide, decode_view,
                                 expected_compressed_share, render, schedule_at, split_views)
 

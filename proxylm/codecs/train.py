@@ -17,18 +17,17 @@ file lock, so concurrent ranks train it once and a crash never leaves half a cod
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from proxylm.codecs.base import CODEC_FILE, Codec, codec_class, load_codec
+from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.core.io import file_lock
 
 CACHE_ENV = "PROXYLM_CACHE"
 DEFAULT_CACHE = "~/.cache/proxylm"
@@ -91,16 +90,9 @@ def cache_key(name: str, options: dict, fingerprint: dict) -> str:
 
 
 # ---- atomic, locked creation --------------------------------------------------------------------------
-@contextmanager
 def locked(directory: Path):
     """Exclusive lock next to `directory` (released when the process dies, so never stale)."""
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    with open(directory.parent / f".{directory.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return file_lock(directory.parent / f".{directory.name}.lock")
 
 
 def save_atomic(codec: Codec, directory, overwrite: bool = False) -> Path:
@@ -178,3 +170,20 @@ def ensure_codec(views_cfg, data_cfg) -> Codec:
 def default_codec_dir(name: str, options: dict, corpus, data_cfg) -> Path:
     """Cache directory of a codec trained with `options` on this corpus' train split."""
     return cache_root() / "codecs" / f"{name}-{cache_key(name, options, corpus_fingerprint(corpus, data_cfg))}"
+
+
+def resolve_codec(arg: str) -> Codec:
+    """A codec directory, or the name of a codec that needs no training (built with default options)."""
+    path = Path(arg).expanduser()
+    if (path / CODEC_FILE).exists():
+        return load_codec(path)
+    codec_class("gzip")  # registers the built-in codecs
+    if arg in CODECS:
+        if needs_training(arg):
+            raise ValueError(f"codec '{arg}' must be trained first: `proxylm codec train {arg} --out DIR`, "
+                             "then pass --codec DIR")
+        return train_codec(arg)
+    if path.exists():
+        return load_codec(path)  # raises a clear "not a codec directory"
+    raise FileNotFoundError(f"--codec {arg}: no such codec directory, and not a codec name "
+                            f"(names: {', '.join(sorted(CODECS))})")

@@ -73,10 +73,6 @@ class TrainLoader:
                  rank: int = 0, world_size: int = 1, total_steps: int | None = None, n_future: int = 1,
                  corpus: Corpus | None = None, max_position: int = 0):
         self.data_cfg, self.views_cfg, self.rep, self.codec = data_cfg, views_cfg, rep, codec
-        if views_cfg.precomputed:  # offline neural views: M1 never runs inside the training loop
-            from proxylm.codecs.neural.shards import NeuralViews
-
-            self.codec = NeuralViews(views_cfg.precomputed, codec).as_codec()
         self.split, self.rank, self.world_size = split, rank, world_size
         self.total_steps, self.n_future = total_steps, n_future
         self._check_codec()

@@ -294,7 +294,7 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
         records = score_completions(items, sandbox, samples_path, workers, progress)
     else:
         if run is None:
-            from proxylm.train.checkpoint import load_run
+            from proxylm.assemble import load_run
 
             run = load_run(run_dir, device)
         records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
@@ -317,7 +317,7 @@ def _decoding_name(n_samples: int, temperature: float, top_p: float) -> str:
     return "greedy" if temperature <= 0 else f"n{n_samples}-t{temperature:g}-p{top_p:g}"
 
 
-# ---- command line (wired into `proxylm eval humaneval` by proxylm/eval/cli.py) ----
+# ---- command line (wired into `proxylm eval humaneval` by proxylm/cli/eval.py) ----
 
 def add_humaneval_args(parser) -> None:
     parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
@@ -339,7 +339,7 @@ def add_humaneval_args(parser) -> None:
 
 
 def resolve_device(name: str):
-    from proxylm.train.trainer import pick_device  # one rule for "auto" everywhere
+    from proxylm.core.device import pick_device
 
     return pick_device(name)
 
@@ -356,7 +356,7 @@ def run_humaneval_cli(args) -> int:
         device=resolve_device(args.device) if not args.completions else "cpu",
         progress=sys.stderr.isatty())
     if args.json:
-        from proxylm.cli import print_json
+        from proxylm.core.io import print_json
 
         print_json(summary)
         return 0

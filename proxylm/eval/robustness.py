@@ -842,7 +842,7 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
     problems = load_problems(problems_path, limit)
     variants = make_variants(problems, families, seeds)
     if run is None:
-        from proxylm.train.checkpoint import load_run
+        from proxylm.assemble import load_run
 
         run = load_run(run_dir, device)
     out = Path(out) if out else Path(run_dir or run.run_dir) / "eval" / "robustness"
@@ -900,7 +900,7 @@ def export_variants(path, problems_path=None, families=FAMILIES, seeds: int = DE
     return len(rows)
 
 
-# ---- command line (wired into `proxylm eval robustness` by proxylm/eval/cli.py) ----
+# ---- command line (wired into `proxylm eval robustness` by proxylm/cli/eval.py) ----
 
 def add_robustness_args(parser) -> None:
     parser.add_argument("run", nargs="?", help="run directory (not needed with --export)")
@@ -929,7 +929,7 @@ def run_robustness_cli(args) -> int:
     if args.export:
         n = export_variants(args.export, args.problems, families, args.seeds, args.limit or None)
         if args.json:
-            from proxylm.cli import print_json
+            from proxylm.core.io import print_json
 
             print_json({"export": args.export, "problems": n})
         else:
@@ -944,7 +944,7 @@ def run_robustness_cli(args) -> int:
                              batch_size=args.batch_size, device=resolve_device(args.device),
                              progress=sys.stderr.isatty())
     if args.json:
-        from proxylm.cli import print_json
+        from proxylm.core.io import print_json
 
         print_json(summary)
     else:

@@ -9,8 +9,8 @@ coding time in exact fixed point so that encoder and decoder agree bit for bit.
 
 Training (`train_m1`): the model sees what a window sees at coding time, i.e. `<bos>` followed by a crop of
 at most `window_len` bytes taken at a random offset of a random document (a window's context is reset at its
-start, so long-context training would be wasted). The Trainer runs unchanged except for its data source (a
-`CropLoader` instead of the corpus TrainLoader) and its evaluation (bits per byte on held-out crops, the
+start, so long-context training would be wasted). The Trainer is handed its own data source (a
+`CropLoader` instead of the corpus TrainLoader) and its own evaluator (bits per byte on held-out crops, the
 quantity the coder pays). The default 0.39M-parameter M1 trains in a few minutes on one CPU core.
 
 Exact inference (`FixedPointM1`): float results of a matmul or a sum depend on the summation order, which CPU
@@ -33,7 +33,6 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -133,19 +132,6 @@ class CropLoader:
         return {"batches": self.batches, "crop_bytes": self.seq_len}
 
 
-@contextmanager
-def _substitute_train_loader(loader):
-    """Make the Trainer build `loader` instead of a corpus TrainLoader (it imports the class when it starts)."""
-    import proxylm.data.loader as loader_module
-
-    saved = loader_module.TrainLoader
-    loader_module.TrainLoader = lambda *args, **kwargs: loader
-    try:
-        yield
-    finally:
-        loader_module.TrainLoader = saved
-
-
 def window_bits_per_byte(model, crops: torch.Tensor, bos_id: int, byte_offset: int, batch: int = 64) -> float:
     """Mean bits per byte of `crops` (N, S) uint8 tensor, each read from `<bos>` as a window is."""
     was_training = model.training
@@ -170,9 +156,11 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
     """
     from proxylm.config import RunConfig
     from proxylm.data.config import DataConfig
-    from proxylm.data.representation import Representation
+    from proxylm.core.representation import Representation
     from proxylm.model.config import ModelConfig
     from proxylm.train.config import EvalConfig, TrainConfig
+    from proxylm.core.device import pick_device
+    from proxylm.model.transformer import Transformer
     from proxylm.train.trainer import Trainer
 
     o = options or M1Options()
@@ -185,10 +173,9 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
     eval_crops = torch.from_numpy(CropLoader(held_texts, window_len, 1, rep.bos_id, rep.raw_offset, o.seed + 1)
                                   .crops(np.random.default_rng(o.seed + 1), EVAL_CROPS).copy())  # (EVAL_CROPS, S)
 
-    class M1Trainer(Trainer):
-        def evaluate(self) -> dict:  # bits per byte of windows read from <bos>: what the coder pays
-            bpb = window_bits_per_byte(self.raw_model, eval_crops, rep.bos_id, rep.raw_offset)
-            return {"bpb": bpb, "bytes": int(eval_crops.numel())}
+    def evaluator(model) -> dict:  # bits per byte of windows read from <bos>: what the coder pays
+        return {"bpb": window_bits_per_byte(model, eval_crops, rep.bos_id, rep.raw_offset),
+                "bytes": int(eval_crops.numel())}
 
     cfg = RunConfig(
         data=DataConfig(seq_len=window_len, batch_size=o.batch_size, seed=o.seed),
@@ -198,8 +185,11 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
                           threads=o.threads, log_every=max(1, o.steps // 20)),
         eval=EvalConfig(max_bytes=0), name="m1")
     with tempfile.TemporaryDirectory(prefix="proxylm-m1-") as run_dir:
-        with _substitute_train_loader(crops):
-            trainer = M1Trainer(cfg, run_dir, quiet=quiet)
+        if o.threads:
+            torch.set_num_threads(o.threads)
+        torch.manual_seed(o.seed)
+        model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size).to(pick_device(o.device))
+        trainer = Trainer(cfg, run_dir, model, rep, crops, evaluator, quiet=quiet)
         if not quiet:
             print(f"M1: {trainer.raw_model.num_params() / 1e6:.2f}M parameters, {o.steps} steps of "
                   f"{o.batch_size} x {window_len}-byte crops", file=sys.stderr)
@@ -301,7 +291,7 @@ class FixedPointM1:
     """M1's forward pass, one new byte per lane per call, exact (module docstring)."""
 
     def __init__(self, model, tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
-        from proxylm.data.representation import Representation
+        from proxylm.core.representation import Representation
 
         cfg = model.cfg
         self.cfg = cfg

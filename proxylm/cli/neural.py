@@ -1,4 +1,4 @@
-"""The neural codec's part of `proxylm codec ...` (wired into proxylm/codecs/cli.py with a few lines).
+"""The neural codec's part of `proxylm codec ...` (wired into proxylm/cli/codec.py with a few lines).
 
     proxylm codec train neural --corpus stdlib --out runs/codecs/neural-16 --window-bits 16 --steps 2000
     proxylm codec encode --codec runs/codecs/neural-16 --corpus stdlib --split train --out runs/views/neural-16 \\
@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from proxylm.codecs.neural.shards import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
+from proxylm.codecs.precomputed import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
 
 
 # ---- train -------------------------------------------------------------------------------------------------

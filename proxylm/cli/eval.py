@@ -10,10 +10,10 @@ import sys
 
 
 def cmd_bpb(args) -> int:
-    from proxylm.cli import print_json
+    from proxylm.core.io import print_json
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
-    from proxylm.train.checkpoint import load_run
-    from proxylm.train.trainer import pick_device
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
 
     device = pick_device(args.device)
     run = load_run(args.run, device)
@@ -32,10 +32,10 @@ def cmd_bpb(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from proxylm.cli import print_json
+    from proxylm.core.io import print_json
     from proxylm.eval.generate import generate
-    from proxylm.train.checkpoint import load_run
-    from proxylm.train.trainer import pick_device
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
 
     run = load_run(args.run, pick_device(args.device))
     prompt = args.prompt.encode("utf-8")

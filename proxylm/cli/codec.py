@@ -17,11 +17,12 @@ import json
 import time
 from pathlib import Path
 
+from proxylm.core.io import print_json
 from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
-from proxylm.codecs.neural import cli as neural_cli
+from proxylm.cli import neural as neural_cli
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
-from proxylm.codecs.train import (codec_options, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
+from proxylm.codecs.train import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
                                   save_atomic, train_codec)
 from proxylm.data.config import DataConfig, ViewsConfig
 
@@ -30,30 +31,9 @@ DEFAULT_STABILITY_DOCS = 200
 MEGABYTE = 1e6
 
 
-def resolve_codec(arg: str) -> Codec:
-    """A codec directory, or the name of a codec that needs no training (built with default options)."""
-    path = Path(arg).expanduser()
-    if (path / CODEC_FILE).exists():
-        return load_codec(path)
-    codec_class("gzip")  # registers the built-in codecs
-    if arg in CODECS:
-        if needs_training(arg):
-            raise ValueError(f"codec '{arg}' must be trained first: `proxylm codec train {arg} --out DIR`, "
-                             "then pass --codec DIR")
-        return train_codec(arg)
-    if path.exists():
-        return load_codec(path)  # raises a clear "not a codec directory"
-    raise FileNotFoundError(f"--codec {arg}: no such codec directory, and not a codec name "
-                            f"(names: {', '.join(sorted(CODECS))})")
-
-
 def data_config(args) -> DataConfig:
     return DataConfig(corpus=args.corpus, glob=args.glob, val_fraction=args.val_fraction,
                       max_doc_bytes=args.max_doc_bytes)
-
-
-def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2))
 
 
 # ---- train ---------------------------------------------------------------------------------------------
