@@ -39,6 +39,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from proxylm.codecs.options import M1Options
+
 N_BYTES = 256
 
 # ---- fixed-point grids (see module docstring); exactness bounds are checked in FixedPointM1.__init__ -------
@@ -58,25 +60,6 @@ TABLE_FRAC_BITS = 30  # sigmoid and RoPE tables: multiples of 2^-30
 EXACT_LIMIT_BITS = 53  # float64 represents every integer below 2^53
 FLOAT32_EXACT_BITS = 24  # ... float32 every integer below 2^24
 EVAL_CROPS = 256  # held-out crops M1 is evaluated on while it trains
-
-
-@dataclass
-class M1Options:
-    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes), 3
-    minutes on one CPU core; on stdlib: 1.89 bits per byte inside windows, 4.12 raw bytes per 16-bit symbol on the
-    val split (a 0.94M model trained 1500 steps gave the same 4.12; 3000 steps of this one 4.22)."""
-
-    dim: int = 96
-    n_layers: int = 3
-    n_heads: int = 3
-    steps: int = 2000
-    batch_size: int = 64  # crops per optimizer step
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    seed: int = 0
-    threads: int = 1  # torch threads while training (0: torch's default; on a busy machine more can be far slower)
-    device: str = "cpu"  # cpu | cuda | auto (the codec runs on CPU either way)
-    held_out_every: int = 50  # every N-th training document is held out for M1's own evaluation
 
 
 # ---- training --------------------------------------------------------------------------------------------
