@@ -49,6 +49,10 @@ _MAGIC = {  # prefix -> what the file is
 }
 
 
+class CorpusNotFound(UserError, FileNotFoundError):
+    """The corpus spec names nothing readable."""
+
+
 @dataclass(frozen=True)
 class Unit:
     """One independently readable piece of a corpus."""
@@ -368,20 +372,20 @@ def list_units(spec: str, cfg) -> tuple[list[Unit], Listing]:
         rel = expanded.relative_to(root).as_posix() if expanded.is_absolute() or root != Path(".") else str(expanded)
         files = walk(root, [rel], split_patterns(cfg.exclude), listing) if root.is_dir() else []
         if not files:
-            raise UserError(f"corpus glob '{spec}' matches no files")
+            raise CorpusNotFound(f"corpus glob '{spec}' matches no files")
         units = [u for p, n in files for u in file_units(p, n, cfg, listing, folder=False)]
     elif expanded.is_dir() and is_dataset_dir(expanded):
         units = _dataset_units(expanded, cfg.text_field, listing)
     elif expanded.is_dir():
         files = walk(expanded, split_patterns(cfg.glob), split_patterns(cfg.exclude), listing)
         if not files:
-            raise UserError(f"corpus folder '{spec}' has no files matching '{cfg.glob}' (set data.glob, e.g. "
+            raise CorpusNotFound(f"corpus folder '{spec}' has no files matching '{cfg.glob}' (set data.glob, e.g. "
                             "data.glob='**/*' for every file)")
         units = [u for p, n in files for u in file_units(p, n, cfg, listing, folder=True)]
     elif expanded.is_file():
         units = file_units(expanded.resolve(), expanded.name, cfg, listing, folder=False)
     else:
-        raise UserError(f"corpus '{spec}' not found: expected 'stdlib', a folder, a file, a glob, or a folder "
+        raise CorpusNotFound(f"corpus '{spec}' not found: expected 'stdlib', a folder, a file, a glob, or a folder "
                         "saved by datasets' save_to_disk")
     if not units:
         raise UserError(f"corpus '{spec}' has no readable text (skipped: {dict(listing.skipped)})")

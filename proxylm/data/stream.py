@@ -7,8 +7,8 @@
     data = stream.reread(unit_key, ordinal)                           # resume: one document again
 
 Sharding: the split's units (files, parquet row groups, dataset row ranges; see readers.py) sorted by key are
-dealt to ranks round-robin; with fewer than STRIDED_BELOW units per rank every rank instead takes a strided
-part of every unit (records with ordinal % world_size == rank), so a small corpus stays balanced.
+dealt to ranks round-robin; with fewer than STRIDED_BELOW multi-document units (not text files) per rank every
+rank instead takes a strided part of each of them (records with ordinal % world_size == rank), so a small corpus stays balanced.
 
 Order: epoch e reads the rank's units in the order of a hash of (seed, e, unit key) (key order with shuffle
 off), each unit's documents in file order. Unit number g = e * n_units + position counts units over epochs;
@@ -66,9 +66,13 @@ def unit_order(units, seed: int, epoch: int, shuffle: bool) -> np.ndarray:
 def rank_units(units: list, rank: int, world_size: int) -> list:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"need 0 <= rank < world_size, got rank={rank} world_size={world_size}")
-    if world_size > 1 and len(units) < STRIDED_BELOW * world_size:
-        return [u.part(rank, world_size) for u in units]
-    return units[rank::world_size]
+    single = [u for u in units if u.reader == "text"]  # one document each: nothing to stride
+    many = [u for u in units if u.reader != "text"]
+    if world_size > 1 and len(many) < STRIDED_BELOW * world_size:
+        many = [u.part(rank, world_size) for u in many]
+    else:
+        many = many[rank::world_size]
+    return sorted(single[rank::world_size] + many, key=lambda u: u.key)
 
 
 def produce(corpus, split: str, units: list, seed: int, shuffle: bool, start_g: int, cursor: int, step: int = 1,
