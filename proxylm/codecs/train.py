@@ -156,10 +156,10 @@ def build_codec(name: str, directory, texts: Callable[[], Iterable[bytes]], **op
     return codec
 
 
-def _check_loaded(codec: Codec, name: str, options: dict, directory: Path, explicit: bool = False) -> Codec:
+def _check_loaded(codec: Codec, name: str, options: dict, directory: Path) -> Codec:
     if codec.name != name:
         raise ValueError(f"{directory} holds a '{codec.name}' codec but views.codec is '{name}'")
-    if explicit:  # views.codec_dir names the codec: its own options (e.g. an imported vocab size) are the truth
+    if "surface" in codec.config():  # an imported tokenizer: its vocabulary size is its own, not an option
         return codec
     differing = {k: (v, codec.config()[k]) for k, v in options.items()
                  if k in codec.config() and codec.config()[k] != v}
@@ -176,7 +176,7 @@ def ensure_codec(views_cfg, data_cfg) -> Codec:
     name, options = views_cfg.codec, codec_options(views_cfg)
     if views_cfg.codec_dir and (Path(views_cfg.codec_dir).expanduser() / CODEC_FILE).exists():
         directory = Path(views_cfg.codec_dir).expanduser()
-        return _check_loaded(load_codec(directory), name, options, directory, explicit=True)
+        return _check_loaded(load_codec(directory), name, options, directory)
     if not needs_training(name):
         return train_codec(name, **options)  # nothing to learn, nothing to cache
     corpus = open_corpus(data_cfg.corpus, data_cfg)

@@ -19,7 +19,7 @@ sharded over ranks and loader workers. Document keys: the file's relative path (
 
 Refused before any work (UserError naming the file and the reader to use): compressed or columnar files met by
 the folder reader, compressed files that are not JSONL (tar.gz, bz2, xz, zip), parquet without the text column.
-Skipped and counted: binary files (a NUL byte in the first 8 KiB), symlinks pointing outside the corpus root,
+Skipped and counted: binary files (NUL bytes in a first 8 KiB that is not UTF-8), symlinks pointing outside the corpus root,
 symlink loops, broken symlinks, symlinked folders (not followed), hidden files and folders (names starting '.').
 """
 
@@ -132,11 +132,20 @@ def sniff(path: Path) -> tuple[str, str]:
                 inner = _decompressed_head(path, what)
                 return ("jsonl", what) if inner.lstrip()[:1] in (b"{", b"") else ("compressed", what)
             return (what, "") if what in ("parquet", "arrow") else ("compressed", what)
-    if b"\0" in head:
+    if b"\0" in head and not _utf8_head(head):  # NUL bytes in text that is not UTF-8: an image, a binary, ...
         return "binary", ""
     if path.name.endswith(JSONL_SUFFIXES):
         return "jsonl", ""
     return "text", ""
+
+
+def _utf8_head(head: bytes) -> bool:
+    """True if `head` is valid UTF-8, allowing a character cut at its end."""
+    try:
+        head.decode("utf-8")
+        return True
+    except UnicodeDecodeError as e:
+        return len(head) == SNIFF_BYTES and e.start >= len(head) - 3
 
 
 def _decompressed_head(path: Path, compression: str) -> bytes:
