@@ -195,3 +195,13 @@ def test_greedy_rejects_many_samples(tmp_path):
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path)
     with pytest.raises(ValueError, match="temperature"):
         he.evaluate_humaneval(run=run, n_samples=5, temperature=0.0)
+
+
+def test_always_equal_result_does_not_pass(problems, tmp_path):
+    """A wrong solution returning an object equal to everything (issue 13) fails, the canonical one passes."""
+    p = problems[0]
+    evil = "    class Yes:\n        __eq__ = lambda self, other: True\n        __bool__ = lambda self: True\n    return Yes()\n"
+    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
+                                                {"task_id": p["task_id"], "completion": p["canonical_solution"]}])
+    s = he.evaluate_humaneval(completions_path=comps, limit=1, out=tmp_path / "o", progress=False)
+    assert (s["samples_passed"], s["samples_total"]) == (1, 2)

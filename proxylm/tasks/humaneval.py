@@ -10,8 +10,9 @@ with the fields task_id, prompt, test, entry_point (canonical_solution optional)
 Generation: the prompt goes in as raw bytes (the run's interface adds `<bos><raw>` or tokenizes), the
 continuation is cut at the first HumanEval stop string. Greedy (n=1, T=0) or sampled (n, T, top_p), every
 sample seeded by (seed, task_id, sample index), so reruns give the same completions.
-Execution: prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})" in the sandbox
-(proxylm/tasks/sandbox/); a sample passes when the program runs to its end without an exception.
+Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion, then test + f"check({entry_point})"
+in globals made from the prompt, the entry point's results checked to be plain data (program_for); a sample
+passes when the tests run to their end without an exception.
 Output directory (--out; default RUN/eval/humaneval-<decoding>; none for --completions without --out):
   samples.jsonl  one line per sample: task_id, sample, completion, passed, status, result
   summary.json   what --json prints
@@ -29,6 +30,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+
+from proxylm.tasks.sandbox import Program
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
@@ -82,7 +85,16 @@ def truncate_at_stop(text: str, stop=STOP_STRINGS) -> str:
 
 
 def build_program(problem: dict, completion: str) -> str:
+    """The whole program as one text (for running it by hand; the evaluation runs program_for's parts)."""
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def program_for(problem: dict, completion: str) -> Program:
+    """What the sandbox runs: prompt + completion, then the tests in their own globals (made from the
+    prompt, so a completion that redefines a prompt helper the tests call changes nothing) calling the
+    entry point, whose results must be plain data. A completion cannot swallow the tests into a string."""
+    return Program(problem["prompt"] + completion, problem["test"] + "\n" + f"check({problem['entry_point']})",
+                   problem["entry_point"], context=problem["prompt"])
 
 
 def sample_seed(seed: int, task_id: str, sample: int) -> int:
@@ -203,7 +215,7 @@ def score_completions(items: list[tuple[dict, int, str]], sandbox, samples_path:
     """Execute (problem, sample, completion) items not already in samples_path; return all records."""
     done = read_done(samples_path)
     todo = [it for it in items if (it[0]["task_id"], it[1]) not in done]
-    programs = [build_program(p, comp) for p, _, comp in todo]
+    programs = [program_for(p, comp) for p, _, comp in todo]
     for i, result in sandbox.map(programs, workers=workers, progress=progress, desc="executing"):
         problem, sample, completion = todo[i]
         rec = _record(problem, sample, completion, result)
@@ -248,7 +260,7 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
                            seed=sample_seed(seed, problem["task_id"], sample))
             # generate() cuts at stop strings already; cutting again keeps completions from any generator honest
             completion = truncate_at_stop(out.decode("utf-8", "replace"))
-            pending[pool.submit(sandbox.run, build_program(problem, completion))] = (problem, sample, completion)
+            pending[pool.submit(sandbox.run, program_for(problem, completion))] = (problem, sample, completion)
             harvest(block=False)
         while pending:
             harvest(block=True)

@@ -86,16 +86,17 @@ def drop_capabilities() -> None:
 _SECCOMP_ARCH = {
     "x86_64": (0xC000003E, dict(fork=57, vfork=58, clone=56, clone3=435, unshare=272, setns=308,
                                 ptrace=101, process_vm_readv=310, process_vm_writev=311, kill=62,
-                                tkill=200, tgkill=234, pidfd_send_signal=424, socket=41)),
+                                tkill=200, tgkill=234, pidfd_send_signal=424, socket=41, socketpair=53,
+                                io_uring_setup=425)),
     "aarch64": (0xC00000B7, dict(clone=220, clone3=435, unshare=97, setns=268, ptrace=117,
                                  process_vm_readv=270, process_vm_writev=271, kill=129, tkill=130,
-                                 tgkill=131, pidfd_send_signal=424, socket=198)),
+                                 tgkill=131, pidfd_send_signal=424, socket=198,
+                                 socketpair=199, io_uring_setup=425)),
 }
 _BPF_LD_W_ABS, _BPF_JEQ, _BPF_JGE, _BPF_JSET, _BPF_RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _RET_ALLOW, _RET_KILL_PROCESS, _RET_ERRNO = 0x7FFF0000, 0x80000000, 0x00050000
 _EPERM, _ENOSYS = 1, 38
 _CLONE_THREAD = 0x10000
-_AF_INET, _AF_INET6 = 2, 10
 _X32_SYSCALL_BIT = 0x40000000
 _OFF_NR, _OFF_ARCH, _OFF_ARG0 = 0, 4, 16   # struct seccomp_data (little endian: arg0's low word)
 
@@ -109,7 +110,7 @@ class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
 
 
-def seccomp_program(machine: str, block_inet: bool, own_pid: int) -> list[tuple[int, int, int, int]]:
+def seccomp_program(machine: str, block_sockets: bool, own_pid: int) -> list[tuple[int, int, int, int]]:
     """The BPF filter as (code, jt, jf, k) tuples; each check is a straight-line block ending in RET."""
     audit_arch, nr = _SECCOMP_ARCH[machine]
     deny, allow = _RET_ERRNO | _EPERM, _RET_ALLOW
@@ -132,24 +133,31 @@ def seccomp_program(machine: str, block_inet: bool, own_pid: int) -> list[tuple[
     for name in ("kill", "tgkill"):
         prog += [(_BPF_JEQ, 0, 4, nr[name]), (_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
                  (_BPF_JEQ, 1, 0, own_pid), (_BPF_RET, 0, 0, deny), (_BPF_RET, 0, 0, allow)]
-    if block_inet:
-        prog += [(_BPF_JEQ, 0, 5, nr["socket"]), (_BPF_LD_W_ABS, 0, 0, _OFF_ARG0),
-                 (_BPF_JEQ, 2, 0, _AF_INET), (_BPF_JEQ, 1, 0, _AF_INET6),
-                 (_BPF_RET, 0, 0, allow), (_BPF_RET, 0, 0, deny)]
+    if block_sockets:   # every family: AF_UNIX reaches host sockets by path even through a read-only mount
+        for name in ("socket", "socketpair", "io_uring_setup"):   # io_uring can open sockets too
+            prog += [(_BPF_JEQ, 0, 1, nr[name]), (_BPF_RET, 0, 0, deny)]
     prog.append((_BPF_RET, 0, 0, allow))
     return prog
 
 
-def install_seccomp(block_inet: bool) -> None:
+def install_seccomp(block_sockets: bool = True) -> None:
     machine = platform.machine()
     if machine not in _SECCOMP_ARCH:
         raise OSError(f"no seccomp table for {machine}")
-    prog = seccomp_program(machine, block_inet, os.getpid())
+    prog = seccomp_program(machine, block_sockets, os.getpid())
     filters = (_SockFilter * len(prog))(*[_SockFilter(*ins) for ins in prog])
     fprog = _SockFprog(len(prog), filters)
     libc = _c()
     _check(libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
     _check(libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0), "seccomp")   # 2: SECCOMP_MODE_FILTER
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child)."""
+    _check(_c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
 
 
 def _user_tasks() -> int:

@@ -15,10 +15,10 @@ DEFAULT_MAX_PROCESSES = 16    # RLIMIT_NPROC (only enforced for a non-root user;
 DEFAULT_MAX_FILE_MB = 16      # RLIMIT_FSIZE
 DEFAULT_MAX_OPEN_FILES = 64   # RLIMIT_NOFILE
 MESSAGE_CHARS = 300           # longest message kept in a result
-HARNESS_NAME = "_proxylm_harness.py"
-PROGRAM_NAME = "candidate.py"
-STATUS_NAME = "_proxylm_status.json"
-STDERR_NAME = "_proxylm_stderr.txt"
+PROGRAM_NAME = "candidate.py"       # the program (for tasks: prompt + completion)
+TEST_NAME = "_proxylm_test.py"      # its tests, run after it with the entry point's results checked
+CONTEXT_NAME = "_proxylm_context.py"   # trusted code the tests may call (a prompt's helpers), run apart
+WORKDIR_PREFIX = "proxylm-sbx-"     # + <owner pid>.<owner start time>- : stale dirs of dead owners are removed
 CANDIDATE_MODULE_NAME = "__candidate__"   # not "__main__": `if __name__ == "__main__":` demo blocks stay off
 CHILD_ENV = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
 STATUSES = ("passed", "failed", "timeout", "memory", "error")
@@ -29,7 +29,6 @@ UNSHARE_LADDER = (
     ("--user", "--map-root-user", "--net", "--mount", "--pid", "--fork", "--kill-child"),
     ("--user", "--map-root-user", "--net", "--mount"),
 )
-
 
 
 @dataclass(frozen=True)
@@ -56,4 +55,19 @@ class ExecResult:
     @property
     def passed(self) -> bool:
         return self.status == "passed"
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program with tests: `solution` runs first; then `test` runs, with `entry_point` wrapped so that its
+    results must be plain data (guard.check_plain). With `context` (trusted code such as a HumanEval
+    prompt), the tests run in fresh globals made by `context` plus the wrapped entry point, so a program
+    that redefines a prompt helper the tests call changes nothing."""
+    solution: str
+    test: str = ""
+    entry_point: str | None = None
+    context: str | None = None
+
+    def text(self) -> str:
+        return self.solution + ("\n" + self.test if self.test else "")
 

@@ -10,8 +10,8 @@ import os
 import socket
 import sys
 
-from .harness import harness_command, read_status
-from .policy import CHILD_ENV, PROGRAM_NAME, STATUS_NAME, UNSHARE_LADDER, Limits
+from .policy import CHILD_ENV, PROGRAM_NAME, UNSHARE_LADDER, Limits
+from .process import launch, make_workdir
 
 _PROBE = r'''
 import json, os, socket
@@ -29,6 +29,13 @@ try:
     r["network"] = True
 except OSError:
     r["network"] = False
+try:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    s.connect(UNIX_SOCKET_PATH)
+    r["unix_socket"] = True
+except OSError:
+    r["unix_socket"] = False
 try:
     pid = os.fork()
     if pid == 0:
@@ -50,28 +57,25 @@ def _probe(prefix: list[str], seccomp: bool) -> dict | None:
     """Run the probe program through `prefix`, the OS layers only (no Python guard)."""
     import secrets
     import shutil
-    import subprocess
-    import tempfile
 
     name = f"proxylm-probe-{secrets.token_hex(8)}"
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)
     port = listener.getsockname()[1]
-    workdir = os.path.realpath(tempfile.mkdtemp(prefix="proxylm-sbx-"))
+    workdir = make_workdir(None)
     outside = os.path.join(os.path.dirname(workdir), name)
+    unix_path = outside + ".sock"
+    unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    unix.bind(unix_path)
+    unix.listen(1)
     try:
         with open(os.path.join(workdir, PROGRAM_NAME), "w") as f:
-            f.write(_PROBE.replace("NAME", repr(name)).replace("PORT", str(port)))
+            f.write(_PROBE.replace("NAME", repr(name)).replace("PORT", str(port)).replace("UNIX_SOCKET_PATH", repr(unix_path)))
         cfg = {"namespaces": bool(prefix), "seccomp": seccomp, "python_guard": False, "limits": Limits().child(),
                "probe": True}
-        cmd = harness_command(prefix, cfg)
-        try:
-            subprocess.run(cmd, cwd=workdir, env=dict(CHILD_ENV, HOME=workdir, TMPDIR=workdir),
-                           stdin=subprocess.DEVNULL, capture_output=True, timeout=30, start_new_session=True)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        status = read_status(os.path.join(workdir, STATUS_NAME))
+        out = launch(prefix, workdir, cfg, 30.0)
+        status = out.record
         try:
             with open(os.path.join(workdir, "probe.json")) as f:
                 found = json.load(f)
@@ -83,9 +87,11 @@ def _probe(prefix: list[str], seccomp: bool) -> dict | None:
         return found
     finally:
         listener.close()
+        unix.close()
         shutil.rmtree(workdir, ignore_errors=True)
-        if os.path.exists(outside):
-            os.unlink(outside)
+        for path in (outside, unix_path):
+            if os.path.lexists(path):
+                os.unlink(path)
 
 
 def detect_isolation(refresh: bool = False) -> dict:
@@ -119,6 +125,7 @@ def detect_isolation(refresh: bool = False) -> dict:
         "namespaces": bool(chosen),
         "filesystem_readonly": found.get("write_outside") is False,
         "network_blocked": found.get("network") is False,
+        "unix_sockets_blocked": found.get("unix_socket") is False,
         "fork_blocked": found.get("fork") is False,
         "pid_namespace": "--pid" in chosen,
         "env_minimal": set(found.get("env", ["?"])) <= allowed_env | {"PWD", "SHLVL", "_", "LC_CTYPE"},
@@ -133,6 +140,6 @@ def detect_isolation(refresh: bool = False) -> dict:
 
 def isolation_summary(info: dict | None = None) -> str:
     info = info or detect_isolation()
-    facts = ("namespaces", "filesystem_readonly", "network_blocked", "fork_blocked", "pid_namespace", "seccomp",
+    facts = ("namespaces", "filesystem_readonly", "network_blocked", "unix_sockets_blocked", "fork_blocked", "pid_namespace", "seccomp",
              "capabilities_dropped", "rlimit_nproc_enforced", "env_minimal")
     return ", ".join(f"{k}={'yes' if info.get(k) else 'NO'}" for k in facts)

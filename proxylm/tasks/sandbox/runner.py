@@ -17,18 +17,13 @@ measured once per process by a probe (probe.py); docs/sandbox.md says what is an
 
 from __future__ import annotations
 
-import json
 import os
+import shutil
 import signal
-import sys
-import time
 
-from .harness import harness_command, read_status
+from .process import launch, make_workdir
 from .probe import detect_isolation
-from .policy import (CHILD_ENV, MESSAGE_CHARS, PROGRAM_NAME, STATUS_NAME, STATUSES, STDERR_NAME, ExecResult,
-                     Limits)
-
-
+from .policy import CONTEXT_NAME, MESSAGE_CHARS, PROGRAM_NAME, TEST_NAME, ExecResult, Limits, Program
 
 def _signal_of(returncode: int) -> int | None:
     """A child killed by a signal: Popen says -N; unshare re-raising it may exit with 128 + N."""
@@ -37,17 +32,6 @@ def _signal_of(returncode: int) -> int | None:
     if returncode > 128:
         return returncode - 128
     return None
-
-
-def _tail(path: str) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - MESSAGE_CHARS))
-            return f.read().decode("utf-8", "replace").strip()
-    except OSError:
-        return ""
-
 
 class Sandbox:
     """Runs programs. `namespaces`, `seccomp`: "auto" (use them when the probe says they work), True, False."""
@@ -68,49 +52,42 @@ class Sandbox:
         else:
             self.prefix = []
 
-    def _command(self, workdir: str) -> list[str]:
-        cfg = {"namespaces": bool(self.prefix), "seccomp": self.seccomp, "python_guard": self.python_guard,
-               "limits": self.limits.child()}
-        return harness_command(self.prefix, cfg)
-
-    def run(self, program: str) -> ExecResult:
-        import shutil
-        import subprocess
-        import tempfile
-
-        start = time.monotonic()
-        workdir = os.path.realpath(tempfile.mkdtemp(prefix="proxylm-sbx-", dir=self.tmp_root))
+    def run(self, program: str | Program) -> ExecResult:
+        """Run one program (plain source, or a Program with tests) in a fresh process and working directory."""
+        if isinstance(program, str):
+            program = Program(program)
+        workdir = make_workdir(self.tmp_root)
         try:
-            with open(os.path.join(workdir, PROGRAM_NAME), "w", encoding="utf-8") as f:
-                f.write(program)
-            env = dict(CHILD_ENV, HOME=workdir, TMPDIR=workdir)
-            try:
-                proc = subprocess.Popen(self._command(workdir), cwd=workdir, env=env, stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, close_fds=True,
-                                        start_new_session=True)
-            except OSError as e:
-                return ExecResult("error", f"could not start the sandbox: {e}", time.monotonic() - start)
-            with proc:
-                finished = _wait_exited(proc, self.limits.timeout_s)
-                _kill_group(proc.pid)   # leftovers of a finished program too; the leader is not reaped yet
-                proc.wait()
-                early_stderr = _drain(proc.stderr)
-            duration = time.monotonic() - start
-            if not finished:
-                return ExecResult("timeout", f"wall clock over {self.limits.timeout_s:g} s", duration)
-            status = read_status(os.path.join(workdir, STATUS_NAME))
-            if status is not None:
-                return ExecResult(status["status"], status["message"], duration, status.get("layers", []))
-            cpu_s = self.limits.child()["cpu_s"]
-            sig = _signal_of(proc.returncode)
-            if sig == signal.SIGXCPU or (sig == signal.SIGKILL and duration >= cpu_s):
-                return ExecResult("timeout", f"CPU limit of {cpu_s} s", duration)
-            why = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {proc.returncode}"
-            detail = (early_stderr or _tail(os.path.join(workdir, STDERR_NAME))).strip()
-            message = f"exited without a result ({why})" + (f": {detail}" if detail else "")
-            return ExecResult("error", message[:MESSAGE_CHARS], duration)
+            files = {PROGRAM_NAME: program.solution, TEST_NAME: program.test, CONTEXT_NAME: program.context}
+            for name, text in files.items():
+                if text:
+                    with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                        f.write(text)
+            cfg = {"namespaces": bool(self.prefix), "seccomp": self.seccomp, "python_guard": self.python_guard,
+                   "limits": self.limits.child(), "test": bool(program.test), "context": bool(program.context),
+                   "entry_point": program.entry_point}
+            out = launch(self.prefix, workdir, cfg, self.limits.timeout_s)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+        return self._result(out)
+
+    def _result(self, out) -> ExecResult:
+        if out.start_error:
+            return ExecResult("error", out.start_error, out.duration_s)
+        if not out.finished:
+            return ExecResult("timeout", f"wall clock over {self.limits.timeout_s:g} s", out.duration_s)
+        if out.record is not None:
+            return ExecResult(out.record["status"], out.record["message"], out.duration_s,
+                              out.record.get("layers", []))
+        if out.wrote_garbage:   # a record without the run's nonce, or bytes before the harness's record
+            return ExecResult("error", "the program wrote to the sandbox's status channel", out.duration_s)
+        cpu_s = self.limits.child()["cpu_s"]
+        sig = _signal_of(out.returncode)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and out.duration_s >= cpu_s):
+            return ExecResult("timeout", f"CPU limit of {cpu_s} s", out.duration_s)
+        why = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {out.returncode}"
+        message = f"exited without a result ({why})" + (f": {out.stderr}" if out.stderr else "")
+        return ExecResult("error", message[:MESSAGE_CHARS], out.duration_s)
 
     def map(self, programs, workers: int | None = None, progress: bool = True, desc: str = "executing"):
         """Yield (index, ExecResult) as programs finish, `workers` subprocesses at a time."""
@@ -134,46 +111,8 @@ class Sandbox:
             out[i] = res
         return out  # type: ignore[return-value]
 
-
 def default_workers() -> int:
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:
         return max(1, os.cpu_count() or 1)
-
-
-def _wait_exited(proc, timeout_s: float) -> bool:
-    """Wait for the child to exit WITHOUT reaping it, so its pid (= the group id) stays ours to kill."""
-    import select
-    import subprocess
-
-    try:
-        fd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):   # no pidfd (old kernel, not Linux): reaping wait, tiny pid-reuse race
-        try:
-            proc.wait(timeout=timeout_s)
-            return True
-        except subprocess.TimeoutExpired:
-            return False
-    try:
-        ready, _, _ = select.select([fd], [], [], timeout_s)
-        return bool(ready)
-    finally:
-        os.close(fd)
-
-
-def _drain(pipe) -> str:
-    """What the launcher (unshare, the interpreter before the harness took over) wrote; never blocks."""
-    try:
-        os.set_blocking(pipe.fileno(), False)
-        data = pipe.read(MESSAGE_CHARS * 4) or b""
-    except (OSError, ValueError):
-        data = b""
-    return data.decode("utf-8", "replace")[-MESSAGE_CHARS:]
-
-
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
