@@ -31,9 +31,9 @@ from pathlib import Path
 
 import torch
 
-from proxylm.data.representation import Representation
+from proxylm.core.interface import ByteInterface
+from proxylm.core.representation import Representation
 from proxylm.eval.generate import GenStats, generate, generate_batch
-from proxylm.eval.interface import ByteInterface
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
 
@@ -58,7 +58,7 @@ def train_run(work: Path, name: str, config: str, overrides: list[str], steps: i
     """Train (or reuse, when already trained to `steps`) a run under work/name."""
     from proxylm.config import load_config
     from proxylm.train.checkpoint import latest_checkpoint
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     run_dir = work / name
     found = latest_checkpoint(run_dir, with_optimizer=False) if run_dir.exists() else None
@@ -69,7 +69,7 @@ def train_run(work: Path, name: str, config: str, overrides: list[str], steps: i
     cfg = load_config(config, MODEL_OVERRIDES + overrides + [f"train.max_steps={steps}",
                                                             f"train.eval_every={steps}", f"train.ckpt_every={steps}"])
     t0 = time.perf_counter()
-    summary = Trainer(cfg, run_dir, quiet=True).fit()
+    summary = build_trainer(cfg, run_dir, quiet=True).fit()
     print(f"trained {name}: {steps} steps in {time.perf_counter() - t0:.0f} s, val BPB {summary['val_bpb']:.3f}")
     return run_dir
 
@@ -194,7 +194,7 @@ def main() -> None:
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    from proxylm.train.checkpoint import load_run
+    from proxylm.assemble import load_run
 
     kv_cache_part(args)
     tmp = None

@@ -56,7 +56,7 @@ def parity_batch():
     """One (2, PARITY_SEQ) batch of this package's source files, packed with document boundaries."""
     from proxylm.data.config import DataConfig, ViewsConfig
     from proxylm.data.loader import TrainLoader
-    from proxylm.data.representation import Representation
+    from proxylm.core.representation import Representation
 
     rep = Representation.bytes_only()
     data = DataConfig(corpus=str(REPO / "proxylm"), val_fraction=0.0, seq_len=PARITY_SEQ, batch_size=2)
@@ -98,14 +98,14 @@ def parity(cuda: bool) -> bool:
 def throughput(config: list[str], seconds: float, warmup: int, device: str) -> dict:
     """Train steps of `config` for `seconds` after `warmup` steps; symbols/s, FLOP/s, loader share."""
     from proxylm.config import load_config
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     name, *overrides = config
     # a schedule long enough never to end; no evaluation or checkpoint (train_step is called directly)
     cfg = load_config(name, [f"train.device={device}", "train.max_steps=1000000", "train.eval_every=0",
                              "train.ckpt_every=0", *overrides])
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(cfg, run_dir, quiet=True)
+        trainer = build_trainer(cfg, run_dir, quiet=True)
         n_params = trainer.raw_model.num_params()
         loader_s = [0.0]
         next_batch = trainer.loader.next_batch

@@ -22,7 +22,7 @@ import time
 import torch
 
 from proxylm.config import load_config
-from proxylm.data.cli import build_codec, build_representation
+from proxylm.assemble import build_codec, representation_for
 from proxylm.data.loader import TrainLoader
 
 # (label, shipped config, overrides): schedules off so each row measures one fixed view
@@ -97,8 +97,8 @@ def main() -> None:
     rows, headline = [], None
     for label, name, overrides in VIEWS:
         cfg = load_config(name, overrides)
-        codec = build_codec(cfg.views, cfg.data)
-        rep = build_representation(cfg.views, codec)
+        codec = build_codec(cfg)
+        rep = representation_for(cfg, codec)
         pipe = measure_pipeline(cfg, codec, rep, args.seconds)
         step_s = measure_model(cfg, rep, pipe["sample"], args.steps)
         B, S = pipe["sample"].positions.shape

@@ -21,7 +21,7 @@ import time
 import torch
 
 from proxylm.config import load_config
-from proxylm.train.trainer import Trainer
+from proxylm.assemble import build_trainer
 
 
 def main() -> None:
@@ -33,7 +33,7 @@ def main() -> None:
     args = ap.parse_args()
 
     cfg = load_config(args.config, ["train.max_steps=100000", "train.warmup_steps=1"] + args.overrides)
-    trainer = Trainer(cfg, tempfile.mkdtemp(prefix="bench-train-"), quiet=True)
+    trainer = build_trainer(cfg, tempfile.mkdtemp(prefix="bench-train-"), quiet=True)
     S = cfg.data.seq_len
     symbols_per_step = cfg.data.batch_size * S * cfg.train.grad_accum
 

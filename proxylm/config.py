@@ -4,27 +4,26 @@
     save_config(cfg, run_dir / "config.yaml")
 
 Merge order: dataclass defaults -> YAML (by shipped name or path) -> dot-list overrides.
-Unknown keys fail loudly and list the valid ones. Values in overrides are parsed as YAML scalars.
+Unknown keys fail loudly and list the valid ones. Values in overrides are parsed as YAML scalars, except for
+string keys, which take the text as it is (`data.glob=**/*` needs no quoting).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 import typing
 from pathlib import Path
 
 import yaml
 
+from proxylm.core.errors import ConfigError  # noqa: F401  (raised here, imported from here by callers)
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig  # noqa: F401
 from proxylm.model.config import ModelConfig
 from proxylm.train.config import EvalConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
-
-
-class ConfigError(ValueError):
-    pass
 
 
 @dataclasses.dataclass
@@ -123,13 +122,46 @@ def resolve_config_path(name_or_path: str) -> Path:
                       f"shipped configs: {', '.join(names)}")
 
 
-def parse_overrides(overrides: list[str]) -> dict:
+def _field_type(cls, key: str):
+    """The annotated type of a dotted key of `cls` (None when the key is unknown: from_dict reports it)."""
+    tp = cls
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _is_str_field(tp) -> bool:
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                         and str in typing.get_args(tp) and not dataclasses.is_dataclass(tp))
+
+
+def parse_overrides(overrides: list[str], cls=None) -> dict:
+    """`a.b=value` items -> nested dict. Values are YAML scalars; a string key (per `cls`'s annotations) takes
+    the raw text as it is (globs like **/*, paths, names), `null`/`~` for an optional one."""
+    cls = cls or RunConfig
     out: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        key = key.strip()
+        tp = _field_type(cls, key)
+        if _is_str_field(tp):
+            value = None if raw.strip() in ("null", "~") and tp is not str else raw
+        elif not raw.strip():
+            value = ""
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {key}: {raw!r} is not a valid value "
+                                  f"({str(e).splitlines()[0]})") from None
+        _set_dotted(out, key, value)
     return out
 
 
@@ -155,12 +187,36 @@ def read_yaml(name_or_path: str, _seen: tuple = ()) -> dict:
     return deep_merge(read_yaml(base, _seen + (path,)), d) if base else d
 
 
+# keys that moved: old views key -> the codec_options keys that now hold its value
+MOVED_VIEWS_KEYS = {
+    "bpe_vocab_size": ("bpe.vocab_size", "bpe_bytes.vocab_size"),
+    "gray_code": ("bpe_bytes.gray",),
+    "gzip_level": ("gzip.level",),
+}
+
+
+def migrate_moved_keys(d: dict, where: str) -> dict:
+    """Old configs keep working: a moved key's value goes to its new place, with a warning naming it."""
+    views = d.get("views")
+    if not isinstance(views, dict) or not set(views) & set(MOVED_VIEWS_KEYS):
+        return d
+    views = dict(views)
+    for old, new_keys in MOVED_VIEWS_KEYS.items():
+        if old in views:
+            value = views.pop(old)
+            warnings.warn(f"{where}: views.{old} is now " + " and ".join(f"views.codec_options.{k}" for k in new_keys)
+                          + "; please rename it", DeprecationWarning, stacklevel=3)
+            for key in new_keys:
+                _set_dotted(views.setdefault("codec_options", {}), key, value)
+    return {**d, "views": views}
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None, cls=RunConfig):
     d: dict = {}
     if name_or_path:
-        d = read_yaml(name_or_path)
+        d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)
-    d = deep_merge(d, parse_overrides(overrides or []))
+    d = deep_merge(d, migrate_moved_keys(parse_overrides(overrides or [], cls), "override"))
     return from_dict(cls, d)
 
 

@@ -37,27 +37,24 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from proxylm.data.representation import Representation
+from proxylm.assemble import load_run
+from proxylm.codecs.bpe import byte_level_chars
+from proxylm.config import save_config, to_dict
+from proxylm.core.errors import UserError
+from proxylm.core.interface import TokenInterface
+from proxylm.core.representation import Representation
+from proxylm.data.corpus import open_corpus
+from proxylm.model.hf import HF_CONFIG, WEIGHTS, hf_llama_config, hf_llama_state_dict
 
-WEIGHTS = "model.safetensors"
-WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded checkpoints written by transformers itself
-HF_CONFIG = "config.json"
 REPRESENTATION = "representation.json"
 RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-# LlamaConfig keys that fix every weight's shape or meaning: a mismatch makes the weights unusable
-SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-              "num_key_value_heads", "head_dim")
-# keys a continued run may change on purpose (e.g. a longer context); a mismatch is only reported
-SOFT_KEYS = ("rope_theta", "rms_norm_eps")
 
 
 def _need_transformers():
     try:
         import transformers
     except ImportError as e:  # the optional extra
-        from proxylm.cli import UserError
-
         raise UserError("proxylm export needs transformers: pip install 'proxylm[hf]'") from e
     return transformers
 
@@ -74,8 +71,6 @@ def _reserved_name(rep: Representation, i: int) -> str:
 
 def _byte_tokenizer(rep: Representation):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from proxylm.codecs.bpe import byte_level_chars
 
     vocab = {char: rep.raw_offset + b for char, b in byte_level_chars().items()}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
@@ -103,8 +98,6 @@ def build_tokenizer(rep: Representation, interface):
     """A `tokenizers.Tokenizer` covering ids 0..rep.vocab_size-1 that reads text as the interface's prompt ids."""
     from tokenizers import AddedToken, Tokenizer, processors
 
-    from proxylm.eval.interface import TokenInterface
-
     if isinstance(interface, TokenInterface):
         base, prefix = _token_baseline_tokenizer(rep, interface.codec), [rep.bos_id]
     else:
@@ -129,8 +122,6 @@ def build_tokenizer(rep: Representation, interface):
 
 def bytes_to_ids(tokenizer, data: bytes) -> list[int]:
     """Raw bytes (any, not only UTF-8) -> the exported byte tokenizer's ids, without the `<bos><raw>` prefix."""
-    from proxylm.codecs.bpe import byte_level_chars
-
     char_of = {b: c for c, b in byte_level_chars().items()}
     return tokenizer.convert_tokens_to_ids([char_of[b] for b in data])
 
@@ -138,8 +129,6 @@ def bytes_to_ids(tokenizer, data: bytes) -> list[int]:
 def ids_to_bytes(tokenizer, ids) -> bytes:
     """Ids -> the exact bytes their text tokens stand for (special ids dropped); works for both tokenizer kinds,
     whose text tokens are ByteLevel strings."""
-    from proxylm.codecs.bpe import byte_level_chars
-
     byte_of = byte_level_chars()
     special = set(tokenizer.added_tokens_decoder)
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids if int(i) not in special])
@@ -189,8 +178,6 @@ def _validation_bpb(run_dir: Path, step: int) -> dict | None:
 
 def _data_summary(cfg) -> str:
     """Corpus spec, train size and the validation split's manifest digest (never fails the export)."""
-    from proxylm.data.corpus import open_corpus
-
     d = cfg.data
     line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
             f"{d.max_doc_bytes} bytes)\n")
@@ -209,7 +196,6 @@ def _data_summary(cfg) -> str:
 def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
     import yaml
 
-    from proxylm.config import to_dict
 
     cfg, rep, iface = run.cfg, run.rep, run.interface
     v, m = cfg.views, cfg.model
@@ -286,9 +272,6 @@ Continue training with proxylm: `proxylm train CONFIG train.init_from=<this dire
 
 def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) -> dict:
     """Write the transformers directory for the run's latest checkpoint; returns a summary."""
-    from proxylm.config import save_config
-    from proxylm.model.transformer import hf_llama_config, hf_llama_state_dict
-    from proxylm.train.checkpoint import load_run
 
     transformers = _need_transformers()
     if dtype not in DTYPES:
@@ -325,133 +308,3 @@ def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) ->
     return {"out": str(out), "run": str(run.run_dir), "step": run.step, "interface": iface.kind,
             "vocab_size": rep.vocab_size, "params": n_params, "dtype": dtype, "dropped_heads": dropped,
             "val_bpb": bpb["val_bpb"] if bpb else None}
-
-
-# ---- loading weights back (init_from) --------------------------------------------------------------------------
-def _check_architecture(have: dict, want: dict, source) -> None:
-    """have/want: LlamaConfig keyword dicts of the source and of the model being initialised."""
-    bad = [f"{k} {have.get(k)} != {want[k]}" for k in SHAPE_KEYS if have.get(k) != want[k]]
-    if bad:
-        what = "vocabulary size" if any(b.startswith("vocab_size") for b in bad) else "model shape"
-        raise ValueError(f"{source}: {what} does not match the model to initialise ({'; '.join(bad)}; "
-                         "source != this run)")
-    soft = [f"{k} {have.get(k)} != {want[k]}" for k in SOFT_KEYS if have.get(k) is not None and have[k] != want[k]]
-    if soft:
-        warnings.warn(f"{source}: {'; '.join(soft)} (kept this run's values)")
-
-
-def _check_representation(source: Path, rep: Representation | None) -> None:
-    """Raw bytes must keep their ids; a different codec behind the compressed ids is only reported."""
-    path = source / REPRESENTATION
-    if rep is None or not path.exists():
-        return
-    src = Representation.load(path)
-    if (src.raw_offset, src.raw_vocab_size) != (rep.raw_offset, rep.raw_vocab_size):
-        raise ValueError(f"{source}: raw bytes sit at ids {src.raw_offset}..{src.raw_vocab_size - 1}, this run "
-                         f"puts them at {rep.raw_offset}..{rep.raw_vocab_size - 1}")
-    if src.codec_name != rep.codec_name or src.codec_alphabet != rep.codec_alphabet:
-        warnings.warn(f"{source}: compressed ids were trained for codec {src.codec_name} ({src.codec_alphabet} "
-                      f"symbols), this run uses {rep.codec_name} ({rep.codec_alphabet})")
-
-
-def _read_hf_weights(directory: Path) -> dict[str, torch.Tensor]:
-    if (directory / WEIGHTS).exists():
-        return load_file(str(directory / WEIGHTS))
-    if (directory / WEIGHTS_INDEX).exists():
-        shards = sorted(set(json.loads((directory / WEIGHTS_INDEX).read_text())["weight_map"].values()))
-        return {k: t for s in shards for k, t in load_file(str(directory / s)).items()}
-    raise FileNotFoundError(f"{directory}: no {WEIGHTS} (not a transformers export)")
-
-
-@torch.no_grad()
-def load_hf_weights(model, directory) -> None:
-    """Inverse of hf_llama_state_dict: copy an exported Llama checkpoint into `model` (trunk and head 0; the
-    extra heads keep their current weights). Raises ValueError when vocabulary or shapes differ."""
-    from proxylm.model.transformer import hf_llama_config, hf_llama_state_dict
-
-    directory = Path(directory)
-    if not (directory / HF_CONFIG).exists():
-        raise FileNotFoundError(f"{directory}: no {HF_CONFIG} (not a transformers export)")
-    have = json.loads((directory / HF_CONFIG).read_text())
-    have.setdefault("head_dim", have.get("hidden_size", 0) // max(1, have.get("num_attention_heads", 1)))
-    have.setdefault("rope_theta", (have.get("rope_parameters") or {}).get("rope_theta"))  # 5.x nests it
-    _check_architecture(have, hf_llama_config(model.cfg, model.vocab_size), directory)
-    loaded = _read_hf_weights(directory)
-    if "lm_head.weight" not in loaded and have.get("tie_word_embeddings"):
-        loaded["lm_head.weight"] = loaded["model.embed_tokens.weight"]
-    targets = hf_llama_state_dict(model)  # shares storage with the model: copying into it loads the weights
-    missing = sorted(set(targets) - set(loaded))
-    if missing:
-        raise ValueError(f"{directory}: missing weights {missing[:4]}{' ...' if len(missing) > 4 else ''}")
-    for name, t in targets.items():
-        if loaded[name].shape != t.shape:
-            raise ValueError(f"{directory}: {name} has shape {tuple(loaded[name].shape)}, the model expects "
-                             f"{tuple(t.shape)}")
-    for name, t in targets.items():
-        t.copy_(loaded[name])
-
-
-@torch.no_grad()
-def load_run_weights(model, run_dir) -> int:
-    """Copy a proxylm run's latest checkpoint into `model`: trunk and head 0 must match; extra heads are taken
-    where the source has them with the same shape, else keep their current weights. Returns the source step."""
-    from proxylm.config import load_config
-    from proxylm.model.transformer import hf_llama_config
-    from proxylm.train.checkpoint import latest_checkpoint
-
-    run_dir = Path(run_dir)
-    src_cfg = load_config(str(run_dir / "config.yaml"))
-    src_rep = Representation.load(run_dir / REPRESENTATION)
-    _check_architecture(hf_llama_config(src_cfg.model, src_rep.vocab_size),
-                        hf_llama_config(model.cfg, model.vocab_size), run_dir)
-    found = latest_checkpoint(run_dir, with_optimizer=False)
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no readable checkpoint to initialise from")
-    _, weights, _, state = found
-    own = model.state_dict()
-    for name, t in own.items():
-        if name in weights and weights[name].shape == t.shape:
-            t.copy_(weights[name])
-        elif not name.startswith(("pred_heads.", "raw_heads.")):
-            raise ValueError(f"{run_dir}: checkpoint lacks {name} with shape {tuple(t.shape)}")
-    return state["step"]
-
-
-def load_init_from(model, source, rep: Representation | None = None) -> str:
-    """`train.init_from`: weights from a transformers export or a proxylm run directory; returns a log line."""
-    source = Path(source)
-    if (source / "config.yaml").exists():
-        _check_representation(source, rep)
-        step = load_run_weights(model, source)
-        return f"initialised from run {source} (step {step})"
-    if (source / HF_CONFIG).exists():
-        _check_representation(source, rep)
-        load_hf_weights(model, source)
-        return f"initialised from export {source} (head 0 and trunk; extra heads fresh)"
-    raise FileNotFoundError(f"train.init_from={source}: neither a proxylm run directory (config.yaml) nor a "
-                            f"transformers export ({HF_CONFIG})")
-
-
-# ---- command line ------------------------------------------------------------------------------------------------
-def cmd_export(args) -> int:
-    from proxylm.cli import print_json
-
-    summary = export_run(args.run, args.out, dtype=args.dtype, force=args.force)
-    if args.json:
-        print_json(summary)
-    else:
-        bpb = f", val bpb {summary['val_bpb']:.4f}" if summary["val_bpb"] is not None else ""
-        print(f"exported {summary['run']} (step {summary['step']}, {summary['params']} parameters, "
-              f"{summary['dtype']}{bpb}) to {summary['out']}")
-    return 0
-
-
-def add_commands(sub) -> None:
-    p = sub.add_parser("export", help="write a transformers-loadable checkpoint (Llama + byte tokenizer)")
-    p.add_argument("run", help="run directory")
-    p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
-    p.add_argument("--force", action="store_true", help="write into a non-empty --out")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--debug", action="store_true")
-    p.set_defaults(func=cmd_export, command="export")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.eval.bpb import _windows, evaluate_bpb
 
 

@@ -31,7 +31,7 @@ SOURCES = {
 @pytest.fixture(autouse=True)
 def only_codec_commands(monkeypatch, tmp_path):
     """The codec verbs alone (other areas' commands are tested elsewhere); a private codec cache."""
-    monkeypatch.setattr(proxylm.cli, "COMMAND_MODULES", ["proxylm.codecs.cli"])
+    monkeypatch.setattr(proxylm.cli, "COMMAND_MODULES", ["proxylm.cli.codec"])
     monkeypatch.setenv("PROXYLM_CACHE", str(tmp_path / "cache"))
 
 

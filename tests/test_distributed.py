@@ -24,8 +24,9 @@ import torch
 
 from proxylm.config import load_config
 from proxylm.data.loader import TrainLoader
-from proxylm.data.representation import Representation
-from proxylm.train.checkpoint import CKPT_DIR, LATEST, SHARDED, checkpoint_name, load_run
+from proxylm.core.representation import Representation
+from proxylm.assemble import load_run
+from proxylm.train.checkpoint import CKPT_DIR, LATEST, SHARDED, checkpoint_name
 
 pytestmark = pytest.mark.filterwarnings("ignore::proxylm.data.corpus.CorpusWarning")
 
@@ -120,11 +121,11 @@ class Interleaved:
 def one_process(corpus, run_dir: Path, accum_per_rank: int = 1):
     """(metrics by step, final validation BPB) of one process with grad_accum = RANKS * accum_per_rank whose
     micro-batches cycle through the RANKS shards: the global batch of a RANKS-rank run."""
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     cfg = load_config("bytes-micro", overrides(corpus, "ddp", [f"train.grad_accum={RANKS * accum_per_rank}"]))
-    trainer = Trainer(cfg, run_dir, quiet=True)
-    trainer.loader = Interleaved([TrainLoader(cfg.data, cfg.views, trainer.rep, trainer.codec, rank=r,
+    trainer = build_trainer(cfg, run_dir, quiet=True)
+    trainer.loader = Interleaved([TrainLoader(cfg.data, cfg.views, trainer.rep, trainer.loader.codec, rank=r,
                                               world_size=RANKS, total_steps=STEPS, n_future=cfg.model.n_future)
                                   for r in range(RANKS)])
     got = {m["step"]: m for m in (trainer.train_step() for _ in range(STEPS))}
@@ -153,14 +154,15 @@ def test_ranks_read_disjoint_shares_covering_the_split(corpus):
     rep, seen = Representation.bytes_only(), []
     for r in range(RANKS):
         loader = TrainLoader(cfg.data, cfg.views, rep, rank=r, world_size=RANKS, total_steps=STEPS)
-        reads, read = [], loader.corpus.read
-        loader.corpus.read = lambda ref, read=read, reads=reads: (reads.append(ref.key), read(ref))[1]
-        while loader.epoch == 0:
-            loader.next_batch(0)
-        epoch0 = reads[:len(loader.refs)]
-        assert sorted(epoch0) == sorted(ref.key for ref in loader.refs)  # each of its documents once
+        epoch0 = []
+        while True:
+            item = loader.stream.next()
+            if item.epoch > 0:
+                break
+            epoch0.append(item.key)
+        assert len(set(epoch0)) == len(epoch0)  # each of its documents once
         seen += epoch0
-    all_train = [ref.key for ref in loader.corpus.documents("train")]
+    all_train = [doc.key for doc in loader.corpus.iter_documents("train")]
     assert sorted(seen) == sorted(all_train)  # disjoint, and nothing left out
 
 
@@ -219,21 +221,21 @@ def test_resume_under_two_ranks_continues_exactly(runs, mode, tmp_path):
 
 @pytest.mark.slow
 def test_resume_with_other_world_size_is_refused(runs, tmp_path):
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     run_dir = tmp_path / "copy"
     shutil.copytree(runs("ddp"), run_dir)
     cfg = load_config(str(run_dir / "config.yaml"))
     with pytest.raises(ValueError, match="same number"):
-        Trainer(cfg, run_dir, resume=True, quiet=True)
+        build_trainer(cfg, run_dir, resume=True, quiet=True)
 
 
 # ---- single-process wrapping ------------------------------------------------------------------------
 def _one_step(corpus, tmp_path, extra):
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     cfg = load_config("bytes-micro", overrides(corpus, "ddp", extra))
-    trainer = Trainer(cfg, tmp_path, quiet=True)
+    trainer = build_trainer(cfg, tmp_path, quiet=True)
     out = [trainer.train_step()["loss"] for _ in range(2)]
     return out, {k: v.detach().clone() for k, v in trainer.raw_model.state_dict().items()}
 

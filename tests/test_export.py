@@ -13,13 +13,16 @@ transformers = pytest.importorskip("transformers")
 from proxylm.cli import main  # noqa: E402
 from proxylm.codecs.bpe import BpeBytesCodec, BpeCodec  # noqa: E402
 from proxylm.config import RunConfig, save_config  # noqa: E402
+from proxylm.codecs.options import codec_options_for
 from proxylm.data.config import DataConfig, ViewsConfig  # noqa: E402
-from proxylm.data.representation import SPECIAL_TOKENS, Representation  # noqa: E402
+from proxylm.core.representation import SPECIAL_TOKENS, Representation  # noqa: E402
 from proxylm.eval.generate import generate  # noqa: E402
-from proxylm.export import bytes_to_ids, export_run, ids_to_bytes, load_hf_weights, suppressed_ids  # noqa: E402
+from proxylm.export import bytes_to_ids, export_run, ids_to_bytes, suppressed_ids  # noqa: E402
+from proxylm.model.hf import load_hf_weights  # noqa: E402
 from proxylm.model.config import ModelConfig  # noqa: E402
 from proxylm.model.transformer import Transformer  # noqa: E402
-from proxylm.train.checkpoint import load_run, model_state, save_checkpoint  # noqa: E402
+from proxylm.assemble import load_run  # noqa: E402
+from proxylm.train.checkpoint import model_state, save_checkpoint  # noqa: E402
 
 STEP, BPB = 7, 3.21
 PROMPTS = [b"def f(x):", b"h\xc3\xa9llo <bos>", b""]
@@ -67,7 +70,7 @@ def make_run(path, corpus, views: ViewsConfig, codec=None, seed=0, **model_kw):
 @pytest.fixture(scope="module")
 def proxy(root, corpus, codec):
     """A proxy run (BPE views, extra prediction and raw heads), its export, and the export loaded back."""
-    views = ViewsConfig(codec="bpe", bpe_vocab_size=codec.alphabet_size, rate=0.5)
+    views = ViewsConfig(codec="bpe", rate=0.5, codec_options=codec_options_for("bpe", vocab_size=codec.alphabet_size))
     run_dir = make_run(root / "proxy", corpus, views, codec, n_pred_heads=2, n_raw_heads=1)
     out = root / "proxy-hf"
     summary = export_run(run_dir, out)
@@ -176,7 +179,7 @@ def test_load_hf_weights_reproduces_logits(proxy):
 
 def test_trainer_init_from(proxy, root):
     from proxylm.config import load_config
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     run, out, _, _, _ = proxy
     ids = torch.randint(0, run.rep.vocab_size, (1, 12))
@@ -186,7 +189,7 @@ def test_trainer_init_from(proxy, root):
         cfg = load_config(str(run.run_dir / "config.yaml"),
                           [f"train.init_from={source}", f"views.codec_dir={run.run_dir / 'codec'}", "train.seed=5",
                            "data.seq_len=32", "data.batch_size=1"])
-        trainer = Trainer(cfg, root / f"continued-{i}", quiet=True)
+        trainer = build_trainer(cfg, root / f"continued-{i}", quiet=True)
         model = trainer.raw_model.eval()
         with torch.no_grad():
             torch.testing.assert_close(model.logits(model(ids)), want, atol=0, rtol=0)
@@ -194,8 +197,8 @@ def test_trainer_init_from(proxy, root):
 
 
 def test_token_baseline_export(root, corpus, codec):
-    run_dir = make_run(root / "tokens", corpus, ViewsConfig(codec="bpe", bpe_vocab_size=codec.alphabet_size,
-                                                            rate=1.0, mode="vanilla"), codec)
+    run_dir = make_run(root / "tokens", corpus, ViewsConfig(codec="bpe",
+                                                            rate=1.0, mode="vanilla", codec_options=codec_options_for("bpe", vocab_size=codec.alphabet_size)), codec)
     out = root / "tokens-hf"
     assert export_run(run_dir, out)["interface"] == "tokens"
     run = load_run(run_dir)
@@ -249,7 +252,7 @@ def test_cli_bfloat16_and_errors(proxy, root, capsys):
 
 
 def test_init_from_refuses_other_byte_layout(proxy):
-    from proxylm.export import load_init_from
+    from proxylm.assemble import load_init_from
 
     run, out, _, _, _ = proxy
     moved = Representation.bytes_only(n_spare=run.rep.n_spare + 1)  # every byte one id later

@@ -6,9 +6,9 @@ import torch
 
 from proxylm.codecs.base import CannotEncode, Codec
 from proxylm.data.config import ViewsConfig
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.eval.generate import generate, generate_batch, sample_next
-from proxylm.eval.interface import ByteInterface, TokenInterface, interface_for
+from proxylm.core.interface import ByteInterface, TokenInterface, interface_for
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from proxylm.codecs.gzip_codec import GzipCodec
-from proxylm.data.representation import SPECIAL_TOKENS, Representation
+from proxylm.core.representation import SPECIAL_TOKENS, Representation
 
 
 class FakeCodec:

@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 from proxylm.codecs.base import Codec
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.eval.generate import GenStats, generate, generate_batch, sampling_probs
-from proxylm.eval.interface import ByteInterface, TokenInterface
+from proxylm.core.interface import ByteInterface, TokenInterface
 from proxylm.eval.speculative import accept_drafts, accepted_greedy, draft_heads
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer

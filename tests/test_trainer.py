@@ -7,8 +7,10 @@ import pytest
 from conftest import write_code_corpus
 
 from proxylm.config import load_config
-from proxylm.train.checkpoint import list_checkpoints, load_run
-from proxylm.train.trainer import Trainer, lr_at
+from proxylm.assemble import load_run
+from proxylm.train.checkpoint import list_checkpoints
+from proxylm.assemble import build_trainer
+from proxylm.train.trainer import lr_at
 
 SMALL = ["model.dim=32", "model.n_layers=2", "model.n_heads=2", "data.seq_len=32", "data.batch_size=2",
          "train.log_every=1", "eval.max_bytes=3000", "eval.batch_size=4", "train.warmup_steps=2"]
@@ -29,7 +31,7 @@ def _losses(run_dir):
 
 def test_run_dir_contents_and_learning(corpus, tmp_path):
     cfg = _cfg(corpus, extra=["train.max_steps=30", "train.eval_every=15", "train.ckpt_every=15", "train.lr=0.01"])
-    summary = Trainer(cfg, tmp_path / "run", quiet=True).fit()
+    summary = build_trainer(cfg, tmp_path / "run", quiet=True).fit()
     run = tmp_path / "run"
     for name in ("config.yaml", "representation.json", "metrics.jsonl", "summary.json"):
         assert (run / name).exists(), name
@@ -46,39 +48,41 @@ def test_run_dir_contents_and_learning(corpus, tmp_path):
 @pytest.mark.parametrize("name, extra", [
     ("bytes-micro", []),
     ("proxy-gzip-micro", ["train.grad_accum=2"]),
+    ("proxy-gzip-micro", ["data.num_workers=2"]),  # background readers/encoders: the same exact resume
 ])
 def test_resume_equals_uninterrupted(corpus, tmp_path, name, extra):
     base = ["train.max_steps=8", "train.eval_every=0", "train.ckpt_every=4"] + extra
-    full = Trainer(_cfg(corpus, name, base), tmp_path / "full", quiet=True)
+    full = build_trainer(_cfg(corpus, name, base), tmp_path / "full", quiet=True)
     full.fit()
     # an "interrupted" run: stops after 4 steps (as if killed right after its checkpoint) ...
     part_cfg = _cfg(corpus, name, base)
-    part = Trainer(part_cfg, tmp_path / "part", quiet=True)
+    part = build_trainer(part_cfg, tmp_path / "part", quiet=True)
     part.total_steps = 8  # same schedules as the full run
     while part.step < 4:
         part.train_step()
     part.save()
+    part.loader.close()
     del part
     # ... then resumes in a fresh process-like Trainer from the checkpoint
-    resumed = Trainer(_cfg(corpus, name, base), tmp_path / "part", resume=True, quiet=True)
+    resumed = build_trainer(_cfg(corpus, name, base), tmp_path / "part", resume=True, quiet=True)
     assert resumed.step == 4
     rest = [resumed.train_step()["loss"] for _ in range(4)]
     assert rest == _losses(tmp_path / "full")[4:]  # bit-identical
 
 
 def test_flop_budget_stops_within_5_percent(corpus, tmp_path):
-    probe = Trainer(_cfg(corpus, extra=["train.max_steps=1"]), tmp_path / "probe", quiet=True)
+    probe = build_trainer(_cfg(corpus, extra=["train.max_steps=1"]), tmp_path / "probe", quiet=True)
     per_step = probe.step_flops(0)
     budget = per_step * 23.5
     cfg = _cfg(corpus, extra=[f"train.max_flops={budget}", "train.max_steps=1000", "train.eval_every=0",
                               "train.ckpt_every=0"])
-    summary = Trainer(cfg, tmp_path / "budget", quiet=True).fit()
+    summary = build_trainer(cfg, tmp_path / "budget", quiet=True).fit()
     assert summary["flops"] <= budget and summary["flops"] >= 0.95 * budget
     assert summary["steps"] == 23
 
 
 def test_flops_match_the_hand_count(corpus, tmp_path):
-    t = Trainer(_cfg(corpus, extra=["train.max_steps=3", "train.grad_accum=2"]), tmp_path / "f", quiet=True)
+    t = build_trainer(_cfg(corpus, extra=["train.max_steps=3", "train.grad_accum=2"]), tmp_path / "f", quiet=True)
     m, d = t.cfg.model, t.cfg.data
     V, S, B, D, L, F = t.rep.vocab_size, d.seq_len, d.batch_size, m.dim, m.n_layers, m.hidden_dim
     per_position = L * 2 * (4 * D * D + 3 * D * F) + 2 * D * V

@@ -8,7 +8,7 @@ import pytest
 from proxylm.codecs.base import CannotEncode, Codec
 from proxylm.codecs.gzip_codec import GzipCodec
 from proxylm.data.config import MIX_MODES, ScheduleConfig, ViewsConfig
-from proxylm.data.representation import Representation
+from proxylm.core.representation import Representation
 from proxylm.data.views import (COMPRESSED, LAYOUTS, RAW, Decision, calibrated_probability, decide, decode_view,
                                 expected_compressed_share, render, schedule_at, split_views)
 
@@ -135,7 +135,7 @@ def _payload_ranges_ok(r, rep):
 def test_layouts_render_and_decode(codec, layout, sentinels):
     rep = Representation.for_codec(codec)
     data = "def f(x):\n    return x + 1  # é\n".encode()
-    d = Decision(layout, sentinels)
+    d = Decision.from_layout(layout, sentinels)
     r = render(d, data, codec, rep)
     _payload_ranges_ok(r, rep)
     ids = r.ids.tolist()

@@ -16,11 +16,12 @@ from typing import ClassVar
 
 import numpy as np
 
+from proxylm.core.errors import CannotEncode  # noqa: F401  (part of the codec protocol)
+from proxylm.core.io import atomic_write
+
 CODEC_FILE = "codec.json"
 
 
-class CannotEncode(ValueError):
-    """This input has no compressed view under this codec (the pipeline falls back to raw)."""
 
 
 class Codec:
@@ -58,9 +59,8 @@ class Codec:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self._save_files(directory)
-        tmp = directory / (CODEC_FILE + ".tmp")
-        tmp.write_text(json.dumps({"name": self.name, **self.config()}, indent=2) + "\n")
-        tmp.replace(directory / CODEC_FILE)  # codec.json last: its presence marks a complete codec
+        # codec.json last: its presence marks a complete codec
+        atomic_write(directory / CODEC_FILE, json.dumps({"name": self.name, **self.config()}, indent=2) + "\n")
         return directory
 
     def _save_files(self, directory: Path) -> None:

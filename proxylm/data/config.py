@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MIX_MODES = (
-    "vanilla", "sentinel",
-    "translation_raw_compressed", "translation_compressed_raw", "translation_random",
-    "parallel_raw_compressed", "parallel_compressed_raw", "parallel_random",
-)
+from proxylm.codecs.options import CodecOptions
+from proxylm.data.modes import MIX_MODES, mix_mode  # noqa: F401  (MIX_MODES: the valid names)
 
 
 @dataclass
 class DataConfig:
-    corpus: str = "stdlib"  # "stdlib" | path to a .jsonl file | folder | glob of .jsonl files
-    glob: str = "**/*.py"  # files to read when `corpus` is a folder
+    corpus: str = "stdlib"  # "stdlib" | folder | file | glob (JSONL[.gz|.zst], parquet, arrow, text) | saved dataset
+    glob: str = "**/*.py"  # files to read when `corpus` is a folder; several: "**/*.py,**/*.js"; all: "**/*"
     val_fraction: float = 0.05  # share of documents (by path hash) held out as validation
     max_doc_bytes: int = 1_000_000  # longer documents are cut into pieces of at most this size
     seq_len: int = 512  # symbols per packed window (model context)
     batch_size: int = 8  # windows per micro-batch (per rank)
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
     seed: int = 0
+    text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")
+    exclude: str = ""  # files of a folder or glob corpus to leave out, e.g. "**/tests/**,**/*.min.js"
+    num_workers: int = 0  # background processes reading and encoding documents (0: in the training process)
+    codec_sample_bytes: int = 50_000_000  # train text a codec is trained on, sampled over the corpus (0: all)
 
     def __post_init__(self):
+        if self.num_workers < 0 or self.codec_sample_bytes < 0:
+            raise ValueError("num_workers and codec_sample_bytes must be >= 0")
+        if not self.text_field:
+            raise ValueError("text_field must name a field (default: text)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
         if self.seq_len < 2 or self.batch_size < 1:
@@ -46,9 +51,8 @@ class ScheduleConfig:
     final_mode: str = "sentinel"
 
     def __post_init__(self):
-        for m in (self.warmup_mode, self.final_mode):
-            if m not in MIX_MODES:
-                raise ValueError(f"unknown mixing mode '{m}'; valid: {', '.join(MIX_MODES)}")
+        mix_mode(self.warmup_mode, "views.schedule.warmup_mode")
+        mix_mode(self.final_mode, "views.schedule.final_mode")
         if self.warmup_frac < 0 or self.decay_frac < 0 or self.warmup_frac + self.decay_frac > 1:
             raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
 
@@ -58,9 +62,7 @@ class ViewsConfig:
     codec: str | None = None  # None: raw bytes only; else a codec name (bpe, bpe-bytes, gzip, neural, ...)
     codec_dir: str | None = None  # trained codec directory; default: a cache dir derived from the options
     precomputed: str | None = None  # shards from `proxylm codec encode` (neural): views read, never computed
-    bpe_vocab_size: int = 4096
-    gray_code: bool = False  # bpe-bytes: Gray-coded rank instead of the plain id
-    gzip_level: int = 9
+    codec_options: CodecOptions = field(default_factory=CodecOptions)  # per-codec sections (codecs/options.py)
     separate_embedding: bool = True  # compressed symbols get their own ids
     rate: float = 0.0  # share of compressed views (steady state)
     mode: str = "sentinel"
@@ -68,8 +70,7 @@ class ViewsConfig:
     seed: int = 0  # per-document decisions = f(seed, document id, epoch)
 
     def __post_init__(self):
-        if self.mode not in MIX_MODES:
-            raise ValueError(f"unknown mixing mode '{self.mode}'; valid: {', '.join(MIX_MODES)}")
+        mix_mode(self.mode)
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"rate must be in [0, 1], got {self.rate}")
         if self.rate > 0 and self.codec is None:

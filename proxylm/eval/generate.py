@@ -1,7 +1,7 @@
 """Text generation from a trained model with a KV cache: one prompt or many per forward, plain or
 self-speculative (paper 1.7: prompt `<bos><raw>` + bytes, output bytes).
 
-    iface = interface_for(rep, codec, views_cfg)   # proxylm/eval/interface.py
+    iface = interface_for(rep, codec, views_cfg)   # proxylm/core/interface.py
     text = generate(model, iface, b"def add(a, b):\\n", max_bytes=256, temperature=0.2, top_p=0.95,
                     stop=["\\ndef "], seed=0, on_bytes=lambda b: sys.stdout.buffer.write(b))
     outs = generate_batch(model, iface, [p0, p1, p2], max_bytes=256, stop=["\\ndef "], seeds=[7, 8, 9],

@@ -16,7 +16,7 @@ A checkpoint is written into a temporary folder and renamed into place, and `lat
 atomically afterwards, so a kill at any moment leaves the previous checkpoint usable. Loading falls
 back to an older checkpoint (with a warning) if the newest one is unreadable.
 
-    run = load_run("runs/proxy-bpe-tiny")      # model (eval mode), rep, codec, cfg, interface
+Loading a run for evaluation (`load_run`) lives in proxylm/assemble.py, which knows codecs and models.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ import json
 import os
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from proxylm.core.io import atomic_write, fsync_dir
 
 CKPT_DIR = "checkpoints"
 LATEST = "latest"
@@ -41,17 +42,6 @@ SHARDED = "sharded"  # DCP folder of FSDP runs
 
 class CorruptCheckpoint(ValueError):
     pass
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -108,11 +98,8 @@ def commit_checkpoint(run_dir, step: int, keep: int = 2) -> Path:
     if final.exists():
         shutil.rmtree(final)
     temp_checkpoint_dir(run_dir, step).rename(final)
-    _fsync_dir(ckpt_root)
-    latest_tmp = ckpt_root / f".{LATEST}.tmp"
-    latest_tmp.write_text(name + "\n")
-    latest_tmp.replace(ckpt_root / LATEST)
-    _fsync_dir(ckpt_root)
+    fsync_dir(ckpt_root)
+    atomic_write(ckpt_root / LATEST, name + "\n")
     for old in list_checkpoints(run_dir)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -157,45 +144,3 @@ def latest_checkpoint(run_dir, with_optimizer: bool = True):
         except CorruptCheckpoint as e:
             warnings.warn(f"{e}; falling back to an older checkpoint")
     return None
-
-
-@dataclass
-class LoadedRun:
-    run_dir: Path
-    cfg: object  # RunConfig
-    rep: object  # Representation
-    codec: object | None
-    model: torch.nn.Module
-    interface: object
-    step: int
-    state: dict
-
-
-def load_codec_of_run(run_dir):
-    from proxylm.codecs import load_codec
-
-    codec_dir = Path(run_dir) / "codec"
-    return load_codec(codec_dir) if codec_dir.exists() else None
-
-
-def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild a trained model from its run directory (weights only; no optimizer state)."""
-    from proxylm.config import load_config
-    from proxylm.data.representation import Representation
-    from proxylm.eval.interface import interface_for
-    from proxylm.model.transformer import Transformer
-
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").exists():
-        raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no config.yaml)")
-    cfg = load_config(str(run_dir / "config.yaml"))
-    rep = Representation.load(run_dir / "representation.json")
-    codec = load_codec_of_run(run_dir)
-    found = latest_checkpoint(run_dir, with_optimizer=False)
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet")
-    path, weights, _, state = found
-    model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
-    model.load_state_dict(weights)
-    model.to(device).eval()
-    return LoadedRun(run_dir, cfg, rep, codec, model, interface_for(rep, codec, cfg.views), state["step"], state)

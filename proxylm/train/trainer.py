@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from proxylm.config import RunConfig, save_config
-from proxylm.data.representation import Representation
+from proxylm.config import RunConfig
+from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
 
 
@@ -43,79 +41,50 @@ def lr_at(cfg, step: int, total_steps: int) -> float:
     return t.lr + (floor - t.lr) * min(1.0, progress)
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("train.device=cuda but no CUDA device is available")
-    return torch.device(name)
+def step_flops(cfg: RunConfig, rep, world_size: int, n_raw_positions: int) -> float:
+    """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
+    `n_raw_positions` positions in all (those whose targets are all raw)."""
+    d, m = cfg.data, cfg.model
+    n_micro = cfg.train.grad_accum * world_size
+    flops = lambda n_raw: training_flops(m, rep.vocab_size, rep.raw_vocab_size,  # noqa: E731
+                                         d.batch_size, d.seq_len, n_raw)
+    return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
 
 
-def build_representation(cfg: RunConfig):
-    """(codec or None, Representation) for a config; trains and caches the codec on first use."""
-    if cfg.views.codec is None:
-        return None, Representation.bytes_only()
-    from proxylm.codecs.train import ensure_codec
-
-    codec = ensure_codec(cfg.views, cfg.data)
-    return codec, Representation.for_codec(codec, separate_embedding=cfg.views.separate_embedding)
+def planned_steps(cfg: RunConfig, rep, world_size: int = 1) -> int:
+    """Steps the LR and views schedules span: max_steps, or fewer if the FLOP budget ends first."""
+    t = cfg.train
+    if t.max_flops <= 0:
+        return t.max_steps
+    # Raw heads only run at raw positions, unknown in advance: plan without them (a lower bound of the
+    # step cost), so the budget, not the plan, ends the run; the schedules then end within a few %.
+    return max(1, min(t.max_steps, int(t.max_flops // step_flops(cfg, rep, world_size, 0))))
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False):
+    """The loop, handed its parts (proxylm/assemble.py builds them for a corpus run; M1 training in
+    proxylm/codecs/neural/m1.py hands in its own loader and evaluator):
+
+        model      the unwrapped Transformer, already on `device` (wrapped here for DDP/FSDP)
+        loader     next_batch(step) -> Batch, schedule(step), state_dict(), load_state_dict(), stats()
+        evaluator  evaluator(model) -> {"bpb": float, "bytes": int, ...}
+    """
+
+    def __init__(self, cfg: RunConfig, run_dir, model, rep, loader, evaluator, ctx=None, device=None,
+                 total_steps: int | None = None, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
         t = cfg.train
-        self.ctx = dist_utils.init(t.device)  # rank / world size / local device (a no-op without torchrun)
-        if t.threads:
-            torch.set_num_threads(t.threads)
-        self.device = self.ctx.device or pick_device(t.device)
-        self._seed_everything(t.seed)
-
-        self.codec, self.rep = build_representation(cfg)
-        if self.ctx.is_main:
-            self._write_run_files(resume)
-        dist_utils.barrier()
-
-        from proxylm.model.flops import training_flops
-        from proxylm.model.transformer import Transformer
-
-        self._training_flops = training_flops
-        torch.manual_seed(t.seed)
-        self.raw_model = Transformer(cfg.model, self.rep.vocab_size, self.rep.raw_vocab_size).to(self.device)
-        if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
-            from proxylm.export import load_init_from
-
-            self._log(load_init_from(self.raw_model, t.init_from, self.rep))
+        self.ctx = ctx or dist_utils.DistContext()
+        self.device = device or next(model.parameters()).device
+        self.rep, self.loader, self.evaluator = rep, loader, evaluator
+        self.raw_model = model
         self.model = dist_utils.wrap_model(self.raw_model, cfg.train, self.ctx)
         self.optimizer = self._make_optimizer()
-
-        self.total_steps = self._planned_steps()
-        from proxylm.data.loader import TrainLoader
-
-        self.loader = TrainLoader(cfg.data, cfg.views, self.rep, self.codec, split="train",
-                                  rank=self.ctx.rank, world_size=self.ctx.world_size,
-                                  total_steps=self.total_steps, n_future=cfg.model.n_future)
+        self.total_steps = total_steps or planned_steps(cfg, rep, self.ctx.world_size)
         self.eval_every = (-(-self.total_steps // t.evals_per_run)) if t.evals_per_run > 0 else t.eval_every
         self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
-        self.val_docs = None
-        if resume:
-            self._restore()
 
     # ---- set-up ---------------------------------------------------------------------------------
-    @staticmethod
-    def _seed_everything(seed: int) -> None:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
-
-    def _write_run_files(self, resume: bool) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.cfg, self.run_dir / "config.yaml")  # on resume: records any overrides
-        if not resume:
-            self.rep.save(self.run_dir / "representation.json")
-            if self.codec is not None:
-                self.codec.save(self.run_dir / "codec")
-
     def _make_optimizer(self):
         t = self.cfg.train
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
@@ -125,23 +94,7 @@ class Trainer:
         return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused)
 
     def step_flops(self, n_raw_positions: int) -> float:
-        """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
-        `n_raw_positions` positions in all (those whose targets are all raw)."""
-        d, m = self.cfg.data, self.cfg.model
-        n_micro = self.cfg.train.grad_accum * self.ctx.world_size
-        flops = lambda n_raw: self._training_flops(m, self.rep.vocab_size, self.rep.raw_vocab_size,  # noqa: E731
-                                                   d.batch_size, d.seq_len, n_raw)
-        return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
-
-    def _planned_steps(self) -> int:
-        """Steps the LR and views schedules span: max_steps, or fewer if the FLOP budget ends first."""
-        t, d = self.cfg.train, self.cfg.data
-        if t.max_flops <= 0:
-            return t.max_steps
-        # Raw heads only run at raw positions, unknown in advance: plan without them (a lower bound of the
-        # step cost), so the budget, not the plan, ends the run; the schedules then end within a few %.
-        per_step = self.step_flops(0)
-        return max(1, min(t.max_steps, int(t.max_flops // per_step)))
+        return step_flops(self.cfg, self.rep, self.ctx.world_size, n_raw_positions)
 
     # ---- state ----------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -150,7 +103,7 @@ class Trainer:
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
                 "world_size": self.ctx.world_size}
 
-    def _restore(self) -> None:
+    def restore(self) -> None:
         # model and optimizer (sharded under FSDP); `state` is this rank's own
         found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size)
         if found is None:
@@ -160,7 +113,7 @@ class Trainer:
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        self._log(f"resumed from {path} at step {self.step}")
+        self.log(f"resumed from {path} at step {self.step}")
 
     def save(self) -> None:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
@@ -168,7 +121,7 @@ class Trainer:
                                    keep=self.cfg.train.keep_ckpts)
 
     # ---- logging --------------------------------------------------------------------------------
-    def _log(self, msg: str) -> None:
+    def log(self, msg: str) -> None:
         if self.ctx.is_main and not self.quiet:
             print(msg, file=sys.stderr, flush=True)
 
@@ -183,23 +136,8 @@ class Trainer:
                     self._tb.add_scalar(k, v, record["step"])
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def validation_docs(self) -> list[bytes]:
-        if self.val_docs is None:
-            from proxylm.eval.bpb import read_eval_docs
-
-            self.val_docs = read_eval_docs(self.cfg.data.corpus, "val", self.cfg.data, self.cfg.eval.max_bytes)
-        return self.val_docs
-
     def evaluate(self) -> dict:
-        from proxylm.eval.bpb import evaluate_bpb
-        from proxylm.eval.interface import interface_for
-
-        e = self.cfg.eval
-        seq_len = e.seq_len or self.cfg.data.seq_len
-        interface = interface_for(self.rep, self.codec, self.cfg.views)
-        # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
-        return evaluate_bpb(self.raw_model, interface, self.validation_docs(), seq_len,
-                            e.stride or max(1, seq_len // 2), e.batch_size, self.device)
+        return self.evaluator(self.raw_model)
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -265,12 +203,9 @@ class Trainer:
         t = self.cfg.train
         self._tb = None
         if self.ctx.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # tensorboard is a declared dependency; tolerate its absence
-                self._tb = None
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
@@ -297,10 +232,13 @@ class Trainer:
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
                                "val_bytes": result["bytes"]})
                 if self.ctx.is_main and not self.quiet:
-                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs")
+                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs",
+                              file=sys.stderr)  # stdout is kept for the --json summary
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
         bar.close()
+        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
+            self.loader.close()
         if not evals:  # resumed a finished run, or budget hit before the first step
             result = self.evaluate()
             evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})

@@ -4,7 +4,7 @@ windows; its compressed view mixes B-bit window symbols with passthrough bytes.
     m1.py      M1: proxylm's Transformer, trained with the Trainer on window-like crops; exact fixed-point inference
     coder.py   exact integer arithmetic coder, windows, batched encoder/decoder, plain-Python reference coder
     codec.py   the `neural` Codec (registered on import; torch is imported only when M1 is first used)
-    shards.py  offline encoding of a corpus into checksummed shards, and `NeuralViews` for the data loader
+Offline encoding into shards (any codec, needed for this one) is proxylm/codecs/precomputed.py.
 """
 
 from proxylm.codecs.neural.codec import NeuralCodec  # noqa: F401  (registers "neural")

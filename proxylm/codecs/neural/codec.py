@@ -79,7 +79,7 @@ class NeuralCodec(Codec):
         """The exact fixed-point M1 (built on first use)."""
         if self._m1 is None:
             from proxylm.codecs.neural.m1 import FixedPointM1
-            from proxylm.data.representation import Representation
+            from proxylm.core.representation import Representation
             from proxylm.model.config import ModelConfig
             from proxylm.model.transformer import Transformer
 

@@ -9,8 +9,8 @@ coding time in exact fixed point so that encoder and decoder agree bit for bit.
 
 Training (`train_m1`): the model sees what a window sees at coding time, i.e. `<bos>` followed by a crop of
 at most `window_len` bytes taken at a random offset of a random document (a window's context is reset at its
-start, so long-context training would be wasted). The Trainer runs unchanged except for its data source (a
-`CropLoader` instead of the corpus TrainLoader) and its evaluation (bits per byte on held-out crops, the
+start, so long-context training would be wasted). The Trainer is handed its own data source (a
+`CropLoader` instead of the corpus TrainLoader) and its own evaluator (bits per byte on held-out crops, the
 quantity the coder pays). The default 0.39M-parameter M1 trains in a few minutes on one CPU core.
 
 Exact inference (`FixedPointM1`): float results of a matmul or a sum depend on the summation order, which CPU
@@ -33,12 +33,22 @@ from __future__ import annotations
 import math
 import sys
 import tempfile
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from proxylm.codecs.options import M1Options
+from proxylm.config import RunConfig
+from proxylm.core.device import pick_device
+from proxylm.core.representation import Representation
+from proxylm.data.config import DataConfig
+from proxylm.data.loader import Batch
+from proxylm.model.config import ModelConfig
+from proxylm.model.transformer import Transformer
+from proxylm.train.config import EvalConfig, TrainConfig
+from proxylm.train.trainer import Trainer
 
 N_BYTES = 256
 
@@ -59,25 +69,6 @@ TABLE_FRAC_BITS = 30  # sigmoid and RoPE tables: multiples of 2^-30
 EXACT_LIMIT_BITS = 53  # float64 represents every integer below 2^53
 FLOAT32_EXACT_BITS = 24  # ... float32 every integer below 2^24
 EVAL_CROPS = 256  # held-out crops M1 is evaluated on while it trains
-
-
-@dataclass
-class M1Options:
-    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes), 3
-    minutes on one CPU core; on stdlib: 1.89 bits per byte inside windows, 4.12 raw bytes per 16-bit symbol on the
-    val split (a 0.94M model trained 1500 steps gave the same 4.12; 3000 steps of this one 4.22)."""
-
-    dim: int = 96
-    n_layers: int = 3
-    n_heads: int = 3
-    steps: int = 2000
-    batch_size: int = 64  # crops per optimizer step
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    seed: int = 0
-    threads: int = 1  # torch threads while training (0: torch's default; on a busy machine more can be far slower)
-    device: str = "cpu"  # cpu | cuda | auto (the codec runs on CPU either way)
-    held_out_every: int = 50  # every N-th training document is held out for M1's own evaluation
 
 
 # ---- training --------------------------------------------------------------------------------------------
@@ -108,8 +99,6 @@ class CropLoader:
         return self.data[first[:, None] + np.arange(self.seq_len)]
 
     def next_batch(self, step: int):
-        from proxylm.data.loader import Batch
-
         rng = np.random.default_rng([self.seed, self.batches])
         self.batches += 1
         crops = self.crops(rng, self.batch_size).astype(np.int64) + self.byte_offset  # (B, S)
@@ -131,19 +120,6 @@ class CropLoader:
 
     def stats(self) -> dict:
         return {"batches": self.batches, "crop_bytes": self.seq_len}
-
-
-@contextmanager
-def _substitute_train_loader(loader):
-    """Make the Trainer build `loader` instead of a corpus TrainLoader (it imports the class when it starts)."""
-    import proxylm.data.loader as loader_module
-
-    saved = loader_module.TrainLoader
-    loader_module.TrainLoader = lambda *args, **kwargs: loader
-    try:
-        yield
-    finally:
-        loader_module.TrainLoader = saved
 
 
 def window_bits_per_byte(model, crops: torch.Tensor, bos_id: int, byte_offset: int, batch: int = 64) -> float:
@@ -168,13 +144,6 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
 
     -> (Transformer float32 on CPU, summary dict). The run directory is temporary: the codec keeps the weights.
     """
-    from proxylm.config import RunConfig
-    from proxylm.data.config import DataConfig
-    from proxylm.data.representation import Representation
-    from proxylm.model.config import ModelConfig
-    from proxylm.train.config import EvalConfig, TrainConfig
-    from proxylm.train.trainer import Trainer
-
     o = options or M1Options()
     texts = list(texts)
     held = set(range(o.held_out_every - 1, len(texts), o.held_out_every)) if len(texts) >= o.held_out_every else set()
@@ -185,10 +154,9 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
     eval_crops = torch.from_numpy(CropLoader(held_texts, window_len, 1, rep.bos_id, rep.raw_offset, o.seed + 1)
                                   .crops(np.random.default_rng(o.seed + 1), EVAL_CROPS).copy())  # (EVAL_CROPS, S)
 
-    class M1Trainer(Trainer):
-        def evaluate(self) -> dict:  # bits per byte of windows read from <bos>: what the coder pays
-            bpb = window_bits_per_byte(self.raw_model, eval_crops, rep.bos_id, rep.raw_offset)
-            return {"bpb": bpb, "bytes": int(eval_crops.numel())}
+    def evaluator(model) -> dict:  # bits per byte of windows read from <bos>: what the coder pays
+        return {"bpb": window_bits_per_byte(model, eval_crops, rep.bos_id, rep.raw_offset),
+                "bytes": int(eval_crops.numel())}
 
     cfg = RunConfig(
         data=DataConfig(seq_len=window_len, batch_size=o.batch_size, seed=o.seed),
@@ -198,8 +166,11 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
                           threads=o.threads, log_every=max(1, o.steps // 20)),
         eval=EvalConfig(max_bytes=0), name="m1")
     with tempfile.TemporaryDirectory(prefix="proxylm-m1-") as run_dir:
-        with _substitute_train_loader(crops):
-            trainer = M1Trainer(cfg, run_dir, quiet=quiet)
+        if o.threads:
+            torch.set_num_threads(o.threads)
+        torch.manual_seed(o.seed)
+        model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size).to(pick_device(o.device))
+        trainer = Trainer(cfg, run_dir, model, rep, crops, evaluator, quiet=quiet)
         if not quiet:
             print(f"M1: {trainer.raw_model.num_params() / 1e6:.2f}M parameters, {o.steps} steps of "
                   f"{o.batch_size} x {window_len}-byte crops", file=sys.stderr)
@@ -301,8 +272,6 @@ class FixedPointM1:
     """M1's forward pass, one new byte per lane per call, exact (module docstring)."""
 
     def __init__(self, model, tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
-        from proxylm.data.representation import Representation
-
         cfg = model.cfg
         self.cfg = cfg
         self.max_len = max_len or cfg.max_seq_len  # positions 0..max_len-1 (the <bos> at 0)

@@ -1,39 +1,31 @@
 """The `proxylm` command line. Each area registers its own verbs:
 
-    proxylm codec train|stats|encode|stability   proxylm/codecs/cli.py
-    proxylm data show                             proxylm/data/cli.py
-    proxylm train | resume                        proxylm/train/cli.py
-    proxylm eval bpb|humaneval|robustness         proxylm/eval/cli.py
-    proxylm generate                              proxylm/eval/cli.py
-    proxylm compare                               proxylm/compare.py
-    proxylm export                                proxylm/export.py
+    proxylm codec train|stats|encode|stability   proxylm/cli/codec.py
+    proxylm data show                             proxylm/cli/data.py
+    proxylm train | resume                        proxylm/cli/train.py
+    proxylm eval bpb|humaneval|robustness         proxylm/cli/eval.py
+    proxylm generate                              proxylm/cli/eval.py
+    proxylm compare                               proxylm/cli/compare.py
+    proxylm export                                proxylm/cli/export.py
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import sys
 
 from proxylm import __version__
+from proxylm.core.errors import UserError
 
 COMMAND_MODULES = [
-    "proxylm.codecs.cli",
-    "proxylm.data.cli",
-    "proxylm.train.cli",
-    "proxylm.eval.cli",
-    "proxylm.compare",
-    "proxylm.export",
+    "proxylm.cli.codec",
+    "proxylm.cli.data",
+    "proxylm.cli.train",
+    "proxylm.cli.eval",
+    "proxylm.cli.compare",
+    "proxylm.cli.export",
 ]
-
-
-class UserError(Exception):
-    """An error caused by input; printed as one clear line without a traceback."""
-
-
-def print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=False, default=str))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,13 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"proxylm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if e.name == name:  # area not built yet
-                continue
-            raise
-        module.add_commands(sub)
+        importlib.import_module(name).add_commands(sub)
     return parser
 
 

@@ -17,7 +17,8 @@ import sys
 
 import numpy as np
 
-from proxylm.data.representation import Representation
+from proxylm.assemble import build_codec, representation_for, training_codec
+from proxylm.core.representation import Representation
 
 MAX_SYMBOLS_SHOWN = 24  # compressed symbols printed per run before eliding
 
@@ -28,29 +29,6 @@ def split_config_args(items: list[str]) -> tuple[str | None, list[str]]:
     if len(names) > 1:
         raise ValueError(f"expected at most one config name before the key=value overrides, got {names}")
     return (names[0] if names else None), [i for i in items if "=" in i]
-
-
-def build_codec(views_cfg, data_cfg):
-    """The run's codec (None for raw bytes): trained/cached by proxylm.codecs.train.ensure_codec."""
-    if views_cfg.codec is None:
-        return None
-    try:
-        from proxylm.codecs.train import ensure_codec
-    except ModuleNotFoundError as e:
-        if e.name != "proxylm.codecs.train":
-            raise
-        if views_cfg.codec == "gzip":  # needs no training
-            from proxylm.codecs.gzip_codec import GzipCodec
-
-            return GzipCodec(views_cfg.gzip_level)
-        raise ValueError(f"codec '{views_cfg.codec}' needs proxylm.codecs.train, which is not available")
-    return ensure_codec(views_cfg, data_cfg)
-
-
-def build_representation(views_cfg, codec) -> Representation:
-    if codec is None:
-        return Representation.bytes_only()
-    return Representation.for_codec(codec, separate_embedding=views_cfg.separate_embedding)
 
 
 def _symbol_name(i: int, rep: Representation, codec=None) -> str:
@@ -100,12 +78,12 @@ def cmd_show(args) -> int:
 
     name, overrides = split_config_args(args.config)
     cfg = load_config(name, overrides)
-    codec = build_codec(cfg.views, cfg.data)
-    rep = build_representation(cfg.views, codec)
-    loader = TrainLoader(cfg.data, cfg.views, rep, codec, split=args.split, total_steps=cfg.train.max_steps,
+    codec = build_codec(cfg)
+    rep = representation_for(cfg, codec)
+    loader = TrainLoader(cfg.data, cfg.views, rep, training_codec(cfg, codec), split=args.split, total_steps=cfg.train.max_steps,
                          n_future=cfg.model.n_future)
     rate, mode = schedule_at(cfg.views, args.step, cfg.train.max_steps)
-    print(f"# config {cfg.name}: corpus {cfg.data.corpus} ({args.split}, {len(loader.refs)} documents), "
+    print(f"# config {cfg.name}: corpus {cfg.data.corpus} ({args.split}, {len(loader.stream.units)} units), "
           f"codec {cfg.views.codec}, vocab {rep.vocab_size}; step {args.step}: rate {rate:.3f}, mode {mode}")
     shown = 0
     while shown < args.windows:

@@ -12,10 +12,10 @@ import sys
 
 
 def cmd_bpb(args) -> int:
-    from proxylm.cli import print_json
+    from proxylm.core.io import print_json
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
-    from proxylm.train.checkpoint import load_run
-    from proxylm.train.trainer import pick_device
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
 
     device = pick_device(args.device)
     run = load_run(args.run, device)
@@ -34,7 +34,7 @@ def cmd_bpb(args) -> int:
 
 
 def _check_generate_args(args) -> None:
-    from proxylm.cli import UserError
+    from proxylm.core.errors import UserError
 
     if args.temperature < 0 or not 0.0 < args.top_p <= 1.0:
         raise UserError(f"--temperature must be >= 0 and --top-p in (0, 1], got {args.temperature}, {args.top_p}")
@@ -47,10 +47,10 @@ def cmd_generate(args) -> int:
     prompt i seeded with --seed + i) and printed in order, each as `=== prompt i ===` + prompt + completion."""
     import time
 
-    from proxylm.cli import print_json
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
+    from proxylm.core.io import print_json
     from proxylm.eval.generate import GenStats, generate, generate_batch
-    from proxylm.train.checkpoint import load_run
-    from proxylm.train.trainer import pick_device
 
     _check_generate_args(args)
     run = load_run(args.run, pick_device(args.device))
@@ -107,17 +107,9 @@ def add_commands(sub) -> None:
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_bpb, command="eval bpb")
 
-    try:
-        from proxylm.eval import humaneval, robustness
-    except ImportError:  # evaluation extras not built in this checkout
-        humaneval = robustness = None
-    if humaneval is not None:
-        p = ev.add_parser("humaneval", help="HumanEval-format code generation, executed in a sandbox")
-        humaneval.add_humaneval_args(p)
-        p.set_defaults(func=humaneval.run_humaneval_cli, command="eval humaneval")
-        p = ev.add_parser("robustness", help="ReCode-style perturbations: pass@1 and BPB degradation")
-        robustness.add_robustness_args(p)
-        p.set_defaults(func=robustness.run_robustness_cli, command="eval robustness")
+    from proxylm.cli.tasks import add_eval_commands
+
+    add_eval_commands(ev)
 
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
     p.add_argument("run")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
     from proxylm.eval.generate import generate
-    from proxylm.train.checkpoint import load_run
+    from proxylm.assemble import load_run
 
     run = load_run(run_dir)
     print(f"\n--- sample (greedy, raw bytes in, raw bytes out) ---\n{prompt}", end="", flush=True)
@@ -26,7 +26,7 @@ def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
 
 
 def _report(summary: dict, args) -> None:
-    from proxylm.cli import print_json
+    from proxylm.core.io import print_json
 
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
         return
@@ -42,7 +42,7 @@ def _report(summary: dict, args) -> None:
 def cmd_train(args) -> int:
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.out or Path("runs") / cfg.name)
@@ -51,20 +51,20 @@ def cmd_train(args) -> int:
             raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
                              "--overwrite starts again, --out picks another directory")
         shutil.rmtree(run_dir)
-    summary = Trainer(cfg, run_dir, quiet=args.quiet).fit()
+    summary = build_trainer(cfg, run_dir, quiet=args.quiet).fit()
     _report(summary, args)
     return 0
 
 
 def cmd_resume(args) -> int:
     from proxylm.config import load_config
-    from proxylm.train.trainer import Trainer
+    from proxylm.assemble import build_trainer
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").exists():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
-    summary = Trainer(cfg, run_dir, resume=True, quiet=args.quiet).fit()
+    summary = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet).fit()
     _report(summary, args)
     return 0
 

@@ -4,7 +4,7 @@
     proxylm codec encode ... --workers 2                  # processes on this machine (torch threads split)
     proxylm codec encode ... --shard 0/4                  # machine 0 of 4 takes shards 0, 4, 8, ...
 
-    views = NeuralViews("runs/views/neural-16", codec)    # codec: checks the shards were made with it
+    views = PrecomputedViews("runs/views/neural-16", codec)    # codec: checks the shards were made with it
     symbols = views.get("json/decoder.py", data)          # (n,) int64, None if absent or the bytes differ
     loader_codec = views.as_codec()                       # a Codec whose encode() looks the bytes up, never runs M1
 
@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from proxylm.core.io import atomic_write
+
 FORMAT = "proxylm-shards-v1"
 MAGIC = b"PROXYLM-SHARD 1\n"
 MANIFEST = "manifest.json"
@@ -62,15 +64,6 @@ def shard_name(i: int) -> str:
     return f"shard-{i:05d}.bin"
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 # ---- plan ------------------------------------------------------------------------------------------------
 def plan_shards(refs, shard_bytes: int = DEFAULT_SHARD_BYTES) -> list[list[str]]:
     """Document keys per shard: refs sorted by key, cut greedily at ~shard_bytes raw bytes."""
@@ -97,7 +90,7 @@ def write_or_check_manifest(out: Path, manifest: dict) -> dict:
                 raise ValueError(f"{out} holds shards of another job ({field} differs); choose another --out "
                                  "or delete it")
         return old
-    _write_atomic(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    atomic_write(path, (json.dumps(manifest, indent=1) + "\n").encode())
     return manifest
 
 
@@ -126,8 +119,8 @@ def encode_shard(codec, docs: list[tuple[str, bytes]], path: Path, progress=None
         header.append([key, sha256_hex(data), len(data), len(s)])
         body.append(np.asarray(s, dtype=SYMBOL_DTYPE).tobytes())
     blob = MAGIC + json.dumps({"documents": header, "dtype": SYMBOL_DTYPE}).encode() + b"\n" + b"".join(body)
-    _write_atomic(path, blob)
-    _write_atomic(path.with_suffix(".sha256"), f"{sha256_hex(blob)}  {path.name}\n".encode())
+    atomic_write(path, blob)
+    atomic_write(path.with_suffix(".sha256"), f"{sha256_hex(blob)}  {path.name}\n".encode())
 
 
 def read_shard(path: Path) -> tuple[list, np.ndarray]:
@@ -157,7 +150,7 @@ class EncodeJob:
 
 
 def _open(job: EncodeJob):
-    from proxylm.codecs.cli import resolve_codec
+    from proxylm.codecs.train import resolve_codec
     from proxylm.codecs.train import open_corpus
 
     codec = resolve_codec(job.codec_arg)
@@ -252,7 +245,7 @@ def encode_corpus(job: EncodeJob, quiet: bool = False) -> dict:
 
 
 # ---- reading views back ------------------------------------------------------------------------------------
-class NeuralViews:
+class PrecomputedViews:
     """Precomputed compressed views of a corpus split, looked up by document key (or by content).
 
     Shards are verified against their .sha256 when first read; `codec` (optional) must be the codec that wrote
@@ -339,9 +332,9 @@ class PrecomputedCodec:
     """Quacks like the codec that wrote the shards (name, alphabet_size, passthrough, decode), but encode()
     returns the stored view."""
 
-    def __init__(self, views: NeuralViews, inline: bool = False):
+    def __init__(self, views: PrecomputedViews, inline: bool = False):
         if views.codec is None:
-            from proxylm.codecs.cli import resolve_codec
+            from proxylm.codecs.train import resolve_codec
 
             views.codec = resolve_codec(views.manifest["codec_arg"])
         self.views, self.codec, self.inline = views, views.codec, inline

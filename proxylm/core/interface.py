@@ -24,8 +24,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from proxylm.codecs.base import CannotEncode
-from proxylm.data.representation import Representation
+from proxylm.core.errors import CannotEncode
+from proxylm.core.representation import Representation
 
 
 class ByteInterface:
