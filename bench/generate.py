@@ -16,7 +16,7 @@
 3. Batches: the same prompts, plain greedy, generate_batch with batch_size 8 vs 1 (output checked identical):
    `RESULT batch8_throughput_ratio`; also speculative at batch 8 vs plain at batch 1.
 Without --byte-run / --proxy-run the models are trained here, from the stdlib corpus with seed 0 for
---steps steps (dim 128, 4 layers, seq 256, batch 16): same command, same models. Times are the median of
+--steps steps (dim 128, 4 layers, seq 256, batch 8): same command, same models. Times are the median of
 --rounds rounds, the paths alternating within each round.
 """
 
@@ -38,7 +38,7 @@ from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
 
 MODEL_OVERRIDES = ["model.dim=128", "model.n_layers=4", "model.n_heads=4", "data.seq_len=256",
-                   "data.batch_size=16", "train.lr=0.004", "train.warmup_steps=30", "train.seed=0"]
+                   "data.batch_size=8", "train.lr=0.004", "train.warmup_steps=30", "train.seed=0"]
 
 
 def sync(device: str) -> None:
@@ -55,22 +55,27 @@ def timed(fn, device: str):
 
 
 def train_run(work: Path, name: str, config: str, overrides: list[str], steps: int) -> Path:
-    """Train (or reuse, when already trained to `steps`) a run under work/name."""
+    """Train a run under work/name to `steps` steps: reused when already there, resumed from its last
+    checkpoint when interrupted (checkpoints every 100 steps; resume == uninterrupted)."""
+    from proxylm.assemble import build_trainer
     from proxylm.config import load_config
     from proxylm.train.checkpoint import latest_checkpoint
-    from proxylm.assemble import build_trainer
 
     run_dir = work / name
     found = latest_checkpoint(run_dir, with_optimizer=False) if run_dir.exists() else None
     if found is not None and found[3]["step"] == steps:
         print(f"reusing {run_dir} ({steps} steps)")
         return run_dir
-    shutil.rmtree(run_dir, ignore_errors=True)
-    cfg = load_config(config, MODEL_OVERRIDES + overrides + [f"train.max_steps={steps}",
-                                                            f"train.eval_every={steps}", f"train.ckpt_every={steps}"])
+    every = min(steps, 100)
+    cfg = load_config(config, MODEL_OVERRIDES + overrides + [f"train.max_steps={steps}", f"train.eval_every={steps}",
+                                                            f"train.ckpt_every={every}"])
+    resume = found is not None and found[3]["step"] < steps
+    if not resume:
+        shutil.rmtree(run_dir, ignore_errors=True)
     t0 = time.perf_counter()
-    summary = build_trainer(cfg, run_dir, quiet=True).fit()
-    print(f"trained {name}: {steps} steps in {time.perf_counter() - t0:.0f} s, val BPB {summary['val_bpb']:.3f}")
+    summary = build_trainer(cfg, run_dir, resume=resume, quiet=True).fit()
+    print(f"trained {name}: {steps} steps ({'resumed, ' if resume else ''}{time.perf_counter() - t0:.0f} s), "
+          f"val BPB {summary['val_bpb']:.3f}")
     return run_dir
 
 
@@ -185,7 +190,7 @@ def main() -> None:
     p.add_argument("--byte-run", help="a trained byte model with extra heads (default: train one)")
     p.add_argument("--proxy-run", help="a trained proxy model with a raw head (default: train one)")
     p.add_argument("--work", help="where trained models are kept and reused (default: a temporary folder)")
-    p.add_argument("--steps", type=int, default=600, help="training steps of each model trained here")
+    p.add_argument("--steps", type=int, default=800, help="training steps of each model trained here")
     p.add_argument("--heads", type=int, default=4, help="prediction heads of the byte model trained here")
     p.add_argument("--prompts", type=int, default=8)
     p.add_argument("--context", type=int, default=512, help="prompt bytes (cut at a line break)")
