@@ -59,7 +59,7 @@ def favour(model, ids, bonus=100.0):
     base = model.logits
     extra = torch.zeros(model.vocab_size)
     extra[ids] = bonus
-    model.logits = lambda hidden: base(hidden) + extra
+    model.logits = lambda hidden, ids=None: base(hidden, ids) + (extra if ids is None else extra[ids])
 
 
 # ---- interfaces -------------------------------------------------------------------------------------------

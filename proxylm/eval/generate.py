@@ -163,39 +163,48 @@ class _Row:
 
 class _Decoder:
     """Decodes rows in a batch with one shared per-row-length KV cache (plain: 1 id per row and forward;
-    speculative: the next id plus k drafts per row and forward)."""
+    speculative: the next id plus k drafts per row and forward). Logits are computed for the allowed ids
+    only (index space 0..n-1 over `self.ids`): the same choices as masking the full vocabulary, at a
+    fraction of the output layer's cost for a proxy model."""
 
     def __init__(self, model, interface, heads, temperature: float, top_p: float, stats: GenStats):
         self.model, self.stats = model, stats
         self.temperature, self.top_p = temperature, top_p
         self.device = next(model.parameters()).device
-        self.allowed = interface.allowed_ids(model.vocab_size).to(self.device)  # (V,)
+        allowed = interface.allowed_ids(model.vocab_size).to(self.device)  # (V,)
+        self.ids = allowed.nonzero().view(-1)  # (n,) the ids generation may emit
+        self.id_list = self.ids.tolist()
+        self.every = torch.ones(len(self.ids), dtype=torch.bool, device=self.device)  # (n,) all allowed
         self.k = len(heads)
-        self.drafter = Drafter(heads, model.vocab_size, self.allowed)
+        self.drafter = Drafter(heads, self.ids)
         self._last = None  # (prompt ids, cache, hidden, logits) of the last prefill
 
+    def _sample(self, logits: torch.Tensor, r: _Row) -> int:
+        """logits (n,) -> a sampled id (greedy: the argmax)."""
+        return self.id_list[sample_next(logits, self.every, self.temperature, self.top_p, r.generator)]
+
     def _choose(self, rows: list[_Row], hidden: torch.Tensor, logits0: torch.Tensor | None) -> None:
-        """Set each row's drafts from hidden (B, D) (and its next id from logits0 (B, V) when given)."""
+        """Set each row's drafts from hidden (B, D) (and its next id from logits0 (B, n) when given)."""
         greedy = self.temperature == 0
         if logits0 is not None:
             if greedy:
-                nxt = logits0.masked_fill(~self.allowed, float("-inf")).argmax(-1).tolist()
+                nxt = self.ids[logits0.argmax(-1)].tolist()
             else:
-                nxt = [sample_next(logits0[b], self.allowed, self.temperature, self.top_p, r.generator)
-                       for b, r in enumerate(rows)]
+                nxt = [self._sample(logits0[b], r) for b, r in enumerate(rows)]
             for r, t in zip(rows, nxt):
                 r.nxt = t
         if not self.k:
             return
-        dl = self.drafter.logits(hidden)  # (B, k, V), -inf where not allowed
+        dl = self.drafter.logits(hidden)  # (B, k, n)
         if greedy:
-            for r, d in zip(rows, dl.argmax(-1).tolist()):
+            for r, d in zip(rows, self.ids[dl.argmax(-1)].tolist()):
                 r.drafts = d
         else:
-            q = sampling_probs(dl, self.allowed, self.temperature, self.top_p)  # (B, k, V)
+            q = sampling_probs(dl, self.every, self.temperature, self.top_p)  # (B, k, n)
             for b, r in enumerate(rows):
                 r.q = q[b]
-                r.drafts = torch.multinomial(q[b], 1, generator=r.generator).view(-1).tolist()
+                r.draft_index = torch.multinomial(q[b], 1, generator=r.generator).view(-1).tolist()
+                r.drafts = [self.id_list[i] for i in r.draft_index]
 
     def prefill(self, row: _Row):
         """Run the prompt alone; -> its (1, n) cache, with the row's next id and drafts chosen. The same
@@ -206,7 +215,7 @@ class _Decoder:
             cache = self.model.new_kv_cache(1, x.shape[1])
             h = self.model(x, kv_cache=cache)[:, -1]  # (1, D)
             self.stats.prefills += 1
-            self._last = (key, cache, h, self.model.logits(h))
+            self._last = (key, cache, h, self.model.logits(h, self.ids))
         _, cache, h, logits = self._last
         self._choose([row], h, logits)
         return cache
@@ -217,10 +226,10 @@ class _Decoder:
         x = torch.tensor([[r.nxt] + d for r, d in zip(rows, fed)], dtype=torch.long, device=self.device)  # (B, 1+k)
         before = list(cache.lengths)
         hidden = self.model(x, kv_cache=cache)  # (B, 1+k, D)
-        logits = self.model.logits(hidden)  # (B, 1+k, V)
+        logits = self.model.logits(hidden, self.ids)  # (B, 1+k, n)
         B = len(rows)
         if self.temperature == 0:
-            target = logits.masked_fill(~self.allowed, float("-inf")).argmax(-1)  # (B, 1+k)
+            target = self.ids[logits.argmax(-1)]  # (B, 1+k) ids
             a = accepted_greedy(x[:, 1:], target)  # (B,)
             nxt = target.gather(1, a.unsqueeze(1)).view(-1).tolist()
             a = a.tolist()
@@ -228,10 +237,11 @@ class _Decoder:
             a, nxt = [], []
             for b, r in enumerate(rows):
                 if self.k:
-                    p = sampling_probs(logits[b], self.allowed, self.temperature, self.top_p)  # (1+k, V)
-                    ab, t = accept_drafts(p, r.q, r.drafts, r.generator)
+                    p = sampling_probs(logits[b], self.every, self.temperature, self.top_p)  # (1+k, n)
+                    ab, t = accept_drafts(p, r.q, r.draft_index, r.generator)
+                    t = self.id_list[t]
                 else:
-                    ab, t = 0, sample_next(logits[b, 0], self.allowed, self.temperature, self.top_p, r.generator)
+                    ab, t = 0, self._sample(logits[b, 0], r)
                 a.append(ab)
                 nxt.append(t)
         cache.set_lengths([n + 1 + ab for n, ab in zip(before, a)])  # roll back the rejected drafts
@@ -410,7 +420,7 @@ def _generate_recompute(model, interface, prompt, max_bytes, temperature, top_p,
     (row,) = _make_rows(model, interface, [bytes(prompt)], max_bytes, max_new_tokens, [_stop_bytes(stop)],
                         [seed], temperature > 0, on_bytes)
     device = next(model.parameters()).device
-    allowed = interface.allowed_ids(model.vocab_size).to(device)  # (V,)
+    dec = _Decoder(model, interface, [], temperature, top_p, stats)  # the same choice of the next id
     was_training = model.training
     model.eval()
     try:
@@ -418,7 +428,7 @@ def _generate_recompute(model, interface, prompt, max_bytes, temperature, top_p,
         while True:
             h = model(x)[:, -1]  # (1, D): full recompute
             stats.forwards += 1
-            tok = sample_next(model.logits(h)[0], allowed, temperature, top_p, row.generator)
+            tok = dec._sample(model.logits(h, dec.ids)[0], row)
             if row.push(tok):
                 break
             x = torch.cat([x, torch.tensor([[tok]], dtype=torch.long, device=device)], dim=1)

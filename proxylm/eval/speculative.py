@@ -5,7 +5,7 @@ proxylm/model/heads.py) predicts, at the position of the last kept id, the ids 1
 (the next one) is the model's own choice; heads 1..T-1 draft the T-1 ids after it:
 
     heads = draft_heads(model, interface)                     # extra heads usable as drafts, in offset order
-    q_logits = Drafter(heads, V, allowed).logits(h_last)    # (N, T-1, V): drafts for offsets 2 .. T
+    q_logits = Drafter(heads, allowed_index).logits(h_last) # (N, T-1, n): drafts for offsets 2 .. T
     h = model([next, d_1 .. d_{T-1}], kv_cache=cache)        # one forward verifies every draft
     a = accepted_greedy(drafts, head0_argmax_of(h))          # greedy: longest prefix equal to head 0's argmax
     a, nxt = accept_drafts(p, q, drafts, generator)          # sampling: the speculative sampling rule
@@ -39,39 +39,34 @@ def draft_heads(model, interface, max_drafts: int | None = None) -> list[torch.T
 
 
 class Drafter:
-    """Draft logits of the extra heads, -inf where an id is not allowed (or past a raw head's vocabulary).
+    """Draft logits of the extra heads over the ids generation may emit (an allowed-ids index space).
 
-        drafter = Drafter(draft_heads(model, interface), model.vocab_size, allowed)
-        drafter.logits(h)        # h (N, D) -> (N, k, V) float32
+        drafter = Drafter(draft_heads(model, interface), allowed_index)   # allowed_index (n,) ids
+        drafter.logits(h)        # h (N, D) -> (N, k, n) float32; -inf past a raw head's vocabulary
 
-    Small heads (byte vocabularies) are stacked into one (k*V, D) matrix, so drafting is one matmul per
-    forward; beyond STACK_BYTES the copy is not worth it and each head runs on its own."""
+    The heads' rows of those ids are gathered and stacked into one (k*n, D) matrix, so drafting is one
+    matmul per forward; beyond STACK_BYTES (a token model's whole vocabulary) each head runs on its own."""
 
     STACK_BYTES = 64 << 20
 
-    def __init__(self, heads: list[torch.Tensor], vocab_size: int, allowed: torch.Tensor):
-        self.heads, self.k, self.V = heads, len(heads), vocab_size
+    def __init__(self, heads: list[torch.Tensor], ids: torch.Tensor):
+        self.heads, self.ids, self.k, self.n = heads, ids, len(heads), len(ids)
         self.weight = None
         if not heads:
             return
-        valid = torch.zeros(self.k, vocab_size, dtype=torch.bool, device=allowed.device)
-        for i, h in enumerate(heads):
-            valid[i, :h.shape[0]] = allowed[:h.shape[0]]
-        self.valid = valid  # (k, V)
-        if self.k * vocab_size * heads[0].shape[1] * heads[0].element_size() <= self.STACK_BYTES:
-            w = heads[0].new_zeros(self.k, vocab_size, heads[0].shape[1])  # (k, V, D)
-            for i, h in enumerate(heads):
-                w[i, :h.shape[0]] = h
-            self.weight = w.view(self.k * vocab_size, -1)  # (k*V, D)
+        # a raw head has fewer rows than the vocabulary: ids past them are impossible drafts
+        self.valid = torch.stack([ids < h.shape[0] for h in heads])  # (k, n)
+        self.rows = [ids.clamp(max=h.shape[0] - 1) for h in heads]
+        D = heads[0].shape[1]
+        if self.k * self.n * D * heads[0].element_size() <= self.STACK_BYTES:
+            self.weight = torch.cat([h[r] for h, r in zip(heads, self.rows)])  # (k*n, D)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (N, D) -> (N, k, V) float32."""
+        """hidden (N, D) -> (N, k, n) float32."""
         if self.weight is not None:
-            out = F.linear(hidden, self.weight).float().view(-1, self.k, self.V)
+            out = F.linear(hidden, self.weight).float().view(-1, self.k, self.n)
         else:
-            out = hidden.new_zeros((hidden.shape[0], self.k, self.V), dtype=torch.float32)
-            for i, w in enumerate(self.heads):
-                out[:, i, :w.shape[0]] = F.linear(hidden, w).float()
+            out = torch.stack([F.linear(hidden, h[r]).float() for h, r in zip(self.heads, self.rows)], dim=1)
         return out.masked_fill(~self.valid, float("-inf"))
 
 

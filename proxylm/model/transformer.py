@@ -370,9 +370,12 @@ class Transformer(nn.Module):
         return self.norm(x)
 
     # ---- heads --------------------------------------------------------------------------------
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """hidden (B, S, D) -> head-0 logits (B, S, V) float32."""
-        return self.output(hidden).float()
+    def logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """hidden (B, S, D) -> head-0 logits (B, S, V) float32; with ids (n,) only those columns (B, S, n)
+        (generation: the ids it may emit, e.g. 258 of a proxy model's thousands)."""
+        if ids is None:
+            return self.output(hidden).float()
+        return F.linear(hidden, self.output.weight[ids]).float()
 
     def main_head_weights(self) -> list[torch.Tensor]:
         return [self.output.weight] + [h.weight for h in self.pred_heads]
