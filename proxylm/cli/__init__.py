@@ -37,15 +37,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Like parse_args, but `key=value` overrides may also come after options (`train CFG --out x a=b`)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+        if hasattr(args, "overrides") and len(overrides) == len(extra):
+            args.overrides = list(args.overrides or []) + overrides
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, OSError) as e:
         if getattr(args, "debug", False):
             raise
-        print(f"proxylm {args.command}: error: {e}", file=sys.stderr)
+        message = e
+        if isinstance(e, OSError) and e.filename is not None and not isinstance(e, FileNotFoundError):
+            message = f"{e.filename}: {e.strerror} (check the path and its permissions)"
+        print(f"proxylm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxylm.core.errors import require
+
 MIX_MODES = (
     "vanilla", "sentinel",
     "translation_raw_compressed", "translation_compressed_raw", "translation_random",
@@ -23,10 +25,12 @@ class DataConfig:
     seed: int = 0
 
     def __post_init__(self):
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in [0, 1)")
-        if self.seq_len < 2 or self.batch_size < 1:
-            raise ValueError("seq_len must be >= 2 and batch_size >= 1")
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", self.val_fraction, "must be in [0, 1)")
+        require(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.max_doc_bytes >= 1, "max_doc_bytes", self.max_doc_bytes, "must be >= 1")
+        require(bool(self.corpus), "corpus", self.corpus, "must name a corpus (stdlib, a .jsonl, a folder, a glob)")
+        require(bool(self.glob), "glob", self.glob, "must be a file pattern such as **/*.py")
 
 
 @dataclass
@@ -51,6 +55,8 @@ class ScheduleConfig:
                 raise ValueError(f"unknown mixing mode '{m}'; valid: {', '.join(MIX_MODES)}")
         if self.warmup_frac < 0 or self.decay_frac < 0 or self.warmup_frac + self.decay_frac > 1:
             raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
+        for key in ("initial_rate", "final_rate"):
+            require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be in [0, 1]")
 
 
 @dataclass
@@ -74,3 +80,6 @@ class ViewsConfig:
             raise ValueError(f"rate must be in [0, 1], got {self.rate}")
         if self.rate > 0 and self.codec is None:
             raise ValueError("rate > 0 needs a codec (views.codec=bpe, gzip, ...)")
+        # range checks only (the codecs check their own options again when they are built)
+        require(self.bpe_vocab_size >= 256, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 256 (one token per byte)")
+        require(0 <= self.gzip_level <= 9, "gzip_level", self.gzip_level, "must be in 0..9")
