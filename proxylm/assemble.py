@@ -74,7 +74,7 @@ class RunLock:
             holder = self.path.read_text(errors="replace").strip() or "unknown"
             raise UserError(f"{run_dir} is in use by another proxylm process (pid {holder}, holding {self.path}); "
                             "wait for it to finish or choose another --out") from None
-        except PermissionError as e:
+        except OSError as e:  # read-only, or a path below a file
             raise UserError(f"cannot write to {run_dir} ({e.strerror}); make it writable or choose another "
                             "--out") from None
         lock.truncate(0)
@@ -118,6 +118,26 @@ def probe_writable(directory: Path, what: str) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to {directory} ({e.strerror}): {what}") from None
+
+
+def check_codec_cache(cfg: RunConfig) -> None:
+    """A codec that must be trained is cached; find an unwritable cache before the corpus is read."""
+    from proxylm.codecs.base import CODEC_FILE
+    from proxylm.codecs.train import cache_root, codec_options, default_codec_dir, needs_training, open_corpus
+
+    v = cfg.views
+    if v.codec is None or not needs_training(v.codec):
+        return
+    if v.codec_dir:
+        directory = Path(v.codec_dir).expanduser()
+        if not (directory / CODEC_FILE).exists():
+            probe_writable(directory.parent, f"views.codec_dir={v.codec_dir}: the codec is trained there; "
+                                             "choose a writable views.codec_dir")
+        return
+    directory = default_codec_dir(v.codec, codec_options(v), open_corpus(cfg.data.corpus, cfg.data), cfg.data)
+    if not (directory / CODEC_FILE).exists():  # a cache hit may well be read-only
+        probe_writable(directory.parent, f"the codec cache ({cache_root()}) receives the trained codec; set "
+                                         "PROXYLM_CACHE to a writable folder or views.codec_dir to a writable directory")
 
 
 def check_run_dir_path(run_dir: Path) -> None:
@@ -286,6 +306,8 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
         torch.set_num_threads(t.threads)
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
+    if not resume:
+        check_codec_cache(cfg)
     try:
         codec, rep = codec_and_representation(cfg, run_dir if resume else None)
     except PermissionError as e:

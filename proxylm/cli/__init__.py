@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from proxylm import __version__
 from proxylm.core.errors import UserError
@@ -28,8 +29,24 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the flag (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line_warnings(command: str):
+    """Library warnings (a checkpoint skipped, an unverified load) as `proxylm VERB: warning: ...` lines."""
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"proxylm {command}: warning: {message}", file=file or sys.stderr)
+
+    return show
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="proxylm", description="Byte-level LMs trained with proxy compression.")
+    parser = Parser(prog="proxylm", description="Byte-level LMs trained with proxy compression.")
     parser.add_argument("--version", action="version", version=f"proxylm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -52,6 +69,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
+    warnings.showwarning = _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, OSError) as e:
