@@ -217,6 +217,7 @@ def die_with_parent() -> None:
 _parent_pid: dict = {}
 
 
+
 def _worker_init(job: EncodeJob, threads: int, counter, parent_pid: int | None = None) -> None:
     import torch
 
