@@ -150,6 +150,17 @@ def test_overrides_after_options(corpus, tmp_path, capsys):
     assert rc == 2 and "unrecognized arguments: --bogus" in err
 
 
+def test_train_restarts_a_run_that_never_saved(corpus, tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: old\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 99.0}\n')
+    rc, err = cli(["train", "bytes-micro", f"data.corpus={corpus}", *SMALL, "train.max_steps=2", "--out", run,
+                   "--quiet"], capsys)
+    assert rc == 0 and "no checkpoint" in err
+    assert 99.0 not in [json.loads(line).get("loss") for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
 def test_out_naming_a_file(corpus, tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     rc, err = cli(["train", "bytes-micro", f"data.corpus={corpus}", "--out", tmp_path / "f"], capsys)

@@ -75,6 +75,11 @@ def cmd_train(args) -> int:
                     raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
                                      "--overwrite starts again, --out picks another directory")
                 clear_run_dir(run_dir)
+            elif (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists():
+                # a run stopped before its first checkpoint: nothing to resume; its metrics would mix in
+                print(f"{run_dir} holds a run with no checkpoint (stopped before its first save); starting it "
+                      "again from scratch", file=sys.stderr)
+                clear_run_dir(run_dir)
             trainer = build_trainer(cfg, run_dir, quiet=args.quiet)
         except BaseException:
             if created:
