@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import types
+import warnings
 import typing
 from pathlib import Path
 
@@ -174,12 +175,36 @@ def read_yaml(name_or_path: str, _seen: tuple = (), _relative_to: Path | None = 
     return deep_merge(read_yaml(base, _seen + (path.resolve(),), path.parent), d) if base else d
 
 
+# keys that moved: old views key -> the codec_options keys that now hold its value
+MOVED_VIEWS_KEYS = {
+    "bpe_vocab_size": ("bpe.vocab_size", "bpe_bytes.vocab_size"),
+    "gray_code": ("bpe_bytes.gray",),
+    "gzip_level": ("gzip.level",),
+}
+
+
+def migrate_moved_keys(d: dict, where: str) -> dict:
+    """Old configs keep working: a moved key's value goes to its new place, with a warning naming it."""
+    views = d.get("views")
+    if not isinstance(views, dict) or not set(views) & set(MOVED_VIEWS_KEYS):
+        return d
+    views = dict(views)
+    for old, new_keys in MOVED_VIEWS_KEYS.items():
+        if old in views:
+            value = views.pop(old)
+            warnings.warn(f"{where}: views.{old} is now " + " and ".join(f"views.codec_options.{k}" for k in new_keys)
+                          + "; please rename it", DeprecationWarning, stacklevel=3)
+            for key in new_keys:
+                _set_dotted(views.setdefault("codec_options", {}), key, value)
+    return {**d, "views": views}
+
+
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None, cls=RunConfig):
     d: dict = {}
     if name_or_path:
-        d = read_yaml(name_or_path)
+        d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)
-    d = deep_merge(d, parse_overrides(overrides or []))
+    d = deep_merge(d, migrate_moved_keys(parse_overrides(overrides or []), "override"))
     cfg = from_dict(cls, d)
     if isinstance(cfg, RunConfig):
         validate_run(cfg)

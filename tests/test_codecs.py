@@ -18,6 +18,7 @@ from proxylm.codecs.bpe import BpeBytesCodec, BpeCodec, byte_level_chars, gray_c
 from proxylm.codecs.gzip_codec import GzipCodec
 from proxylm.codecs.stability import EDIT_FAMILIES, apply_edit, levenshtein, make_edit_pairs, stability
 from proxylm.codecs.train import cache_root, ensure_codec, needs_training, train_codec
+from proxylm.codecs.options import codec_options_for
 from proxylm.data.config import DataConfig, ViewsConfig
 
 SMALL_VOCAB = 320
@@ -306,7 +307,7 @@ def count_bpe_training(monkeypatch):
 
 
 def test_ensure_codec_trains_once_and_caches(folder_corpus, count_bpe_training):
-    views = ViewsConfig(codec="bpe", bpe_vocab_size=SMALL_VOCAB)
+    views = ViewsConfig(codec="bpe", codec_options=codec_options_for("bpe", vocab_size=SMALL_VOCAB))
     first = ensure_codec(views, folder_corpus)
     second = ensure_codec(views, folder_corpus)
     assert len(count_bpe_training) == 1
@@ -314,13 +315,13 @@ def test_ensure_codec_trains_once_and_caches(folder_corpus, count_bpe_training):
     entries = sorted(p.name for p in (cache_root() / "codecs").iterdir() if not p.name.startswith("."))
     assert len(entries) == 1 and entries[0].startswith("bpe-")
     assert not [p for p in (cache_root() / "codecs").iterdir() if ".tmp-" in p.name]  # nothing half-made
-    ensure_codec(ViewsConfig(codec="bpe", bpe_vocab_size=SMALL_VOCAB + 8), folder_corpus)  # new options: new codec
+    ensure_codec(ViewsConfig(codec="bpe", codec_options=codec_options_for("bpe", vocab_size=SMALL_VOCAB + 8)), folder_corpus)  # new options: new codec
     assert len(count_bpe_training) == 2
 
 
 def test_ensure_codec_uses_and_fills_codec_dir(folder_corpus, count_bpe_training, tmp_path):
-    views = ViewsConfig(codec="bpe-bytes", bpe_vocab_size=SMALL_VOCAB, gray_code=True,
-                        codec_dir=str(tmp_path / "mine"))
+    views = ViewsConfig(codec="bpe-bytes",
+                        codec_dir=str(tmp_path / "mine"), codec_options=codec_options_for("bpe-bytes", vocab_size=SMALL_VOCAB, gray=True))
     codec = ensure_codec(views, folder_corpus)
     assert (tmp_path / "mine" / "codec.json").exists() and codec.gray
     assert isinstance(ensure_codec(views, folder_corpus), BpeBytesCodec)
@@ -330,7 +331,7 @@ def test_ensure_codec_uses_and_fills_codec_dir(folder_corpus, count_bpe_training
 
 
 def test_ensure_codec_warns_when_saved_options_differ(folder_corpus, tmp_path):
-    views = ViewsConfig(codec="bpe", bpe_vocab_size=SMALL_VOCAB, codec_dir=str(tmp_path / "mine"))
+    views = ViewsConfig(codec="bpe", codec_dir=str(tmp_path / "mine"), codec_options=codec_options_for("bpe", vocab_size=SMALL_VOCAB))
     ensure_codec(views, folder_corpus)
     with pytest.warns(UserWarning, match="vocab_size"):
         codec = ensure_codec(ViewsConfig(codec="bpe", codec_dir=str(tmp_path / "mine")), folder_corpus)
@@ -343,14 +344,14 @@ def test_ensure_codec_crash_leaves_no_codec(folder_corpus, monkeypatch):
 
     monkeypatch.setattr(BpeCodec, "train", classmethod(crash))
     with pytest.raises(RuntimeError):
-        ensure_codec(ViewsConfig(codec="bpe", bpe_vocab_size=SMALL_VOCAB), folder_corpus)
+        ensure_codec(ViewsConfig(codec="bpe", codec_options=codec_options_for("bpe", vocab_size=SMALL_VOCAB)), folder_corpus)
     codecs_dir = cache_root() / "codecs"
     assert not [p for p in codecs_dir.iterdir() if not p.name.endswith(".lock")]
 
 
 def test_ensure_codec_fixed_codec_needs_no_corpus(monkeypatch):
     monkeypatch.setattr("proxylm.codecs.train.open_corpus", lambda *a: pytest.fail("corpus opened"))
-    codec = ensure_codec(ViewsConfig(codec="gzip", gzip_level=4), DataConfig(corpus="/nonexistent"))
+    codec = ensure_codec(ViewsConfig(codec="gzip", codec_options=codec_options_for("gzip", level=4)), DataConfig(corpus="/nonexistent"))
     assert isinstance(codec, GzipCodec) and codec.level == 4
 
 

@@ -9,7 +9,7 @@ from conftest import write_code_corpus
 from proxylm.compare import MODELS, PRESETS, compare, flops_to_reach
 
 TOY = ["model.dim=32", "model.n_layers=1", "model.n_heads=2", "data.seq_len=32", "data.batch_size=2",
-       "views.bpe_vocab_size=300", "eval.batch_size=8", "data.val_fraction=0.2"]
+       "views.codec_options.bpe.vocab_size=300", "views.codec_options.bpe_bytes.vocab_size=300", "eval.batch_size=8", "data.val_fraction=0.2"]
 
 
 @pytest.fixture(scope="module")

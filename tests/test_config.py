@@ -46,3 +46,30 @@ def test_roundtrip_through_yaml(tmp_path):
     cfg = load_config("proxy-bpe-tiny", ["train.max_steps=7"])
     save_config(cfg, tmp_path / "c.yaml")
     assert load_config(str(tmp_path / "c.yaml")) == cfg
+
+
+def test_codec_options_sections_and_moved_keys(tmp_path):
+    cfg = load_config("proxy-bpe-micro", ["views.codec_options.bpe.vocab_size=512"])
+    assert cfg.views.codec_options.for_codec("bpe") == {"vocab_size": 512}
+    neural = load_config("proxy-neural-micro", ["views.codec_options.neural.window_bits=12",
+                                                "views.codec_options.neural.m1.steps=7"])
+    assert neural.views.codec_options.for_codec("neural") == {"window_bits": 12, "steps": 7}
+    with pytest.raises(ConfigError, match=r"views.codec_options.bpe.*vocab_size must be >= 256"):
+        load_config("proxy-bpe-micro", ["views.codec_options.bpe.vocab_size=100"])
+    with pytest.raises(ConfigError, match="views.codec_options.neural.m1"):
+        load_config("proxy-neural-micro", ["views.codec_options.neural.m1.stepz=7"])
+    # an old config keeps working, and the warning names the new keys
+    old = tmp_path / "old.yaml"
+    old.write_text("base: proxy-bpe-bytes-micro\nviews: {bpe_vocab_size: 300, gray_code: true, gzip_level: 4}\n")
+    with pytest.warns(DeprecationWarning, match="views.codec_options.bpe_bytes.gray"):
+        migrated = load_config(str(old))
+    o = migrated.views.codec_options
+    assert (o.bpe.vocab_size, o.bpe_bytes.vocab_size, o.bpe_bytes.gray, o.gzip.level) == (300, 300, True, 4)
+
+
+def test_mix_modes_table():
+    from proxylm.data.modes import MIX_MODES, MODES
+
+    assert MIX_MODES == tuple(MODES) and {m.paired for m in MODES.values()} == {True, False}
+    with pytest.raises(ConfigError, match="views.schedule.warmup_mode: unknown mixing mode 'translate'"):
+        load_config("proxy-bpe-micro", ["views.schedule.warmup_mode=translate"])

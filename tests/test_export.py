@@ -13,6 +13,7 @@ transformers = pytest.importorskip("transformers")
 from proxylm.cli import main  # noqa: E402
 from proxylm.codecs.bpe import BpeBytesCodec, BpeCodec  # noqa: E402
 from proxylm.config import RunConfig, save_config  # noqa: E402
+from proxylm.codecs.options import codec_options_for
 from proxylm.data.config import DataConfig, ViewsConfig  # noqa: E402
 from proxylm.core.representation import SPECIAL_TOKENS, Representation  # noqa: E402
 from proxylm.eval.generate import generate  # noqa: E402
@@ -69,7 +70,7 @@ def make_run(path, corpus, views: ViewsConfig, codec=None, seed=0, **model_kw):
 @pytest.fixture(scope="module")
 def proxy(root, corpus, codec):
     """A proxy run (BPE views, extra prediction and raw heads), its export, and the export loaded back."""
-    views = ViewsConfig(codec="bpe", bpe_vocab_size=codec.alphabet_size, rate=0.5)
+    views = ViewsConfig(codec="bpe", rate=0.5, codec_options=codec_options_for("bpe", vocab_size=codec.alphabet_size))
     run_dir = make_run(root / "proxy", corpus, views, codec, n_pred_heads=2, n_raw_heads=1)
     out = root / "proxy-hf"
     summary = export_run(run_dir, out)
@@ -196,8 +197,8 @@ def test_trainer_init_from(proxy, root):
 
 
 def test_token_baseline_export(root, corpus, codec):
-    run_dir = make_run(root / "tokens", corpus, ViewsConfig(codec="bpe", bpe_vocab_size=codec.alphabet_size,
-                                                            rate=1.0, mode="vanilla"), codec)
+    run_dir = make_run(root / "tokens", corpus, ViewsConfig(codec="bpe",
+                                                            rate=1.0, mode="vanilla", codec_options=codec_options_for("bpe", vocab_size=codec.alphabet_size)), codec)
     out = root / "tokens-hf"
     assert export_run(run_dir, out)["interface"] == "tokens"
     run = load_run(run_dir)

@@ -222,6 +222,6 @@ def test_format_ids_shows_views():
     from proxylm.cli.data import format_ids
     from proxylm.data.views import Decision, render
 
-    r = render(Decision("raw+compressed"), b"hi there", CODEC, REP)
+    r = render(Decision.from_layout("raw+compressed"), b"hi there", CODEC, REP)
     text = format_ids(r.ids, r.is_compressed, REP, codec=CODEC)
     assert text.startswith("<bos><raw>hi there</raw><compressed>") and text.endswith("</compressed><eos>")

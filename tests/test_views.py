@@ -135,7 +135,7 @@ def _payload_ranges_ok(r, rep):
 def test_layouts_render_and_decode(codec, layout, sentinels):
     rep = Representation.for_codec(codec)
     data = "def f(x):\n    return x + 1  # é\n".encode()
-    d = Decision(layout, sentinels)
+    d = Decision.from_layout(layout, sentinels)
     r = render(d, data, codec, rep)
     _payload_ranges_ok(r, rep)
     ids = r.ids.tolist()

@@ -17,6 +17,7 @@ import json
 import time
 from pathlib import Path
 
+from proxylm.codecs.options import BpeBytesOptions, BpeOptions, CodecOptions, GzipOptions
 from proxylm.core.io import print_json
 from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
 from proxylm.cli import neural as neural_cli
@@ -31,6 +32,16 @@ DEFAULT_STABILITY_DOCS = 200
 MEGABYTE = 1e6
 
 
+def cli_codec_options(args) -> CodecOptions:
+    """CodecOptions from `codec train` flags (--vocab-size, --gray, --level, neural's --window-bits/--steps)."""
+    o = CodecOptions()
+    o.bpe = BpeOptions(args.vocab_size)
+    o.bpe_bytes = BpeBytesOptions(args.vocab_size, args.gray)
+    o.gzip = GzipOptions(args.level)
+    o.neural = neural_cli.neural_options(args)
+    return o
+
+
 def data_config(args) -> DataConfig:
     return DataConfig(corpus=args.corpus, glob=args.glob, val_fraction=args.val_fraction,
                       max_doc_bytes=args.max_doc_bytes)
@@ -38,11 +49,8 @@ def data_config(args) -> DataConfig:
 
 # ---- train ---------------------------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    views = ViewsConfig(codec=args.name, bpe_vocab_size=args.vocab_size, gray_code=args.gray,
-                        gzip_level=args.level)
-    options = codec_options(views)
-    options.update(neural_cli.train_options(args))  # neural: --window-bits, --steps
     codec_class(args.name)  # unknown name -> ValueError listing the known ones
+    options = codec_options(ViewsConfig(codec=args.name, codec_options=cli_codec_options(args)))
     if not needs_training(args.name):
         codec = train_codec(args.name, **options)
         if not args.out:
@@ -159,14 +167,13 @@ def _add_corpus_args(p, split: bool = True) -> None:
 def add_commands(subparsers) -> None:
     p = subparsers.add_parser("codec", help="train codecs, measure compression, speed and stability")
     sub = p.add_subparsers(dest="codec_command", required=True, metavar="VERB")
-    views = ViewsConfig()
 
     t = sub.add_parser("train", help="train a codec on the corpus' train split and save it")
     t.add_argument("name", help="codec name: bpe, bpe-bytes, gzip, doublebyte, halfbyte, doublebit, bit, ...")
     t.add_argument("--out", default=None, help="codec directory (default: the cache directory a run would use)")
-    t.add_argument("--vocab-size", type=int, default=views.bpe_vocab_size, help="bpe, bpe-bytes: tokens")
+    t.add_argument("--vocab-size", type=int, default=BpeOptions.vocab_size, help="bpe, bpe-bytes: tokens")
     t.add_argument("--gray", action="store_true", help="bpe-bytes: Gray-coded rank instead of the token id")
-    t.add_argument("--level", type=int, default=views.gzip_level, help="gzip: compression level 0-9")
+    t.add_argument("--level", type=int, default=GzipOptions.level, help="gzip: compression level 0-9")
     t.add_argument("--force", action="store_true", help="replace a codec already in the directory")
     neural_cli.add_train_args(t)
     _add_corpus_args(t, split=False)

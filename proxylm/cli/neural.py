@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from proxylm.cli.args import at_least
+from proxylm.codecs.options import NeuralOptions
 from proxylm.codecs.precomputed import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
 
 
@@ -20,12 +22,15 @@ def add_train_args(p) -> None:
     p.add_argument("--steps", type=at_least(1), default=None, help="neural: M1 training steps (default 2000)")
 
 
-def train_options(args) -> dict:
-    """The neural codec's training options given on the command line (only those given, so that a plain
+def neural_options(args) -> NeuralOptions:
+    """The neural codec's options from the command line (defaults where a flag is not given, so a plain
     `codec train neural` caches where a run's `ensure_codec` looks)."""
-    if args.name != "neural":
-        return {}
-    return {k: v for k, v in (("window_bits", args.window_bits), ("steps", args.steps)) if v is not None}
+    o = NeuralOptions()
+    if args.window_bits is not None:
+        o = replace(o, window_bits=args.window_bits)
+    if args.steps is not None:
+        o = replace(o, m1=replace(o.m1, steps=args.steps))
+    return o
 
 
 # ---- encode a whole split into shards -------------------------------------------------------------------------

@@ -6,8 +6,8 @@
 
 Training protocol: a codec class that learns from text defines a classmethod
 `train(texts: Iterable[bytes], **options) -> Codec`; any other codec is built as `cls(**options)` (gzip and the
-fixed bit/byte views). A new codec (e.g. `neural`) plugs in by defining `train` and adding one line to
-`VIEW_OPTIONS` (how its options come from `ViewsConfig`).
+fixed bit/byte views). A new codec plugs in by defining `train` and, if it takes options, a dataclass
+section of `CodecOptions` (proxylm/codecs/options.py).
 
 Cache: `views.codec_dir` when set, else `$PROXYLM_CACHE/codecs/<name>-<hash>` (default `~/.cache/proxylm`),
 the hash covering the codec name, its options and the corpus (spec, glob, split settings and the train split's
@@ -33,14 +33,6 @@ CACHE_ENV = "PROXYLM_CACHE"
 DEFAULT_CACHE = "~/.cache/proxylm"
 HASH_CHARS = 12  # hex digits of the cache key in directory names
 
-# codec name -> training options taken from the views config. Codecs not listed take none.
-VIEW_OPTIONS: dict[str, Callable[[object], dict]] = {
-    "bpe": lambda views: {"vocab_size": views.bpe_vocab_size},
-    "bpe-bytes": lambda views: {"vocab_size": views.bpe_vocab_size, "gray": views.gray_code},
-    "gzip": lambda views: {"level": views.gzip_level},
-}
-
-
 def needs_training(name: str) -> bool:
     return callable(getattr(codec_class(name), "train", None))
 
@@ -54,8 +46,8 @@ def train_codec(name: str, texts: Iterable[bytes] = (), **options) -> Codec:
 
 
 def codec_options(views_cfg) -> dict:
-    """Training options of the views config's codec."""
-    return VIEW_OPTIONS.get(views_cfg.codec, lambda views: {})(views_cfg)
+    """Training options of the views config's codec (its section of `views.codec_options`)."""
+    return views_cfg.codec_options.for_codec(views_cfg.codec)
 
 
 def cache_root() -> Path:

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxylm.codecs.options import CodecOptions
 from proxylm.core.errors import require
-
-MIX_MODES = (
-    "vanilla", "sentinel",
-    "translation_raw_compressed", "translation_compressed_raw", "translation_random",
-    "parallel_raw_compressed", "parallel_compressed_raw", "parallel_random",
-)
+from proxylm.data.modes import MIX_MODES, mix_mode  # noqa: F401  (MIX_MODES: the valid names)
 
 
 @dataclass
@@ -50,9 +46,8 @@ class ScheduleConfig:
     final_mode: str = "sentinel"
 
     def __post_init__(self):
-        for m in (self.warmup_mode, self.final_mode):
-            if m not in MIX_MODES:
-                raise ValueError(f"unknown mixing mode '{m}'; valid: {', '.join(MIX_MODES)}")
+        mix_mode(self.warmup_mode, "views.schedule.warmup_mode")
+        mix_mode(self.final_mode, "views.schedule.final_mode")
         if self.warmup_frac < 0 or self.decay_frac < 0 or self.warmup_frac + self.decay_frac > 1:
             raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
         for key in ("initial_rate", "final_rate"):
@@ -64,9 +59,7 @@ class ViewsConfig:
     codec: str | None = None  # None: raw bytes only; else a codec name (bpe, bpe-bytes, gzip, neural, ...)
     codec_dir: str | None = None  # trained codec directory; default: a cache dir derived from the options
     precomputed: str | None = None  # shards from `proxylm codec encode` (neural): views read, never computed
-    bpe_vocab_size: int = 4096
-    gray_code: bool = False  # bpe-bytes: Gray-coded rank instead of the plain id
-    gzip_level: int = 9
+    codec_options: CodecOptions = field(default_factory=CodecOptions)  # per-codec sections (codecs/options.py)
     separate_embedding: bool = True  # compressed symbols get their own ids
     rate: float = 0.0  # share of compressed views (steady state)
     mode: str = "sentinel"
@@ -74,12 +67,8 @@ class ViewsConfig:
     seed: int = 0  # per-document decisions = f(seed, document id, epoch)
 
     def __post_init__(self):
-        if self.mode not in MIX_MODES:
-            raise ValueError(f"unknown mixing mode '{self.mode}'; valid: {', '.join(MIX_MODES)}")
+        mix_mode(self.mode)
         if not 0.0 <= self.rate <= 1.0:
             raise ValueError(f"rate must be in [0, 1], got {self.rate}")
         if self.rate > 0 and self.codec is None:
             raise ValueError("rate > 0 needs a codec (views.codec=bpe, gzip, ...)")
-        # range checks only (the codecs check their own options again when they are built)
-        require(self.bpe_vocab_size >= 256, "bpe_vocab_size", self.bpe_vocab_size, "must be >= 256 (one token per byte)")
-        require(0 <= self.gzip_level <= 9, "gzip_level", self.gzip_level, "must be in 0..9")

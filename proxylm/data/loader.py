@@ -35,7 +35,7 @@ import torch
 from proxylm.data.config import DataConfig, ViewsConfig
 from proxylm.data.corpus import Corpus, DocRef, open_corpus, shard, stable_hash64
 from proxylm.data.packing import Packer
-from proxylm.data.views import COMPRESSED, RAW, decide, render, schedule_at
+from proxylm.data.views import COMPRESSED, RAW, Decision, decide, render, schedule_at
 
 STATE_VERSION = 1
 _ORDER_SALT = "proxylm-order-v1"
@@ -216,7 +216,7 @@ class TrainLoader:
             "epoch": self.epoch,
             "raw_documents": layouts.get(RAW, 0),
             "compressed_documents": layouts.get(COMPRESSED, 0),
-            "pair_documents": sum(v for k, v in layouts.items() if "+" in k or "|" in k),
+            "pair_documents": sum(v for k, v in layouts.items() if Decision.from_layout(k).paired),
             "layouts": layouts,
             "raw_views": c["views:raw"],
             "compressed_views": c["views:compressed"],

@@ -29,26 +29,44 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from proxylm.codecs.base import CannotEncode
-from proxylm.data.config import MIX_MODES, ScheduleConfig, ViewsConfig  # noqa: F401
+from proxylm.core.errors import CannotEncode
+from proxylm.data.config import ScheduleConfig, ViewsConfig
+from proxylm.data.modes import COMPRESSED, COMPRESSED_FIRST, MIX_MODES, RANDOM, RAW, RAW_FIRST, mix_mode  # noqa: F401
 from proxylm.data.corpus import stable_unit
 
-RAW, COMPRESSED = "raw", "compressed"
-LAYOUTS = (RAW, COMPRESSED, "raw+compressed", "compressed+raw", "raw|compressed", "compressed|raw")
 _DECISION_SALT = "proxylm-view-v1"
 
 
 @dataclass(frozen=True)
 class Decision:
-    """What one document becomes. `layout` is one of LAYOUTS; `+` joins views in one document, `|` makes
-    two documents."""
+    """What one document becomes: one or two documents, each a sequence of views.
 
-    layout: str
+    ((RAW,),) raw only; ((RAW, COMPRESSED),) both views in one document (translation);
+    ((RAW,), (COMPRESSED,)) two documents (parallel). `layout` names it ("raw+compressed", "raw|compressed")."""
+
+    documents: tuple[tuple[str, ...], ...]
     sentinels: bool = True
+
+    @classmethod
+    def single(cls, view: str, sentinels: bool = True) -> "Decision":
+        return cls(((view,),), sentinels)
+
+    @classmethod
+    def pair(cls, order: tuple[str, str], same_document: bool) -> "Decision":
+        return cls((tuple(order),) if same_document else tuple((v,) for v in order))
+
+    @classmethod
+    def from_layout(cls, layout: str, sentinels: bool = True) -> "Decision":
+        """Inverse of `layout`: `|` separates documents, `+` views inside one."""
+        return cls(tuple(tuple(doc.split("+")) for doc in layout.split("|")), sentinels)
+
+    @property
+    def layout(self) -> str:
+        return "|".join("+".join(doc) for doc in self.documents)
 
     @property
     def views(self) -> tuple[str, ...]:
-        return tuple(self.layout.replace("|", "+").split("+"))
+        return tuple(v for doc in self.documents for v in doc)
 
     @property
     def paired(self) -> bool:
@@ -56,14 +74,16 @@ class Decision:
 
     @property
     def n_documents(self) -> int:
-        return 2 if "|" in self.layout else 1
+        return len(self.documents)
 
     @property
     def needs_codec(self) -> bool:
         return COMPRESSED in self.views
 
 
-RAW_DECISION = Decision(RAW)
+RAW_DECISION = Decision.single(RAW)
+LAYOUTS = tuple(d.layout for d in (RAW_DECISION, Decision.single(COMPRESSED),
+                                   *(Decision.pair(o, same) for same in (True, False) for o in (RAW_FIRST, COMPRESSED_FIRST))))
 
 
 def calibrated_probability(rate: float) -> float:
@@ -75,28 +95,24 @@ def calibrated_probability(rate: float) -> float:
 
 def decide(seed: int, key: str, epoch: int, rate: float, mode: str) -> Decision:
     """The view(s) of one document; a pure function of its arguments."""
-    if mode not in MIX_MODES:
-        raise ValueError(f"unknown mixing mode '{mode}'; valid: {', '.join(MIX_MODES)}")
+    m = mix_mode(mode)
     u = stable_unit(_DECISION_SALT, seed, key, epoch, "compress")
-    if mode == "vanilla":
-        return Decision(COMPRESSED if u < rate else RAW, sentinels=False)
-    if mode == "sentinel":
-        return Decision(COMPRESSED if u < rate else RAW)
+    if not m.paired:
+        return Decision.single(COMPRESSED if u < rate else RAW, m.sentinels)
     y = calibrated_probability(rate)
     if rate > 0.5 and u < y:
-        return Decision(COMPRESSED)
+        return Decision.single(COMPRESSED)
     if rate <= 0.5 and u >= y:
         return RAW_DECISION
-    kind, order = mode.split("_", 1)  # translation|parallel, raw_compressed|compressed_raw|random
-    if order == "random":
-        order = "raw_compressed" if stable_unit(_DECISION_SALT, seed, key, epoch, "order") < 0.5 \
-            else "compressed_raw"
-    return Decision(order.replace("_", "+" if kind == "translation" else "|"))
+    order = m.order
+    if order is RANDOM:
+        order = RAW_FIRST if stable_unit(_DECISION_SALT, seed, key, epoch, "order") < 0.5 else COMPRESSED_FIRST
+    return Decision.pair(order, m.same_document)
 
 
 def expected_compressed_share(rate: float, mode: str) -> float:
     """Share of compressed views the decisions produce on average (== rate for every mode)."""
-    if mode in ("vanilla", "sentinel"):
+    if not mix_mode(mode).paired:
         return rate
     y = calibrated_probability(rate)
     if rate > 0.5:
@@ -170,7 +186,7 @@ def render(decision: Decision, data: bytes, codec, rep) -> Rendered:
             raise ValueError("a compressed view needs a codec")
         symbols = encode_or_none(codec, data)
         if symbols is None:
-            r = render(Decision(RAW, decision.sentinels), data, codec, rep)
+            r = render(Decision.single(RAW, decision.sentinels), data, codec, rep)
             r.fallback = True
             return r
         comp = rep.compressed_ids(symbols)
@@ -197,9 +213,9 @@ def render(decision: Decision, data: bytes, codec, rep) -> Rendered:
         if decision.sentinels:
             special(end)
 
-    for doc in decision.layout.split("|"):  # "|": separate documents, "+": views in one document
+    for doc in decision.documents:
         special(rep.bos_id)
-        for name in doc.split("+"):
+        for name in doc:
             view(name)
         special(rep.eos_id)
     return Rendered(np.concatenate(parts), np.concatenate(flags), np.concatenate(weights), decision,

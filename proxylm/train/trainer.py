@@ -220,12 +220,9 @@ class Trainer:
         t = self.cfg.train
         self._tb = None
         if self.ctx.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # tensorboard is a declared dependency; tolerate its absence
-                self._tb = None
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}

@@ -39,6 +39,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from proxylm.codecs.options import M1Options
+from proxylm.config import RunConfig
+from proxylm.core.device import pick_device
+from proxylm.core.representation import Representation
+from proxylm.data.config import DataConfig
+from proxylm.data.loader import Batch
+from proxylm.model.config import ModelConfig
+from proxylm.model.transformer import Transformer
+from proxylm.train.config import EvalConfig, TrainConfig
+from proxylm.train.trainer import Trainer
+
 N_BYTES = 256
 
 # ---- fixed-point grids (see module docstring); exactness bounds are checked in FixedPointM1.__init__ -------
@@ -58,25 +69,6 @@ TABLE_FRAC_BITS = 30  # sigmoid and RoPE tables: multiples of 2^-30
 EXACT_LIMIT_BITS = 53  # float64 represents every integer below 2^53
 FLOAT32_EXACT_BITS = 24  # ... float32 every integer below 2^24
 EVAL_CROPS = 256  # held-out crops M1 is evaluated on while it trains
-
-
-@dataclass
-class M1Options:
-    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes), 3
-    minutes on one CPU core; on stdlib: 1.89 bits per byte inside windows, 4.12 raw bytes per 16-bit symbol on the
-    val split (a 0.94M model trained 1500 steps gave the same 4.12; 3000 steps of this one 4.22)."""
-
-    dim: int = 96
-    n_layers: int = 3
-    n_heads: int = 3
-    steps: int = 2000
-    batch_size: int = 64  # crops per optimizer step
-    lr: float = 3e-3
-    warmup_steps: int = 100
-    seed: int = 0
-    threads: int = 1  # torch threads while training (0: torch's default; on a busy machine more can be far slower)
-    device: str = "cpu"  # cpu | cuda | auto (the codec runs on CPU either way)
-    held_out_every: int = 50  # every N-th training document is held out for M1's own evaluation
 
 
 # ---- training --------------------------------------------------------------------------------------------
@@ -107,8 +99,6 @@ class CropLoader:
         return self.data[first[:, None] + np.arange(self.seq_len)]
 
     def next_batch(self, step: int):
-        from proxylm.data.loader import Batch
-
         rng = np.random.default_rng([self.seed, self.batches])
         self.batches += 1
         crops = self.crops(rng, self.batch_size).astype(np.int64) + self.byte_offset  # (B, S)
@@ -154,15 +144,6 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
 
     -> (Transformer float32 on CPU, summary dict). The run directory is temporary: the codec keeps the weights.
     """
-    from proxylm.config import RunConfig
-    from proxylm.data.config import DataConfig
-    from proxylm.core.representation import Representation
-    from proxylm.model.config import ModelConfig
-    from proxylm.train.config import EvalConfig, TrainConfig
-    from proxylm.core.device import pick_device
-    from proxylm.model.transformer import Transformer
-    from proxylm.train.trainer import Trainer
-
     o = options or M1Options()
     texts = list(texts)
     held = set(range(o.held_out_every - 1, len(texts), o.held_out_every)) if len(texts) >= o.held_out_every else set()
@@ -291,8 +272,6 @@ class FixedPointM1:
     """M1's forward pass, one new byte per lane per call, exact (module docstring)."""
 
     def __init__(self, model, tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
-        from proxylm.core.representation import Representation
-
         cfg = model.cfg
         self.cfg = cfg
         self.max_len = max_len or cfg.max_seq_len  # positions 0..max_len-1 (the <bos> at 0)
