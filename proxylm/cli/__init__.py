@@ -37,12 +37,13 @@ class Parser(argparse.ArgumentParser):
 
 
 def _one_line_warnings(command: str):
-    """Library warnings (a checkpoint skipped, an unverified load) as `proxylm VERB: warning: ...` lines."""
+    """Library warnings (a checkpoint skipped, an unverified load) as `proxylm VERB: warning: ...` lines
+    (a formatter only: whoever records warnings, e.g. a test, still gets them)."""
 
-    def show(message, category, filename, lineno, file=None, line=None):
-        print(f"proxylm {command}: warning: {message}", file=file or sys.stderr)
+    def format_warning(message, category, filename, lineno, line=None):
+        return f"proxylm {command}: warning: {message}\n"
 
-    return show
+    return format_warning
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,7 +70,7 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_args(parser, argv)
-    warnings.showwarning = _one_line_warnings(args.command)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
     except (UserError, ValueError, OSError) as e:
@@ -83,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

@@ -60,6 +60,8 @@ def clear_run_dir(run_dir: Path) -> None:
 
 
 def cmd_train(args) -> int:
+    from contextlib import nullcontext
+
     from proxylm.assemble import RunLock, build_trainer, check_run_dir_path, remove_if_unused
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
@@ -68,21 +70,23 @@ def cmd_train(args) -> int:
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
-    with RunLock(run_dir):  # before looking inside: another process may be writing it
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 locks and clears for all ranks
+    with RunLock(run_dir) if main_rank else nullcontext():  # before looking inside: another process may write it
         try:
             if list_checkpoints(run_dir):
                 if not args.overwrite:
                     raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
                                      "--overwrite starts again, --out picks another directory")
-                clear_run_dir(run_dir)
-            elif (run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists():
+                if main_rank:
+                    clear_run_dir(run_dir)
+            elif main_rank and ((run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()):
                 # a run stopped before its first checkpoint: nothing to resume; its metrics would mix in
                 print(f"{run_dir} holds a run with no checkpoint (stopped before its first save); starting it "
                       "again from scratch", file=sys.stderr)
                 clear_run_dir(run_dir)
             trainer = build_trainer(cfg, run_dir, quiet=args.quiet)
         except BaseException:
-            if created:
+            if created and main_rank:
                 remove_if_unused(run_dir)
             raise
         summary = trainer.fit()
