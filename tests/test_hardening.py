@@ -79,7 +79,7 @@ def newest(run):
     ("train.log_every=0", "train.log_every"), ("eval.max_bytes=-1", "eval.max_bytes"),
     ("eval.batch_size=0", "eval.batch_size"), ("train.lr=0", "train.lr"), ("train.beta2=1.5", "train.beta2"),
     ("data.max_doc_bytes=0", "data.max_doc_bytes"), ("views.codec_options.gzip.level=12", "views.codec_options.gzip"),
-    ("data.seq_len=8192", "data.seq_len"), ("train.keep_ckpts=-1", "train.keep_ckpts"),
+    ("eval.stride=600", "eval.stride"), ("train.keep_ckpts=-1", "train.keep_ckpts"),
 ])
 def test_bad_config_values_name_the_key(override, key):
     with pytest.raises(ConfigError, match=rf"^{re.escape(key)}[=:]"):
