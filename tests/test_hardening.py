@@ -219,8 +219,9 @@ def test_flipped_weight_byte_falls_back_and_is_counted(run_copy, capsys):
     flip_byte(newest(run_copy) / WEIGHTS)
     with pytest.warns(UserWarning, match="sha256 mismatch"):
         assert load_run(run_copy).step == 3  # eval and generation fall back too
-    rc, err = cli(["resume", run_copy, "train.max_steps=7", "--quiet"], capsys)
-    assert rc == 0 and "sha256 mismatch" in err
+    with pytest.warns(UserWarning, match="sha256 mismatch"):
+        rc, err = cli(["resume", run_copy, "train.max_steps=7", "--quiet"], capsys)
+    assert rc == 0
     log = resume_log(run_copy)[-1]
     assert log["step"] == 3 and log["skipped_count"] == 1 and log["skipped"][0][0] == "step_0000006"
 
@@ -228,8 +229,9 @@ def test_flipped_weight_byte_falls_back_and_is_counted(run_copy, capsys):
 def test_flipped_optimizer_byte_falls_back_to_the_previous_checkpoint(run_copy, capsys):
     flip_byte(newest(run_copy) / OPTIMIZER, at=len((newest(run_copy) / OPTIMIZER).read_bytes()) // 2)
     assert load_run(run_copy).step == 6  # weights are fine: evaluation needs no optimizer
-    rc, err = cli(["resume", run_copy, "train.max_steps=7", "--quiet"], capsys)
-    assert rc == 0 and "optimizer.pt" in err
+    with pytest.warns(UserWarning, match="optimizer.pt"):
+        rc, err = cli(["resume", run_copy, "train.max_steps=7", "--quiet"], capsys)
+    assert rc == 0
     assert resume_log(run_copy)[-1]["step"] == 3
 
 
