@@ -11,3 +11,9 @@ class ConfigError(UserError, ValueError):
 
 class CannotEncode(ValueError):
     """This input has no compressed view under this codec (the pipeline falls back to raw)."""
+
+
+def require(ok: bool, key: str, value, what: str) -> None:
+    """Config checks: raise ConfigError "key=value: what" unless `ok` (the loader prefixes the section)."""
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: {what}")
