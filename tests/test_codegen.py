@@ -258,6 +258,24 @@ def test_generation_prompt_stops_and_indent(files, tmp_path, monkeypatch):
     assert "def helper" in rec["completion"] and "print" not in rec["completion"]
 
 
+def test_without_evalplus(files, tmp_path, monkeypatch, capsys):
+    """evalplus absent: MBPP+ inputs through proxylm's mirror of its converter, solutions unsanitized (said)."""
+    import sys
+
+    for name in ("evalplus", "evalplus.sanitize", "evalplus.data", "evalplus.data.mbpp"):
+        monkeypatch.setitem(sys.modules, name, None)   # `import evalplus...` now raises ImportError
+    assert cg.evalplus_sanitizer() is None
+    tasks, _ = ds.load_benchmark("mbpp+", files["mbpp+"])
+    assert tasks[0]["base_input"][0] == [(3, 4, 5, 6), (5, 7, 4, 10)]
+    comps = _write_jsonl(tmp_path / "c.jsonl", canonical(tasks))
+    parser = argparse.ArgumentParser()
+    add_codegen_args(parser)
+    args = parser.parse_args(["--benchmark", "mbpp+", "--dataset", str(files["mbpp+"]), "--completions", str(comps)])
+    assert run_codegen_cli(args) == 0
+    out = capsys.readouterr().out
+    assert "mbpp+ (base + plus tests): pass@1 1.000" in out and "solutions ran unsanitized" in out
+
+
 # ---- agreement with evalplus where it is installed ----
 
 def test_conversions_and_oracles_mirror_evalplus():
