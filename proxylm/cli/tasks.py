@@ -1,6 +1,7 @@
-"""Task verbs: `proxylm eval humaneval` and `proxylm eval robustness` (registered by proxylm/cli/eval.py).
+"""Task verbs: `proxylm eval humaneval|codegen|robustness` (registered by proxylm/cli/eval.py).
 
     proxylm eval humaneval runs/proxy-bpe-tiny --limit 20 --json
+    proxylm eval codegen runs/proxy-bpe-tiny --benchmark humaneval+ --json
     proxylm eval robustness runs/proxy-bpe-tiny --no-exec --json
 """
 
@@ -11,6 +12,8 @@ import sys
 
 from proxylm.core.device import pick_device
 from proxylm.core.io import print_json
+from proxylm.tasks import codegen
+from proxylm.tasks.datasets import BENCHMARKS
 from proxylm.tasks.humaneval import (DEFAULT_MAX_NEW_BYTES, DEFAULT_SAMPLING_TOP_P, PASS_AT_K, SAMPLES_FILE,
                                      evaluate_humaneval)
 from proxylm.tasks.robustness import (DEFAULT_SEEDS, FAMILIES, SUMMARY_JSON, SUMMARY_MD, export_variants,
@@ -57,6 +60,59 @@ def run_humaneval_cli(args) -> int:
           f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
     if summary["missing"]:
         print(f"{len(summary['missing'])} of {summary['total']} problems had no completion and count as failed")
+    if summary["out"]:
+        print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
+    return 0
+
+
+def add_codegen_args(parser) -> None:
+    parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
+    parser.add_argument("--benchmark", required=True, choices=BENCHMARKS)
+    parser.add_argument("--dataset", help="the benchmark's file (default: where evalplus keeps it; see the README)")
+    parser.add_argument("--completions", help="score this JSONL of {task_id, completion|solution} instead of generating")
+    parser.add_argument("--partial", action="store_true",
+                        help="with --completions: score tasks the file lacks as failed (default: refuse)")
+    parser.add_argument("--n-samples", type=int, default=1, help="samples per task (default 1)")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help=f"nucleus sampling (default {DEFAULT_SAMPLING_TOP_P} when sampling)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N tasks (0: all)")
+    parser.add_argument("--out", help="output directory (default RUN/eval/codegen-<benchmark>-<decoding>)")
+    parser.add_argument("--workers", type=int, default=0, help="parallel sandboxes (0: one per core)")
+    parser.add_argument("--timeout", type=float, default=0.0,
+                        help=f"seconds per program, wall clock (0: {codegen.PLUS_TIMEOUT_S:g} for base/plus "
+                             f"programs, the sandbox default otherwise)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-bytes", type=int, default=codegen.DEFAULT_MAX_NEW_BYTES)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--debug", action="store_true")
+
+
+def run_codegen_cli(args) -> int:
+    if not args.run and not args.completions:
+        raise ValueError("give a RUN directory or --completions FILE")
+    top_p = args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
+    summary = codegen.evaluate_codegen(
+        args.benchmark, args.run if not args.completions else None, dataset=args.dataset,
+        completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature, top_p=top_p,
+        limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
+        seed=args.seed, max_new_bytes=args.max_new_bytes,
+        device=pick_device(args.device) if not args.completions else "cpu",
+        progress=sys.stderr.isatty(), partial=args.partial)
+    if args.json:
+        print_json(summary)
+        return 0
+    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
+    tests = "base + plus tests" if summary["plus_tests"] else "tests"
+    print(f"{summary['benchmark']} ({tests}): {ks}  ({summary['passed']}/{summary['total']} tasks solved, "
+          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
+    if summary["plus_tests"]:
+        print(f"base tests only: pass@1 {summary['pass@1_base']:.3f} ({summary['passed_base']}/{summary['total']})")
+    if summary["missing_count"]:
+        print(f"{summary['missing_count']} of {summary['total']} tasks had no completion and count as failed")
+    if summary["benchmark"] != "humaneval" and summary["sanitizer"] == "none":
+        print("evalplus is not installed: solutions ran unsanitized (see the README)")
     if summary["out"]:
         print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
     return 0
@@ -112,6 +168,9 @@ def add_eval_commands(ev) -> None:
     p = ev.add_parser("humaneval", help="HumanEval-format code generation, executed in a sandbox")
     add_humaneval_args(p)
     p.set_defaults(func=run_humaneval_cli, command="eval humaneval")
+    p = ev.add_parser("codegen", help="HumanEval, HumanEval+, MBPP, MBPP+ (paper settings), executed in a sandbox")
+    add_codegen_args(p)
+    p.set_defaults(func=run_codegen_cli, command="eval codegen")
     p = ev.add_parser("robustness", help="ReCode-style perturbations: pass@1 and BPB degradation")
     add_robustness_args(p)
     p.set_defaults(func=run_robustness_cli, command="eval robustness")
