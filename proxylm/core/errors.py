@@ -1,11 +1,12 @@
 """User-facing errors: the CLI prints these as one line (no traceback) and exits non-zero."""
 
 
-class UserError(Exception):
-    """An error caused by input (a file, a key, a flag); the message says which and what to do."""
+class UserError(ValueError):
+    """An error caused by input (a file, a key, a flag); the message says which and what to do.
+    (A ValueError: a bad input is a bad value, and callers that catch ValueError keep working.)"""
 
 
-class ConfigError(UserError, ValueError):
+class ConfigError(UserError):
     """A config key or value is wrong; the message names the key."""
 
 

@@ -209,12 +209,7 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
 
     if benchmark not in BENCHMARKS:
         raise UserError(f"--benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
-    if completions_path is None and run is None and run_dir is None:
-        raise UserError("give a RUN directory or --completions FILE")
-    if n_samples < 1:
-        raise UserError("--n-samples must be >= 1")
-    if n_samples > 1 and temperature <= 0:
-        raise UserError("--n-samples > 1 needs --temperature > 0 (greedy samples would all be the same)")
+    he.check_request(completions_path, run or run_dir, n_samples, temperature)
     tasks, dataset_path = load_benchmark(benchmark, dataset, limit)
     items = read_samples(completions_path, tasks) if completions_path is not None else None
     missing = []
