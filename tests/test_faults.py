@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import write_code_corpus
+from conftest import processes_mentioning, write_code_corpus
 
 from proxylm.tasks.sandbox import Sandbox, detect_isolation
 
@@ -195,18 +195,6 @@ def test_kill_encode_workers_die_and_resume_is_identical(corpus, encoded, tmp_pa
 
 
 # ---- eval humaneval: the sandbox ------------------------------------------------------------------------------
-def _mentions(marker: str) -> list[int]:
-    """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                with open(f"/proc/{pid}/cmdline", "rb") as f:
-                    if marker.encode() in f.read():
-                        found.append(int(pid))
-            except OSError:
-                pass
-    return found
 
 
 def _wait_for(cond, timeout_s: float) -> bool:
@@ -235,13 +223,13 @@ def test_kill_9_of_eval_humaneval_kills_the_candidate(tmp_path):
         # the candidate's process runs when its working dir exists and a process names it
         def running():
             dirs = [p for p in root.iterdir() if p.name.startswith(f"proxylm-sbx-{evaluator.pid}.")]
-            return bool(dirs) and bool(_mentions(str(dirs[0])))
+            return bool(dirs) and bool(processes_mentioning(str(dirs[0])))
         assert _wait_for(running, 60), "the candidate never started"
         time.sleep(0.5)   # past the launcher, inside the program's sleep
     finally:
         evaluator.send_signal(signal.SIGKILL)
         evaluator.wait()
-    assert _wait_for(lambda: not _mentions(str(root)), MARGIN_S), _mentions(str(root))
+    assert _wait_for(lambda: not processes_mentioning(str(root)), MARGIN_S), processes_mentioning(str(root))
     assert [p.name for p in root.iterdir() if p.name.startswith("proxylm-sbx-")]   # left behind by the kill
     Sandbox(tmp_root=str(root)).run("pass")   # the next sandbox in that folder removes it
     assert [p.name for p in root.iterdir() if p.name.startswith("proxylm-sbx-")] == []

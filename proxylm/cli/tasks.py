@@ -42,8 +42,24 @@ def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str,
     parser.add_argument("--debug", action="store_true")
 
 
-def _top_p(args) -> float:
-    return args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
+def _scoring_kwargs(args) -> dict:
+    """The keyword arguments of evaluate_humaneval / evaluate_codegen that the shared flags give."""
+    if not args.run and not args.completions:
+        raise ValueError("give a RUN directory or --completions FILE")
+    top_p = args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
+    return dict(completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature,
+                top_p=top_p, limit=args.limit or None, out=args.out, workers=args.workers or None,
+                timeout_s=args.timeout or None, seed=args.seed, max_new_bytes=args.max_new_bytes,
+                device=pick_device(args.device) if not args.completions else "cpu",
+                progress=sys.stderr.isatty(), partial=args.partial)
+
+
+def _print_scores(summary: dict, title: str, unit: str) -> None:
+    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
+    print(f"{title}{ks}  ({summary['passed']}/{summary['total']} {unit}s solved, "
+          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
+    if summary["missing_count"]:
+        print(f"{summary['missing_count']} of {summary['total']} {unit}s had no completion and count as failed")
 
 
 def add_humaneval_args(parser) -> None:
@@ -54,24 +70,12 @@ def add_humaneval_args(parser) -> None:
 
 
 def run_humaneval_cli(args) -> int:
-    if not args.run and not args.completions:
-        raise ValueError("give a RUN directory or --completions FILE")
-    top_p = _top_p(args)
-    summary = evaluate_humaneval(
-        args.run if not args.completions else None, problems_path=args.problems,
-        completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature, top_p=top_p,
-        limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
-        seed=args.seed, max_new_bytes=args.max_new_bytes,
-        device=pick_device(args.device) if not args.completions else "cpu",
-        progress=sys.stderr.isatty(), partial=args.partial)
+    summary = evaluate_humaneval(args.run if not args.completions else None, problems_path=args.problems,
+                                 **_scoring_kwargs(args))
     if args.json:
         print_json(summary)
         return 0
-    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
-    print(f"{ks}  ({summary['passed']}/{summary['total']} problems solved, "
-          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
-    if summary["missing"]:
-        print(f"{len(summary['missing'])} of {summary['total']} problems had no completion and count as failed")
+    _print_scores(summary, "", "problem")
     if summary["out"]:
         print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
     return 0
@@ -87,27 +91,15 @@ def add_codegen_args(parser) -> None:
 
 
 def run_codegen_cli(args) -> int:
-    if not args.run and not args.completions:
-        raise ValueError("give a RUN directory or --completions FILE")
-    top_p = _top_p(args)
-    summary = codegen.evaluate_codegen(
-        args.benchmark, args.run if not args.completions else None, dataset=args.dataset,
-        completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature, top_p=top_p,
-        limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
-        seed=args.seed, max_new_bytes=args.max_new_bytes,
-        device=pick_device(args.device) if not args.completions else "cpu",
-        progress=sys.stderr.isatty(), partial=args.partial)
+    summary = codegen.evaluate_codegen(args.benchmark, args.run if not args.completions else None,
+                                       dataset=args.dataset, **_scoring_kwargs(args))
     if args.json:
         print_json(summary)
         return 0
-    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
     tests = "base + plus tests" if summary["plus_tests"] else "tests"
-    print(f"{summary['benchmark']} ({tests}): {ks}  ({summary['passed']}/{summary['total']} tasks solved, "
-          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
+    _print_scores(summary, f"{summary['benchmark']} ({tests}): ", "task")
     if summary["plus_tests"]:
         print(f"base tests only: pass@1 {summary['pass@1_base']:.3f} ({summary['passed_base']}/{summary['total']})")
-    if summary["missing_count"]:
-        print(f"{summary['missing_count']} of {summary['total']} tasks had no completion and count as failed")
     if summary["benchmark"] != "humaneval" and summary["sanitizer"] == "none":
         print("evalplus is not installed: solutions ran unsanitized (see the README)")
     if summary["out"]:
