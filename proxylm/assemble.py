@@ -29,13 +29,14 @@ import numpy as np
 import torch
 
 from proxylm.codecs import load_codec
+from proxylm.codecs.base import CODEC_FILE
 from proxylm.codecs.precomputed import PrecomputedViews
-from proxylm.codecs.train import check_lossless, ensure_codec
+from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
 from proxylm.core.errors import UserError
-from proxylm.core.io import file_lock
 from proxylm.core.interface import interface_for
+from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
@@ -123,8 +124,6 @@ def probe_writable(directory: Path, what: str) -> None:
 
 def check_codec_cache(cfg: RunConfig) -> None:
     """A codec that must be trained is cached; find an unwritable cache before the corpus is read."""
-    from proxylm.codecs.base import CODEC_FILE
-    from proxylm.codecs.train import cache_root, codec_options, default_codec_dir, needs_training, open_corpus
 
     v = cfg.views
     if v.codec is None or not needs_training(v.codec):

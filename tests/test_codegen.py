@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.eval.generate as generate_module
+import proxylm.tasks.codegen as generate_module  # where generate() is called
 from proxylm.cli import main
 from proxylm.cli.tasks import add_codegen_args, run_codegen_cli
 from proxylm.core.errors import UserError

@@ -34,8 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from proxylm.codecs.base import CannotEncode
+from proxylm.codecs.train import open_corpus, resolve_codec
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
+from proxylm.data.config import DataConfig
 
 FORMAT = "proxylm-shards-v1"
 MAGIC = b"PROXYLM-SHARD 1\n"
@@ -184,9 +187,6 @@ def check_job(job: EncodeJob) -> None:
 
 
 def _open(job: EncodeJob):
-    from proxylm.codecs.train import resolve_codec
-    from proxylm.codecs.train import open_corpus
-
     codec = resolve_codec(job.codec_arg)
     if job.lanes is not None and hasattr(codec, "n_lanes"):
         codec.n_lanes = job.lanes
@@ -400,9 +400,6 @@ class PrecomputedViews:
         path only), else by size and first bytes."""
         digest = sha256_hex(data)
         try:
-            from proxylm.codecs.train import open_corpus
-            from proxylm.data.config import DataConfig
-
             c = self.manifest["corpus"]
             cfg = DataConfig(corpus=c["spec"], glob=c["glob"], val_fraction=c["val_fraction"],
                              max_doc_bytes=c["max_doc_bytes"])
@@ -427,8 +424,6 @@ class PrecomputedCodec:
 
     def __init__(self, views: PrecomputedViews, inline: bool = False):
         if views.codec is None:
-            from proxylm.codecs.train import resolve_codec
-
             views.codec = resolve_codec(views.manifest["codec_arg"])
         self.views, self.codec, self.inline = views, views.codec, inline
         self.name, self.passthrough = self.codec.name, self.codec.passthrough
@@ -438,8 +433,6 @@ class PrecomputedCodec:
         return self.codec.alphabet_size
 
     def encode(self, data: bytes) -> np.ndarray:
-        from proxylm.codecs.base import CannotEncode
-
         out = self.encode_many([data])[0]
         if out is None:
             raise CannotEncode("no view of this document (the codec could not encode it)")

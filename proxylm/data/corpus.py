@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxylm.data.config import DataConfig
 from proxylm.data.readers import STDLIB_EXCLUDE_DIRS, Listing, Unit, list_units, read_unit, stdlib_files, stdlib_root  # noqa: F401
 
 SPLITS = ("train", "val", "all")
@@ -282,7 +283,6 @@ def _check_utf8(data: bytes, where: str, problem) -> None:
 
 def open_corpus(spec: str | None = None, data_cfg=None) -> Corpus:
     """Open a corpus by spec (default: data_cfg.corpus): lists its units, reads no document."""
-    from proxylm.data.config import DataConfig
 
     cfg = data_cfg or DataConfig()
     spec = spec or cfg.corpus

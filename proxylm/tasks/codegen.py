@@ -31,11 +31,13 @@ import json
 import pickle
 from pathlib import Path
 
+from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
+from proxylm.eval.generate import generate
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.datasets import BENCHMARKS, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
-from proxylm.tasks.sandbox import Program
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 MBPP_STOPS = tuple(s for s in HUMANEVAL_STOPS if s != "\ndef")
@@ -152,7 +154,6 @@ def _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, 
 
     from tqdm import tqdm
 
-    from proxylm.tasks.sandbox import default_workers
 
     pending = set()
 
@@ -176,8 +177,6 @@ def _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, 
 
 
 def _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, stops, done):
-    from proxylm.eval.generate import generate
-
     for task in tasks:
         for sample in range(n_samples):
             if (task["task_id"], sample) in done:
@@ -190,8 +189,6 @@ def _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, s
 
 
 def _sandboxes(timeout_s: float | None):
-    from proxylm.tasks.sandbox import Limits, Sandbox
-
     plain = Sandbox(Limits(timeout_s=timeout_s) if timeout_s else Limits())
     plus = Sandbox(Limits(timeout_s=timeout_s or PLUS_TIMEOUT_S, memory_mb=PLUS_MEMORY_MB))
     return {"check": plain, "asserts": plain, "diff": plus}
@@ -205,7 +202,6 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
     """Score completions (completions_path) or generate them with a run; returns the summary (benchmark,
     pass@1 [pass@10, pass@100], passed, total, missing_count, plus_tests, pass@1_base, ...), also written to
     out/. A completions file lacking some tasks is refused unless `partial` (then they count as failed)."""
-    from proxylm.tasks.sandbox import detect_isolation
 
     if benchmark not in BENCHMARKS:
         raise UserError(f"--benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
@@ -243,8 +239,6 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
         wanted = {(t["task_id"], s) for t, s, *_ in items}
     else:
         if run is None:
-            from proxylm.assemble import load_run
-
             run = load_run(run_dir, device)
         jobs = _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, STOPS[benchmark], done)
         wanted = {(t["task_id"], s) for t in tasks for s in range(n_samples)}

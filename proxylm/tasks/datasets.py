@@ -37,6 +37,7 @@ import os
 from pathlib import Path
 
 from proxylm.core.errors import UserError
+from proxylm.tasks.humaneval import default_problems_path
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
 HUMANEVAL_PLUS_VERSION = "v0.1.10"   # evalplus 0.3.1 defaults
@@ -67,8 +68,6 @@ def release(benchmark: str) -> tuple[str, str, str | None]:
 
 
 def humaneval_package_path() -> Path:
-    from proxylm.tasks.humaneval import default_problems_path
-
     try:
         return default_problems_path()
     except FileNotFoundError as e:

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
+from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
-from proxylm.tasks.sandbox import Program
+from proxylm.eval.generate import generate
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
@@ -236,8 +238,6 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
 
     from tqdm import tqdm
 
-    from proxylm.eval.generate import generate
-    from proxylm.tasks.sandbox import default_workers
 
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
@@ -288,7 +288,6 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
     `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
     A completions file that lacks some of the problems is refused, unless `partial`: then every missing
     problem is scored as failed (status "missing"), so pass@k is out of the whole benchmark."""
-    from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
     check_request(completions_path, run or run_dir, n_samples, temperature)
     problems_file = Path(problems_path) if problems_path else default_problems_path()
@@ -318,8 +317,6 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                      "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
-            from proxylm.assemble import load_run
-
             run = load_run(run_dir, device)
         records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
                                      top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,
