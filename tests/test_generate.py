@@ -130,14 +130,14 @@ def test_allowed_ids_restrict_output():
 
     class Spy(ByteInterface):
         def decode(self, ids):
-            seen.append(list(ids))
+            seen.extend(int(i) for i in ids)
             return super().decode(ids)
 
     iface = Spy(REP)
     iface.stop_ids = ()
     out = generate(model, iface, b"abc", max_bytes=16, temperature=1.0, seed=0)
     assert len(out) == 16
-    assert all(REP.raw_offset <= i < REP.raw_vocab_size for i in seen[-1])
+    assert seen and all(REP.raw_offset <= i < REP.raw_vocab_size for i in seen)
     allowed = iface.allowed_ids(REP.vocab_size)
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
@@ -178,3 +178,59 @@ def test_token_interface_generation_and_batch():
     outs = generate_batch(model, iface, [b"ab", b"cd"], max_bytes=12, temperature=0.8, seed=1)
     assert [len(o) for o in outs] == [12, 12]
     assert outs[1] == generate(model, iface, b"cd", max_bytes=12, temperature=0.8, seed=2, use_cache=False)
+
+
+# ---- the CLI ----------------------------------------------------------------------------------------------
+def make_run(path, **model_kw):
+    """A byte-model run directory with one checkpoint of a random model."""
+    from proxylm.config import RunConfig, save_config
+    from proxylm.train.checkpoint import model_state, save_checkpoint
+
+    path.mkdir()
+    cfg = RunConfig(model=ModelConfig(dim=32, n_layers=2, n_heads=4, max_seq_len=96, init_std=0.3, **model_kw),
+                    name=path.name)
+    save_config(cfg, path / "config.yaml")
+    REP.save(path / "representation.json")
+    torch.manual_seed(0)
+    model = Transformer(cfg.model, REP.vocab_size, REP.raw_vocab_size)
+    save_checkpoint(path, 1, model_state(model), None, {"step": 1})
+    return path, model
+
+
+def test_cli_generate_speculative_batch_and_json(tmp_path, capsys):
+    import json
+
+    from proxylm.cli import main
+
+    run, model = make_run(tmp_path / "mbp", n_pred_heads=4)
+    base = ["generate", str(run), "--max-bytes", "12", "--device", "cpu", "--json"]
+    assert main(base + ["--prompt", "def f(x):"]) == 0
+    spec = json.loads(capsys.readouterr().out)
+    assert main(base + ["--prompt", "def f(x):", "--no-speculative"]) == 0
+    plain = json.loads(capsys.readouterr().out)
+    assert spec["speculative"] and not plain["speculative"]
+    assert spec["completion"] == plain["completion"] and spec["completion_bytes"] == plain["completion_bytes"]
+    expected = generate(model.eval(), ByteInterface(REP), b"def f(x):", max_bytes=12, speculative=False)
+    assert spec["completion"] == expected.decode("utf-8", "replace") and spec["prompt"] == "def f(x):"
+    assert main(base + ["--prompt", "a", "--prompt", "def f(x):", "--batch-size", "2"]) == 0
+    batch = json.loads(capsys.readouterr().out)
+    assert [r["prompt"] for r in batch["results"]] == ["a", "def f(x):"]
+    assert batch["results"][1]["completion"] == plain["completion"] and batch["speculative"]
+
+
+def test_cli_generate_text_output_fallback_and_bad_flags(tmp_path, capsysbinary):
+    from proxylm.cli import main
+
+    run, model = make_run(tmp_path / "plain")  # one head: nothing to draft with
+    gen = ["generate", str(run), "--max-bytes", "4", "--device", "cpu"]
+    assert main(gen + ["--prompt", "x", "--speculative"]) == 0
+    out, err = capsysbinary.readouterr()
+    assert b"speculative decoding not used: the model has no extra heads" in err
+    assert out == b"x" + generate(model.eval(), ByteInterface(REP), b"x", max_bytes=4) + b"\n"
+    assert main(gen + ["--prompt", "a", "--prompt", "b"]) == 0
+    out = capsysbinary.readouterr().out
+    assert out.startswith(b"=== prompt 0 ===\na") and b"\n=== prompt 1 ===\nb" in out
+    with pytest.raises(SystemExit) as refused:  # a typed flag: argparse refuses it in one line
+        main(gen + ["--prompt", "x", "--batch-size", "0"])
+    assert refused.value.code != 0
+    assert b"--batch-size" in capsysbinary.readouterr().err

@@ -2,10 +2,12 @@
 
     proxylm eval bpb runs/proxy-bpe-tiny --corpus stdlib --split val --json
     proxylm generate runs/proxy-bpe-tiny --prompt "def fib(n):" --max-bytes 200
+    proxylm generate runs/bytes-mbp --prompt "def fib(n):" --prompt "import os" --no-speculative --json
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 
@@ -58,30 +60,52 @@ def check_generation_room(run, prompt: bytes, max_bytes: int, flag: str = "--max
 
 
 def cmd_generate(args) -> int:
-    from proxylm.core.io import print_json
-    from proxylm.eval.generate import generate
+    """One --prompt streams its completion; several are decoded together (--batch-size rows per forward,
+    prompt i seeded with --seed + i) and printed in order, each as `=== prompt i ===` + prompt + completion."""
+    import time
+
     from proxylm.assemble import load_run
     from proxylm.core.device import pick_device
+    from proxylm.core.io import print_json
+    from proxylm.eval.generate import GenStats, generate, generate_batch
 
     run = load_run(args.run, pick_device(args.device))
-    prompt = shell_bytes(args.prompt)
-    check_generation_room(run, prompt, args.max_bytes)
-    stream = not args.json
+    prompts = [shell_bytes(p) for p in args.prompt]
+    for prompt in prompts:
+        check_generation_room(run, prompt, args.max_bytes)
+    stream = not args.json and len(prompts) == 1
+    stats = GenStats()
+    kw = dict(max_bytes=args.max_bytes, temperature=args.temperature, top_p=args.top_p,
+              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, stats=stats)
 
     def on_bytes(b: bytes) -> None:
         sys.stdout.buffer.write(b)
         sys.stdout.flush()
 
-    if stream:
-        sys.stdout.buffer.write(prompt)
-    out = generate(run.model, run.interface, prompt, max_bytes=args.max_bytes, temperature=args.temperature,
-                   top_p=args.top_p, stop=tuple(shell_bytes(s) for s in args.stop), seed=args.seed,
-                   on_bytes=on_bytes if stream else None)
-    if args.json:
-        print_json({"prompt": prompt.decode("utf-8", "replace"), "completion": out.decode("utf-8", "replace"),
-                    "completion_bytes": len(out)})
+    t0 = time.perf_counter()
+    if len(prompts) == 1:
+        if stream:
+            sys.stdout.buffer.write(prompts[0])
+        outs = [generate(run.model, run.interface, prompts[0], seed=args.seed,
+                         on_bytes=on_bytes if stream else None, **kw)]
     else:
+        outs = generate_batch(run.model, run.interface, prompts, seed=args.seed, batch_size=args.batch_size, **kw)
+    seconds = time.perf_counter() - t0
+    if stats.fallback:  # asked for with --speculative but impossible: say so, never silently
+        print(f"note: speculative decoding not used: {stats.fallback}", file=sys.stderr)
+    info = {"speculative": stats.speculative, "speculative_fallback": stats.fallback or None,
+            "forwards": stats.forwards, "kept_per_step": round(stats.as_dict()["kept_per_step"], 3),
+            "seconds": round(seconds, 3), "bytes_per_s": round(sum(map(len, outs)) / max(seconds, 1e-9), 1)}
+    results = [{"prompt": p.decode("utf-8", "replace"), "completion": o.decode("utf-8", "replace"),
+                "completion_bytes": len(o)} for p, o in zip(prompts, outs)]
+    if args.json:
+        print_json({**results[0], **info} if len(results) == 1 else {"results": results, **info})
+    elif stream:
         print()
+    else:
+        for i, (p, o) in enumerate(zip(prompts, outs)):
+            sys.stdout.buffer.write(f"=== prompt {i} ===\n".encode() + p + o + b"\n")
+        sys.stdout.flush()
     return 0
 
 
@@ -108,13 +132,18 @@ def add_commands(sub) -> None:
 
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
     p.add_argument("run")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", required=True, action="append",
+                   help="repeatable: several prompts are decoded as a batch")
     p.add_argument("--max-bytes", type=at_least(1), default=256,
                    help="bytes to generate; must leave room for the prompt in the model's context")
     p.add_argument("--temperature", type=at_least(0.0, float), default=0.0, help="0: greedy")
     p.add_argument("--top-p", type=in_range(1e-9, 1.0), default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i")
+    p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=None,
+                   help="draft with the model's extra heads and verify in one forward (default: on for greedy "
+                        "decoding of a model with extra heads, where it is exact; --speculative also for sampling)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")

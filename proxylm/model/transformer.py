@@ -8,10 +8,12 @@ prediction heads, document-masked attention and a KV cache.
     (out.loss_sum / out.weight_sum).backward()
     logits = model.logits(hidden)                                   # (B, S, V) float32, head 0
 
-Generation (one document per row; see proxylm/eval/generate.py):
+Generation (one document per row, each row with its own length; see proxylm/eval/generate.py):
     cache = model.new_kv_cache(batch_size=1)
     h = model(prompt_ids, kv_cache=cache)          # prefill, positions 0..n-1; the cache advances by n
     h = model(next_id.view(1, 1), kv_cache=cache)  # one step at position n
+    h = model(ids_k.view(1, k), kv_cache=cache)    # k positions at once (speculative verification)
+    cache.set_lengths([n + 1 + accepted])          # roll back the rejected positions
 
 Weights are named so they map 1:1 onto transformers' LlamaForCausalLM (`hf_llama_state_dict`):
 embed -> model.embed_tokens, layers.i.attn.{q,k,v,o} -> model.layers.i.self_attn.{q,k,v,o}_proj,
@@ -117,33 +119,67 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-def decode_attention(q, k, v):
-    """Attention of one new position over all keys, as two small matmuls: q (B, H, 1, hd), k, v (B, Hkv, T, hd)
-    -> (B, H, 1, hd). CPU SDPA kernels tile over queries and cost ~100x this for a single query."""
-    B, H, _, hd = q.shape
-    n_kv = k.shape[1]
-    qg = q.view(B, n_kv, H // n_kv, hd)  # (B, Hkv, rep, hd): query heads grouped by their kv head
-    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep, T)
-    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep, hd)
-    return y.view(B, H, 1, hd)
+def decode_attention(q, k, v, mask: torch.Tensor | None = None):
+    """Attention of a few new positions over all cached keys, as two small matmuls: q (B, H, S, hd),
+    k, v (B, Hkv, T, hd), mask None (every key visible) or bool (B, 1, S, T) -> (B, H, S, hd).
+    CPU SDPA kernels tile over queries and cost ~100x this for a single query."""
+    B, H, S, hd = q.shape
+    n_kv, T = k.shape[1], k.shape[2]
+    rep = H // n_kv
+    if S == 1 and mask is None:  # one decode step of one document per row (the plain greedy path)
+        qg = q.view(B, n_kv, rep, hd)  # (B, Hkv, rep, hd): query heads grouped by their kv head
+        scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep, T)
+        y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep, hd)
+        return y.view(B, H, 1, hd)
+    qg = q.reshape(B, n_kv, rep * S, hd)  # rows ordered (query head within group, position)
+    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep*S, T)
+    if mask is not None:
+        scores = torch.where(mask.unsqueeze(2), scores.view(B, n_kv, rep, S, T), float("-inf"))
+        scores = scores.view(B, n_kv, rep * S, T)
+    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep*S, hd)
+    return y.view(B, H, S, hd)
 
 
 class KVCache:
-    """Keys and values of every layer for generation, preallocated to `max_len` positions (one document per row).
+    """Keys and values of every layer for generation, preallocated to `max_len` positions; one document per
+    row, each row with its own length (batched and speculative decoding).
 
         cache = KVCache(n_layers, batch_size=1, max_len=4096)   # or model.new_kv_cache()
-        model(ids, kv_cache=cache)                              # writes at cache.pos, then cache.pos += S
+        model(ids, kv_cache=cache)          # row b writes at cache.lengths[b]; then every length grows by S
+        cache.set_lengths([n0, n1])         # rollback: positions past a row's length are dropped
+        cache.keep_rows([1]); cache.copy_row(0, other_cache)   # batch compaction / refilling a row
 
-    Buffers are allocated at the first write of each layer, with that layer's dtype and device (so autocast
-    works)."""
+    Row b's new positions are lengths[b] .. lengths[b]+S-1 (RoPE positions too) and they see its keys
+    0 .. lengths[b]+i; what lies beyond a row's length (rejected drafts, a shorter row's padding) is never
+    attended to and is overwritten by the next write. Buffers are allocated at the first write of each
+    layer, with that layer's dtype and device (so autocast works)."""
 
     def __init__(self, n_layers: int, batch_size: int, max_len: int):
-        self.batch_size, self.max_len, self.pos = batch_size, max_len, 0
+        self.batch_size, self.max_len = batch_size, max_len
+        self.lengths = [0] * batch_size  # filled positions per row
         self.k: list[torch.Tensor | None] = [None] * n_layers  # each (B, kv_heads, max_len, hd)
         self.v: list[torch.Tensor | None] = [None] * n_layers
 
+    @property
+    def pos(self) -> int:
+        """The longest row's length (every row's length when they agree, e.g. batch size 1)."""
+        return max(self.lengths, default=0)
+
+    @property
+    def uniform(self) -> bool:
+        return min(self.lengths, default=0) == self.pos
+
+    def positions(self, S: int, device) -> torch.Tensor:
+        """(B, S) int64: the positions of S new ids in each row."""
+        return torch.tensor(self.lengths, device=device).unsqueeze(1) + torch.arange(S, device=device)
+
+    def visible(self, S: int, device) -> torch.Tensor:
+        """(B, 1, S, pos+S) bool: new query i of row b sees key j iff j <= lengths[b] + i."""
+        q = self.positions(S, device)  # (B, S)
+        return (torch.arange(self.pos + S, device=device) <= q.unsqueeze(-1)).unsqueeze(1)
+
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """k, v (B, kv_heads, S, hd) of the new positions -> all keys/values so far (B, kv_heads, pos+S, hd)."""
+        """k, v (B, kv_heads, S, hd) of the new positions -> keys/values (B, kv_heads, pos+S, hd)."""
         B, n_kv, S, hd = k.shape
         end = self.pos + S
         if end > self.max_len:
@@ -151,15 +187,57 @@ class KVCache:
         if self.k[layer] is None:
             self.k[layer] = k.new_zeros(B, n_kv, self.max_len, hd)
             self.v[layer] = v.new_zeros(B, n_kv, self.max_len, hd)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
+        if self.uniform:
+            start = self.pos
+            self.k[layer][:, :, start:end] = k
+            self.v[layer][:, :, start:end] = v
+        else:  # each row writes at its own length
+            rows, idx = self._write_index(S, k.device)  # (B, 1), (B, S)
+            self.k[layer][rows, :, idx] = k.transpose(1, 2)  # indexed view is (B, S, kv_heads, hd)
+            self.v[layer][rows, :, idx] = v.transpose(1, 2)
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
+    def _write_index(self, S: int, device):
+        key = (tuple(self.lengths), S, device)  # the same for every layer of one forward: build it once
+        if getattr(self, "_index_key", None) != key:
+            rows = torch.arange(len(self.lengths), device=device).unsqueeze(1)
+            self._index_key, self._index = key, (rows, self.positions(S, device))
+        return self._index
+
     def advance(self, n: int) -> None:
-        self.pos += n
+        self.lengths = [n_b + n for n_b in self.lengths]
+
+    def set_lengths(self, lengths: list[int]) -> None:
+        """Roll rows back (or forward over positions already written): row b keeps positions < lengths[b]."""
+        if len(lengths) != len(self.lengths) or any(not 0 <= n <= self.max_len for n in lengths):
+            raise ValueError(f"lengths {lengths} do not fit {len(self.lengths)} rows of {self.max_len}")
+        self.lengths = [int(n) for n in lengths]
+
+    def keep_rows(self, rows: list[int]) -> None:
+        """Drop every other row (rows stay in the given order)."""
+        for store in (self.k, self.v):
+            for i, t in enumerate(store):
+                if t is not None:
+                    store[i] = t[torch.as_tensor(rows, device=t.device)]
+        self.lengths = [self.lengths[r] for r in rows]
+        self.batch_size = len(rows)
+
+    def copy_row(self, row: int, src: "KVCache", src_row: int = 0) -> None:
+        """Make row `row` a copy of `src`'s row `src_row` (e.g. a prompt prefilled alone)."""
+        n = src.lengths[src_row]
+        if n > self.max_len:
+            raise ValueError(f"a row of {n} positions does not fit max_len {self.max_len}")
+        for store, src_store in ((self.k, src.k), (self.v, src.v)):
+            for i, t in enumerate(src_store):
+                if t is None:
+                    continue
+                if store[i] is None:
+                    store[i] = t.new_zeros(self.batch_size, t.shape[1], self.max_len, t.shape[3])
+                store[i][row, :, :n] = t[src_row, :, :n]
+        self.lengths[row] = n
 
     def reset(self) -> None:
-        self.pos = 0
+        self.lengths = [0] * self.batch_size
 
 
 class Attention(nn.Module):
@@ -187,6 +265,8 @@ class Attention(nn.Module):
             y = decode_attention(q, k, v)
         elif mask == CAUSAL:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        elif kv_cache is not None:  # a few new positions per row over the cache (batched/speculative)
+            y = decode_attention(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
@@ -272,6 +352,7 @@ class Transformer(nn.Module):
         doc_ids are not allowed with a cache)."""
         B, S = ids.shape
         past = kv_cache.pos if kv_cache is not None else 0
+        ragged = kv_cache is not None and not kv_cache.uniform  # rows of different lengths
         if doc_ids is not None:
             if kv_cache is not None:
                 raise ValueError("kv_cache holds one document per row: pass doc_ids=None")
@@ -279,6 +360,8 @@ class Transformer(nn.Module):
         if positions is None:
             if doc_ids is not None:
                 positions = positions_from_doc_ids(doc_ids)
+            elif ragged:
+                positions = kv_cache.positions(S, ids.device)  # (B, S)
             else:
                 positions = torch.arange(past, past + S, device=ids.device).expand(B, S)
         x = self.embed(ids)  # (B, S, D)
@@ -288,10 +371,10 @@ class Transformer(nn.Module):
             mask = document_block_mask(doc_ids) if self._use_flex(ids.device) else document_mask(doc_ids)
         elif kv_cache is None or past == 0:
             mask = CAUSAL if S > 1 else None
-        elif S == 1:
+        elif S == 1 and not ragged:
             mask = None  # the new position sees everything cached
-        else:  # several new positions after a filled cache: query i sees keys 0 .. past+i
-            mask = torch.ones(S, past + S, dtype=torch.bool, device=ids.device).tril(diagonal=past)
+        else:  # several new positions, or rows of different lengths: query i of row b sees keys 0 .. len_b+i
+            mask = kv_cache.visible(S, ids.device)  # (B, 1, S, past+S)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache)
         if kv_cache is not None:
