@@ -5,6 +5,16 @@ import os
 import pytest
 
 
+def batched(generate_one):
+    """A stand-in for generate_batch made of a stand-in for generate (row i = generate(prompts[i], seeds[i]))."""
+
+    def generate_batch(model, interface, prompts, max_bytes, temperature, top_p, stop, seeds, **_):
+        return [generate_one(model, interface, p, max_bytes, temperature, top_p, stop, s)
+                for p, s in zip(prompts, seeds)]
+
+    return generate_batch
+
+
 def processes_mentioning(marker: str) -> list[int]:
     """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
     found = []

@@ -11,7 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.tasks.codegen as generate_module  # where generate() is called
+from conftest import batched
+
+import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
 from proxylm.cli import main
 from proxylm.cli.tasks import add_codegen_args, run_codegen_cli
 from proxylm.core.errors import UserError
@@ -243,7 +245,7 @@ def test_generation_prompt_stops_and_indent(files, tmp_path, monkeypatch):
         t = mb_tasks[prompt.decode()]
         return (t["canonical_solution"] + "\ndef helper():\n    return 1\n\nprint(helper())\n").encode()
 
-    monkeypatch.setattr(generate_module, "generate", fake)
+    monkeypatch.setattr(generate_module, "generate_batch", batched(fake))
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path, step=3)
     s = cg.evaluate_codegen("humaneval+", dataset=files["humaneval+"], run=run, progress=False)
     assert s["pass@1"] == 1.0 and s["step"] == 3 and s["out"].endswith("codegen-humanevalplus-greedy")

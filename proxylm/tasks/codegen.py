@@ -33,7 +33,6 @@ from pathlib import Path
 
 from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
-from proxylm.eval.generate import generate
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.datasets import BENCHMARKS, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
@@ -177,15 +176,14 @@ def _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, 
 
 
 def _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, stops, done):
-    for task in tasks:
-        for sample in range(n_samples):
-            if (task["task_id"], sample) in done:
-                continue
-            out = generate(run.model, run.interface, prompt_for(task).encode("utf-8"), max_bytes=max_new_bytes,
-                           temperature=temperature, top_p=top_p, stop=tuple(s.encode() for s in stops),
-                           seed=he.sample_seed(seed, task["task_id"], sample))
-            completion = postprocess(out.decode("utf-8", "replace"), stops)
-            yield task, sample, completion, prompt_for(task) + completion
+    todo = [(task, sample) for task in tasks for sample in range(n_samples) if (task["task_id"], sample) not in done]
+    prompts = [prompt_for(task).encode("utf-8") for task, _ in todo]
+    seeds = [he.sample_seed(seed, task["task_id"], sample) for task, sample in todo]
+    outs = he.generate_in_batches(run, prompts, seeds, tuple(s.encode() for s in stops), max_new_bytes,
+                                  temperature, top_p)
+    for (task, sample), out in zip(todo, outs):
+        completion = postprocess(out.decode("utf-8", "replace"), stops)
+        yield task, sample, completion, prompt_for(task) + completion
 
 
 def _sandboxes(timeout_s: float | None):
