@@ -35,7 +35,7 @@ import torch
 from proxylm.data.config import DataConfig, ViewsConfig
 from proxylm.data.corpus import Corpus, DocRef, open_corpus, shard, stable_hash64
 from proxylm.data.packing import Packer
-from proxylm.data.views import COMPRESSED, RAW, Decision, decide, render, schedule_at
+from proxylm.data.views import COMPRESSED, RAW, Decision, Part, decide, render, render_fitted, schedule_at
 
 STATE_VERSION = 1
 _ORDER_SALT = "proxylm-order-v1"
@@ -49,6 +49,8 @@ class Batch:
     is_compressed: torch.Tensor  # (B, S) bool: input is a compressed payload symbol
     raw_bytes: int  # raw text bytes the B*S inputs stand for (a paired document counts both views)
     step: int = 0  # the optimizer step it was made for
+    compressed_bytes: int = 0  # of raw_bytes, those behind compressed symbols (raw view: the rest)
+    compressed_symbols: int = 0  # inputs that are compressed payload symbols
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -57,7 +59,7 @@ class Batch:
     def to(self, device, non_blocking: bool = False) -> "Batch":
         mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(mv(self.tokens), mv(self.doc_ids), mv(self.positions), mv(self.is_compressed),
-                     self.raw_bytes, self.step)
+                     self.raw_bytes, self.step, self.compressed_bytes, self.compressed_symbols)
 
 
 def epoch_order(refs: list[DocRef], seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -119,23 +121,48 @@ class TrainLoader:
         self.index += 1
         return ref, self.epoch
 
-    def _render(self, ref: DocRef, data: bytes, epoch: int, rate: float, mode: str):
-        decision = decide(self.views_cfg.seed, ref.key, epoch, rate, mode)
+    def _render(self, ref: DocRef, data: bytes, tag: dict):
+        """Re-render one pushed document from its tag (a translation sub-piece carries its byte span)."""
+        decision = decide(self.views_cfg.seed, ref.key, tag["epoch"], tag["rate"], tag["mode"])
+        if "span" in tag:
+            a, b = tag["span"]
+            data = data[a:b]
+            if tag.get("filler"):
+                decision = Decision.single(RAW, decision.sentinels)
         return render(decision, data, self.codec, self.rep)
 
-    def _count(self, r, n_bytes: int) -> None:
+    def _parts(self, ref: DocRef, data: bytes, epoch: int, rate: float, mode: str, row: Packer):
+        """(decision, parts): translation pairs cut to fit the windows of `row` (views.fit_pairs)."""
+        decision = decide(self.views_cfg.seed, ref.key, epoch, rate, mode)
+        if self.views_cfg.fit_pairs and not self.views_cfg.precomputed:  # precomputed views are whole pieces
+            S = self.data_cfg.seq_len
+            return decision, render_fitted(decision, data, self.codec, self.rep, S, S - row.available() % S)
+        return decision, [Part((0, len(data)), render(decision, data, self.codec, self.rep))]
+
+    def _count(self, decision: Decision, parts: list, n_bytes: int) -> None:
+        """One decision per piece read; each view's bytes and symbols counted once (a pair's text is in
+        both views' byte counts, never twice in either)."""
         c = self.counts
         c["documents"] += 1
         c["bytes"] += n_bytes
-        c["symbols"] += len(r.ids)
-        c["fallback_raw"] += r.fallback
-        layout = r.decision.layout
-        c["layout:" + layout] += 1
-        for v in r.decision.views:
+        rendered = [p.rendered for p in parts]
+        c["symbols"] += sum(len(r.ids) for r in rendered)
+        whole = parts[0].rendered if len(parts) == 1 else None
+        if whole is not None:  # one document: the layout it rendered to (the raw one after a fallback)
+            c["fallback_raw"] += whole.fallback
+            decision = whole.decision
+        c["layout:" + decision.layout] += 1
+        for v in decision.views:
             c["views:" + v] += 1
-            c["view_bytes:" + v] += n_bytes
-        c["symbols:raw"] += r.n_raw_symbols
-        c["symbols:compressed"] += r.n_compressed_symbols
+        for p in parts:
+            span = p.span[1] - p.span[0]
+            for v in p.rendered.decision.views:
+                c["view_bytes:" + v] += span
+            c["pair_parts"] += len(parts) > 1 and not p.filler
+            c["filler_parts"] += p.filler
+            c["filler_bytes"] += span if p.filler else 0
+        c["symbols:raw"] += sum(r.n_raw_symbols for r in rendered)
+        c["symbols:compressed"] += sum(r.n_compressed_symbols for r in rendered)
 
     def _fill(self, row: Packer, step: int) -> None:
         rate, mode = self.schedule(step)
@@ -147,10 +174,16 @@ class TrainLoader:
                 if self.counts["unreadable_skipped"] > 10 * len(self.refs) + 100:
                     raise RuntimeError(f"corpus '{self.corpus.spec}': no readable documents")
                 continue
-            r = self._render(ref, data, epoch, rate, mode)
-            self._count(r, len(data))
-            row.push(r.ids, r.is_compressed, r.nbytes,
-                     tag={"key": ref.key, "epoch": epoch, "rate": rate, "mode": mode, "n": len(r.ids)})
+            decision, parts = self._parts(ref, data, epoch, rate, mode, row)
+            self._count(decision, parts, len(data))
+            for p in parts:
+                r = p.rendered
+                tag = {"key": ref.key, "epoch": epoch, "rate": rate, "mode": mode, "n": len(r.ids)}
+                if len(parts) > 1:
+                    tag["span"] = list(p.span)
+                    if p.filler:
+                        tag["filler"] = True
+                row.push(r.ids, r.is_compressed, r.nbytes, tag=tag)
 
     # ---- batches -----------------------------------------------------------------------------------------
     def next_batch(self, step: int) -> Batch:
@@ -162,7 +195,9 @@ class TrainLoader:
         self.counts["batches"] += 1
         stack = lambda name: torch.from_numpy(np.stack([getattr(w, name) for w in windows]))  # noqa: E731
         return Batch(tokens=stack("tokens"), doc_ids=stack("doc_ids"), positions=stack("positions"),
-                     is_compressed=stack("is_compressed"), raw_bytes=sum(w.raw_bytes for w in windows), step=step)
+                     is_compressed=stack("is_compressed"), raw_bytes=sum(w.raw_bytes for w in windows), step=step,
+                     compressed_bytes=sum(w.compressed_bytes for w in windows),
+                     compressed_symbols=sum(int(w.is_compressed.sum()) for w in windows))
 
     def __iter__(self):
         step = 0
@@ -195,7 +230,7 @@ class TrainLoader:
                 ref = self._by_key.get(tag["key"])
                 if ref is None:
                     raise ValueError(f"cannot resume: document '{tag['key']}' is no longer in this rank's shard")
-                r = self._render(ref, self.corpus.read(ref), tag["epoch"], tag["rate"], tag["mode"])
+                r = self._render(ref, self.corpus.read(ref), tag)
                 if len(r.ids) != tag["n"]:
                     raise ValueError(f"cannot resume: document '{tag['key']}' now renders to {len(r.ids)} ids, "
                                      f"saved {tag['n']} (corpus or codec changed)")
@@ -226,6 +261,15 @@ class TrainLoader:
             "symbols_per_byte": {v: c[f"symbols:{v}"] / c[f"view_bytes:{v}"] if c[f"view_bytes:{v}"] else None
                                  for v in (RAW, COMPRESSED)},
             "symbols_per_document_byte": c["symbols"] / c["bytes"] if c["bytes"] else None,
+            # each counted once: text read (pieces), and the bytes/symbols of each view
+            "text_bytes": c["bytes"],
+            "raw_view_bytes": c["view_bytes:raw"],
+            "compressed_view_bytes": c["view_bytes:compressed"],
+            "raw_view_symbols": c["symbols:raw"],
+            "compressed_view_symbols": c["symbols:compressed"],
+            "pair_parts": c["pair_parts"],
+            "filler_parts": c["filler_parts"],
+            "filler_bytes": c["filler_bytes"],
             "fallback_raw": c["fallback_raw"],
             "unreadable_skipped": c["unreadable_skipped"],
             "corpus_problems": dict(self.corpus.problems),
