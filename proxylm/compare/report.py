@@ -70,7 +70,7 @@ def write_markdown(report: dict, path: Path) -> None:
     scaling = report.get("scaling")
     if scaling:
         for size in scaling["sizes"]:
-            lines += [f"### {size['name']} ({size['non_embedding_params'] / 1e6:.2f}M non-embedding parameters, "
+            lines += [f"### {size['name']} ({size['non_embedding_params'] / 1e6:.3g}M non-embedding parameters, "
                       f"{size['budget_flops']:.3g} FLOPs)", ""]
             lines += model_table(report["tables"][size["name"]])
             lines += ablation_table([a for a in report["ablations"] if a.get("size") == size["name"]])
@@ -100,7 +100,7 @@ def scaling_lines(s: dict) -> list[str]:
         for fam in s["gaps"]:
             g = s["gaps"][fam][i]
             cells.append("—" if g is None else f"{g['mean']:+.3f} ± {g['std']:.3f} ({g['n']} seeds)")
-        lines.append(f"| {size['name']} | {size['non_embedding_params'] / 1e6:.2f}M | " + " | ".join(cells) + " |")
+        lines.append(f"| {size['name']} | {size['non_embedding_params'] / 1e6:.3g}M | " + " | ".join(cells) + " |")
     lines.append("")
     for fam, t in s["trends"].items():
         if t is None:
