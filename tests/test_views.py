@@ -249,3 +249,30 @@ def test_loader_pairs_never_straddle_a_window(tmp_path):
     # accounting: each view's bytes once; pairs put their bytes in both views, fillers only in raw
     assert stats["raw_view_bytes"] + stats["compressed_view_bytes"] >= stats["text_bytes"]
     assert stats["raw_view_bytes"] <= stats["text_bytes"]
+
+
+def test_batch_accounting_counts_each_view_once(tmp_path):
+    """raw-view bytes = raw payload inputs (one byte each), compressed-view bytes = the text behind the
+    compressed inputs, compressed symbols = compressed inputs; a pair's text is in each view's count once."""
+    from proxylm.data.config import DataConfig
+    from proxylm.data.loader import TrainLoader
+
+    for i in range(8):
+        (tmp_path / f"m{i}.py").write_text("".join(f"name_{i}_{j} = {j}\n" for j in range(30 + 7 * i)))
+    codec = HalfCodec()
+    rep = Representation.for_codec(codec)
+    loader = TrainLoader(DataConfig(corpus=str(tmp_path), val_fraction=0.0, seq_len=40, batch_size=2),
+                         ViewsConfig(codec="half", rate=0.4, mode="translation_random"), rep, codec, total_steps=10)
+    totals = np.zeros(3, dtype=np.int64)
+    for step in range(30):
+        b = loader.next_batch(step)
+        inputs = b.inputs.numpy()
+        raw_payload = int(rep.is_raw_byte(inputs).sum())
+        assert b.raw_bytes - b.compressed_bytes == raw_payload
+        assert b.compressed_symbols == int(b.is_compressed.sum())
+        assert b.compressed_bytes >= b.compressed_symbols  # HalfCodec: about two bytes per symbol
+        totals += [raw_payload, b.compressed_bytes, b.compressed_symbols]
+    stats = loader.stats()
+    assert stats["pair_documents"] > 0 and totals[1] > 0
+    # the stream read at least what was consumed, counted the same way
+    assert stats["raw_view_bytes"] >= totals[0] and stats["compressed_view_bytes"] >= totals[1]
