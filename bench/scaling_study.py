@@ -3,7 +3,7 @@ proxy-BPE (tuned small-scale recipe) at three backbone sizes, budgets growing wi
 
     .venv/bin/python bench/scaling_study.py --measure                    # per-step cost -> predicted preset time
     nice -n 10 .venv/bin/python bench/scaling_study.py --out runs/scaling # the study (re-run to resume)
-    .venv/bin/python bench/scaling_study.py --gpu --out runs/scaling-gpu # the `scaling-gpu` sizes (bench/scaling_gpu.sh)
+    .venv/bin/python bench/scaling_study.py --gpu --out runs/scaling-gpu # `scaling-gpu` sizes: bench/scaling_gpu.sh
 
 --measure trains each (size, family) for a few steps on this machine and prints seconds per step, the
 steps each budget buys and the predicted wall time of the whole preset (training only; periodic evals

@@ -39,7 +39,8 @@ def test_smoke_compare_two_seeds_per_seed_and_mean_results_and_resume(corpus, tm
         assert (out / (r["model"] if r["seed"] == 0 else f"{r['model']}-seed1") / "compare_result.json").exists()
     row = report["table"]["proxy-bpe"]
     seeds = [r["bpb"]["val"] for r in report["runs"] if r["model"] == "proxy-bpe"]
-    assert row["bpb_val"] == pytest.approx(np.mean(seeds)) and row["bpb_val_std"] == pytest.approx(np.std(seeds, ddof=1))
+    assert row["bpb_val"] == pytest.approx(np.mean(seeds))
+    assert row["bpb_val_std"] == pytest.approx(np.std(seeds, ddof=1))
     assert row["bpb_val_seeds"] == seeds and row["decisions"] > 10
     # paired per-seed differences against each model's reference
     abl = {a["model"]: a for a in report["ablations"]}

@@ -28,7 +28,8 @@ def model_table(table: dict) -> list[str]:
     view decisions (pieces read), paired pieces, raw-view and compressed-view bytes of the inputs (each
     once; a pair's text is in both columns) and compressed symbols."""
     sets = [k[4:] for k in next(iter(table.values())) if k.startswith("bpb_") and not k.endswith(("_std", "_seeds"))]
-    head = ("| model | seeds | " + " | ".join(f"BPB {s}" for s in sets) + " | per-seed BPB val | train FLOPs | budget use "
+    head = ("| model | seeds | " + " | ".join(f"BPB {s}" for s in sets)
+            + " | per-seed BPB val | train FLOPs | budget use "
             "| steps | decisions | paired | raw-view MB | compressed-view MB | compressed symbols |")
     lines = [head, "|" + "---|" * (len(sets) + 11)]
     for model, row in sorted(table.items(), key=lambda kv: kv[1]["bpb_val"]):
@@ -90,7 +91,8 @@ def scaling_lines(s: dict) -> list[str]:
              "| family | E | A | alpha | rmse | points |", "|---|---|---|---|---|---|"]
     for fam, f in s["fits"].items():
         if f:
-            lines.append(f"| {fam} | {f['E']:.3f} | {f['A']:.3f} | {f['alpha']:.3f} | {f['rmse']:.4f} | {f['points']} |")
+            lines.append(f"| {fam} | {f['E']:.3f} | {f['A']:.3f} | {f['alpha']:.3f} | {f['rmse']:.4f} "
+                         f"| {f['points']} |")
         else:
             lines.append(f"| {fam} | — | — | — | — | too few points |")
     lines += ["", "Proxy minus bytes (final val BPB, mean ± stdev of the per-seed differences):", "",

@@ -136,7 +136,8 @@ def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], qu
               "steps": summary["steps"], "symbols": summary["symbols"],
               # raw_bytes_seen: text behind every input symbol (a pair's text twice; kept for old readers)
               "raw_bytes_seen": summary["raw_bytes"],
-              "raw_view_bytes": summary.get("raw_view_bytes"), "compressed_view_bytes": summary.get("compressed_view_bytes"),
+              "raw_view_bytes": summary.get("raw_view_bytes"),
+              "compressed_view_bytes": summary.get("compressed_view_bytes"),
               "compressed_symbols": summary.get("compressed_symbols"),
               "decisions": stats.get("documents"), "paired_documents": stats.get("pair_documents"),
               "pair_parts": stats.get("pair_parts"),

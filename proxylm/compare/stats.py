@@ -192,7 +192,9 @@ def gap_trend(params, gaps) -> dict | None:
         return None
     slope, a = np.polyfit(x, y, 1)
     resid = y - (a + slope * x)
-    se = math.sqrt(float((resid ** 2).sum()) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum())) if len(x) > 2 else math.inf
+    se = math.inf
+    if len(x) > 2:
+        se = math.sqrt(float((resid ** 2).sum()) / (len(x) - 2) / float(((x - x.mean()) ** 2).sum()))
     zero = None
     if slope != 0 and (-a / slope) > x.max():
         zero = float(2 ** (-a / slope))
