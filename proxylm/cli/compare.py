@@ -40,7 +40,7 @@ def cmd_compare(args) -> int:
         preset.size = args.size
     out = Path(args.out)
     report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet,
-                     retrain=args.retrain)
+                     retrain=args.retrain, report_only=args.report_only)
     print((out / "results.md").read_text())
     for line in result_lines(report):
         print(line)
@@ -48,7 +48,7 @@ def cmd_compare(args) -> int:
         sample_side_by_side(report, args.sample, args.sample_bytes)
     if args.json:
         keys = ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots", "seeds", "headline",
-                "ablations", "scaling")
+                "ablations", "scaling", "partial", "planned_runs", "finished_runs")
         print_json({k: report[k] for k in keys if k in report})
     return 0
 
@@ -98,6 +98,8 @@ def add_commands(sub) -> None:
                    ", ".join(f"{k} {v.seeds}" for k, v in sorted(PRESETS.items())) + ")")
     p.add_argument("--retrain", action="store_true",
                    help="retrain models whose run directory holds a run with other settings (moved aside)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the models finished so far (an interrupted study's partial results)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model")
     p.add_argument("--sample", metavar="PROMPT", help="at the end, greedy completions of the byte, token and best "
                    "proxy models, side by side")

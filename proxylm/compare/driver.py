@@ -19,7 +19,8 @@ from pathlib import Path
 from proxylm.compare import stats
 from proxylm.compare.report import write_markdown, write_plots
 from proxylm.compare.presets import MODELS, REFERENCE, Preset, Size, model_config
-from proxylm.compare.runs import check_reusable, non_embedding_params, run_one
+from proxylm.compare.runs import RESULT_FILE, check_reusable, fingerprint, non_embedding_params, run_one
+from proxylm.core.errors import UserError
 
 PROXY_FAMILIES = ("proxy-bpe", "proxy-bpe-tuned")
 RESULT_NAMES = {"proxy-bpe": "proxy_gap_trend", "proxy-bpe-tuned": "proxy_gap_trend_tuned"}
@@ -37,15 +38,27 @@ def plan(preset: Preset, out: Path, seeds: int, corpus: str | None, extra: list[
             for seed in range(seeds) for size in preset.sizes for model in preset.models]
 
 
+def finished_result(cfg, run_dir: Path) -> dict | None:
+    """The saved result of a model finished with cfg's settings, or None."""
+    done = run_dir / RESULT_FILE
+    if not done.exists():
+        return None
+    r = json.loads(done.read_text())
+    return r if r.get("fingerprint") in (None, fingerprint(cfg)) else None
+
+
 def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: str | None = None,
-            seeds: int | None = None, extra: list[str] = (), quiet: bool = False, retrain: bool = False) -> dict:
+            seeds: int | None = None, extra: list[str] = (), quiet: bool = False, retrain: bool = False,
+            report_only: bool = False) -> dict:
+    """Train what is missing and report. `report_only`: train nothing, report the models finished so far
+    (the report says how many of the planned runs that is: `partial`)."""
     from proxylm.eval.bpb import read_eval_docs, unigram_bpb
 
     seeds = seeds or preset.seeds
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(preset, out, seeds, corpus, extra)
     for _, _, _, cfg, run_dir in jobs:  # settings first: refuse before any training
-        check_reusable(cfg, run_dir, retrain)
+        check_reusable(cfg, run_dir, retrain and not report_only)
     any_cfg = jobs[0][3]
     eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, preset.eval_bytes)}
     unigram = unigram_bpb(read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data), eval_sets["val"])
@@ -53,10 +66,16 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
         eval_sets["extra"] = read_eval_docs(eval_corpus, "all", any_cfg.data, preset.eval_bytes)
     results = []
     for size, model, seed, cfg, run_dir in jobs:
-        r = run_one(model, cfg, run_dir, eval_sets, quiet)
+        r = finished_result(cfg, run_dir) if report_only else run_one(model, cfg, run_dir, eval_sets, quiet)
+        if r is None:
+            continue
         r.update({"seed": seed, "size": size.name if preset.scaling else ""})
         results.append(r)
+    if not results:
+        raise UserError(f"{out}: no model of preset {preset.models} has finished yet; run without --report-only")
     report = build_report(preset, results, eval_sets, unigram, seeds)
+    report["planned_runs"], report["finished_runs"] = len(jobs), len(results)
+    report["partial"] = len(results) < len(jobs)
     write_markdown(report, out / "results.md")
     report["plots"] = [str(p) for p in write_plots(report, out)]
     (out / "results.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
@@ -81,7 +100,7 @@ def _ablations(results: list[dict], models: list[str], size: str) -> list[dict]:
 def build_report(preset: Preset, results: list[dict], eval_sets: dict, unigram: float, seeds: int) -> dict:
     sizes = [s.name if preset.scaling else "" for s in preset.sizes]
     tables = {s: stats.aggregate(results, s) for s in sizes}
-    top = sizes[-1]
+    top = [s for s in sizes if tables[s]][-1]  # the largest size with a finished model
     head = stats.headline(results, top)
     report = {"preset": dataclasses.asdict(preset), "seeds": seeds,
               "eval_sets": {k: sum(map(len, v)) for k, v in eval_sets.items()},
@@ -127,7 +146,8 @@ def scaling_analysis(preset: Preset, results: list[dict]) -> dict:
         trends[fam] = stats.gap_trend(xs, ys)
         cross = stats.crossover(fits[fam], fits["bytes"], largest) if fits.get(fam) and fits.get("bytes") else None
         crossovers[fam] = cross
-        text[fam] = _crossover_text(trends[fam], cross, largest)
+        text[fam] = (_crossover_text(trends[fam], cross, largest) if fits.get(fam) and fits.get("bytes")
+                     else "No fit yet: too few finished points for an extrapolation.")
     return {"sizes": sizes, "points": points, "fits": fits, "gaps": gaps, "trends": trends,
             "crossover_flops": crossovers, "crossover_text": text}
 
@@ -153,6 +173,8 @@ def result_lines(report: dict) -> list[str]:
             suffix = RESULT_NAMES[fam][len("proxy_gap_trend"):]
             if t is not None:
                 lines.append(f"RESULT {RESULT_NAMES[fam]} {t['slope']:.4f}")
+            if not (s["fits"].get(fam) and s["fits"].get("bytes")):
+                continue  # no fit, no extrapolation
             cross = s["crossover_flops"][fam]
             lines.append(f"RESULT proxy_crossover_flops{suffix} {cross:.4g}" if cross is not None
                          else f"RESULT proxy_crossover_flops{suffix} inf")

@@ -68,9 +68,15 @@ def headline_lines(h: dict | None) -> list[str]:
 
 def write_markdown(report: dict, path: Path) -> None:
     lines = []
+    if report.get("partial"):
+        lines += [f"**Partial**: {report['finished_runs']} of {report['planned_runs']} planned runs have finished; "
+                  "re-run the same command without --report-only to complete it (it resumes).", ""]
     scaling = report.get("scaling")
     if scaling:
         for size in scaling["sizes"]:
+            if not report["tables"].get(size["name"]):
+                lines += [f"### {size['name']}: no model finished yet", ""]
+                continue
             lines += [f"### {size['name']} ({size['non_embedding_params'] / 1e6:.3g}M non-embedding parameters, "
                       f"{size['budget_flops']:.3g} FLOPs)", ""]
             lines += model_table(report["tables"][size["name"]])
