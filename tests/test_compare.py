@@ -28,11 +28,11 @@ def _smoke(**kw):
 
 
 def test_smoke_compare_two_seeds_per_seed_and_mean_results_and_resume(corpus, tmp_path, capsys):
-    preset = _smoke(models=["bytes", "tokens", "proxy-bpe"])
+    preset = _smoke(models=["bytes", "proxy-bpe"])
     out = tmp_path / "cmp"
     report = compare(preset, out, corpus=corpus, seeds=2, extra=TOY, quiet=True)
     assert set(report["table"]) == set(preset.models) and report["seeds"] == 2
-    assert len(report["runs"]) == 6 and {r["seed"] for r in report["runs"]} == {0, 1}
+    assert len(report["runs"]) == 4 and {r["seed"] for r in report["runs"]} == {0, 1}
     for r in report["runs"]:
         assert 0.95 * preset.budget_flops <= r["flops"] <= preset.budget_flops, r["model"]
         assert len(r["curve"]) >= 2 and r["curve"][-1][0] == r["flops"]
@@ -57,11 +57,17 @@ def test_smoke_compare_two_seeds_per_seed_and_mean_results_and_resume(corpus, tm
 
     capsys.readouterr()
     again = compare(preset, out, corpus=corpus, seeds=2, extra=TOY, quiet=True)
-    assert capsys.readouterr().err.count("with the same settings, reused") == 6
+    assert capsys.readouterr().err.count("with the same settings, reused") == 4
     assert again["table"] == report["table"]
+    # an interrupted study reports what finished, marked partial, and trains nothing
+    more = _smoke(models=["bytes", "proxy-bpe", "proxy-gzip"])
+    partial = compare(more, out, corpus=corpus, seeds=2, extra=TOY, quiet=True, report_only=True)
+    assert partial["partial"] and (partial["finished_runs"], partial["planned_runs"]) == (4, 6)
+    assert "proxy-gzip" not in partial["table"] and not (out / "proxy-gzip").exists()
+    assert (out / "results.md").read_text().startswith("**Partial**: 4 of 6")
 
     # settings are part of a result: another budget is refused before any training, or retrained
-    other = _smoke(models=["bytes", "tokens", "proxy-bpe"], budget_flops=4e8)
+    other = _smoke(models=["bytes", "proxy-bpe"], budget_flops=4e8)
     with pytest.raises(UserError, match=r"train\.max_flops: 500000000\.0 -> 400000000\.0.*--retrain"):
         compare(other, out, corpus=corpus, seeds=2, extra=TOY, quiet=True)
     assert json.loads((out / "results.json").read_text())["table"] == report["table"]  # nothing touched
