@@ -22,11 +22,12 @@ import torch
 
 from proxylm.codecs import load_codec
 from proxylm.codecs.precomputed import PrecomputedViews
-from proxylm.codecs.train import ensure_codec
+from proxylm.codecs.train import check_lossless, ensure_codec
 from proxylm.config import RunConfig, load_config, save_config
 from proxylm.core.device import pick_device
 from proxylm.core.interface import interface_for
 from proxylm.core.representation import Representation
+from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
 from proxylm.model import hf
@@ -124,15 +125,49 @@ def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = F
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
         log = load_init_from(model, t.init_from, rep)
     total_steps = planned_steps(cfg, rep, ctx.world_size)
+    corpus = open_corpus(cfg.data.corpus, cfg.data)
+    lossless = None
+    if codec is not None and getattr(codec, "roundtrip_check", False) and not resume:
+        lossless = check_lossless(codec, corpus, cfg.views.codec_dir or f"codec {cfg.views.codec}")
     loader = TrainLoader(cfg.data, cfg.views, rep, training_codec(cfg, codec), split="train", rank=ctx.rank,
-                         world_size=ctx.world_size, total_steps=total_steps, n_future=cfg.model.n_future)
+                         world_size=ctx.world_size, total_steps=total_steps, n_future=cfg.model.n_future,
+                         corpus=corpus)
     trainer = Trainer(cfg, run_dir, model, rep, loader, ValidationBPB(cfg, rep, codec, device), ctx=ctx,
                       device=device, total_steps=total_steps, quiet=quiet)
+    trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless))
     if log:
         trainer.log(log)
     if resume:
         trainer.restore()
     return trainer
+
+
+def startup_summary(cfg: RunConfig, corpus, rep: Representation, codec, model, total_steps: int, world_size: int,
+                    lossless: dict | None = None) -> str:
+    """What the run will do, before it does it (printed on stderr): data, model, vocabulary, steps, epochs."""
+    s = corpus.summary()
+    lines = [f"corpus {s['corpus']}: {s['units']} units (files, row groups or row ranges)"]
+    text_bytes = 0
+    for ftype, t in sorted(s["types"].items()):
+        docs = f"{t['documents']} documents" if t["documents"] >= 0 else "documents counted as read"
+        lines.append(f"  {ftype:<12} {t['files']:>7} files  {t['bytes'] / 1e6:>10.2f} MB  {docs}")
+        text_bytes += t["bytes"]
+    if s["skipped"]:
+        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {s['skipped_examples'][k]})" for k, v in
+                                            sorted(s["skipped"].items())))
+    n_params = sum(p.numel() for p in model.parameters())
+    per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.train.grad_accum * world_size
+    codec_line = "raw bytes only" if codec is None else f"codec {codec!r}"
+    if lossless:
+        codec_line += f", round trip checked on {lossless['checked']} train documents"
+    lines += [f"model: {n_params / 1e6:.2f}M parameters; vocabulary {rep.vocab_size} ({codec_line})",
+              f"steps: {total_steps} planned x {per_step} symbols per step ({cfg.data.batch_size} x {cfg.data.seq_len} "
+              f"x accumulation {cfg.train.grad_accum} x {world_size} rank(s)); data workers {cfg.data.num_workers}"]
+    if text_bytes:
+        share = 1.0 - cfg.data.val_fraction
+        lines.append(f"epochs: about {total_steps * per_step / (text_bytes * share):.2f} at one symbol per byte on disk "
+                     "(compressed views and compressed files make it fewer/more)")
+    return "\n".join(lines)
 
 
 # ---- loading a trained run --------------------------------------------------------------------------------------

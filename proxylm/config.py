@@ -4,7 +4,8 @@
     save_config(cfg, run_dir / "config.yaml")
 
 Merge order: dataclass defaults -> YAML (by shipped name or path) -> dot-list overrides.
-Unknown keys fail loudly and list the valid ones. Values in overrides are parsed as YAML scalars.
+Unknown keys fail loudly and list the valid ones. Values in overrides are parsed as YAML scalars, except for
+string keys, which take the text as it is (`data.glob=**/*` needs no quoting).
 """
 
 from __future__ import annotations
@@ -121,13 +122,46 @@ def resolve_config_path(name_or_path: str) -> Path:
                       f"shipped configs: {', '.join(names)}")
 
 
-def parse_overrides(overrides: list[str]) -> dict:
+def _field_type(cls, key: str):
+    """The annotated type of a dotted key of `cls` (None when the key is unknown: from_dict reports it)."""
+    tp = cls
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = typing.get_type_hints(tp)
+        if part not in hints:
+            return None
+        tp = hints[part]
+    return tp
+
+
+def _is_str_field(tp) -> bool:
+    return tp is str or (typing.get_origin(tp) in (typing.Union, types.UnionType)
+                         and str in typing.get_args(tp) and not dataclasses.is_dataclass(tp))
+
+
+def parse_overrides(overrides: list[str], cls=None) -> dict:
+    """`a.b=value` items -> nested dict. Values are YAML scalars; a string key (per `cls`'s annotations) takes
+    the raw text as it is (globs like **/*, paths, names), `null`/`~` for an optional one."""
+    cls = cls or RunConfig
     out: dict = {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like section.key=value")
         key, raw = item.split("=", 1)
-        _set_dotted(out, key.strip(), yaml.safe_load(raw) if raw.strip() else "")
+        key = key.strip()
+        tp = _field_type(cls, key)
+        if _is_str_field(tp):
+            value = None if raw.strip() in ("null", "~") and tp is not str else raw
+        elif not raw.strip():
+            value = ""
+        else:
+            try:
+                value = yaml.safe_load(raw)
+            except yaml.YAMLError as e:
+                raise ConfigError(f"override {key}: {raw!r} is not a valid value "
+                                  f"({str(e).splitlines()[0]})") from None
+        _set_dotted(out, key, value)
     return out
 
 
@@ -182,7 +216,7 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
     if name_or_path:
         d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)
-    d = deep_merge(d, migrate_moved_keys(parse_overrides(overrides or []), "override"))
+    d = deep_merge(d, migrate_moved_keys(parse_overrides(overrides or [], cls), "override"))
     return from_dict(cls, d)
 
 

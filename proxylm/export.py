@@ -38,7 +38,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from proxylm.assemble import load_run
+from proxylm.codecs.bpe import byte_level_chars
+from proxylm.config import save_config, to_dict
+from proxylm.core.errors import UserError
+from proxylm.core.interface import TokenInterface
 from proxylm.core.representation import Representation
+from proxylm.data.corpus import open_corpus
 from proxylm.model.hf import HF_CONFIG, WEIGHTS, hf_llama_config, hf_llama_state_dict
 
 REPRESENTATION = "representation.json"
@@ -50,8 +55,6 @@ def _need_transformers():
     try:
         import transformers
     except ImportError as e:  # the optional extra
-        from proxylm.core.errors import UserError
-
         raise UserError("proxylm export needs transformers: pip install 'proxylm[hf]'") from e
     return transformers
 
@@ -68,8 +71,6 @@ def _reserved_name(rep: Representation, i: int) -> str:
 
 def _byte_tokenizer(rep: Representation):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    from proxylm.codecs.bpe import byte_level_chars
 
     vocab = {char: rep.raw_offset + b for char, b in byte_level_chars().items()}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))  # no merges: one token per byte
@@ -97,8 +98,6 @@ def build_tokenizer(rep: Representation, interface):
     """A `tokenizers.Tokenizer` covering ids 0..rep.vocab_size-1 that reads text as the interface's prompt ids."""
     from tokenizers import AddedToken, Tokenizer, processors
 
-    from proxylm.core.interface import TokenInterface
-
     if isinstance(interface, TokenInterface):
         base, prefix = _token_baseline_tokenizer(rep, interface.codec), [rep.bos_id]
     else:
@@ -123,8 +122,6 @@ def build_tokenizer(rep: Representation, interface):
 
 def bytes_to_ids(tokenizer, data: bytes) -> list[int]:
     """Raw bytes (any, not only UTF-8) -> the exported byte tokenizer's ids, without the `<bos><raw>` prefix."""
-    from proxylm.codecs.bpe import byte_level_chars
-
     char_of = {b: c for c, b in byte_level_chars().items()}
     return tokenizer.convert_tokens_to_ids([char_of[b] for b in data])
 
@@ -132,8 +129,6 @@ def bytes_to_ids(tokenizer, data: bytes) -> list[int]:
 def ids_to_bytes(tokenizer, ids) -> bytes:
     """Ids -> the exact bytes their text tokens stand for (special ids dropped); works for both tokenizer kinds,
     whose text tokens are ByteLevel strings."""
-    from proxylm.codecs.bpe import byte_level_chars
-
     byte_of = byte_level_chars()
     special = set(tokenizer.added_tokens_decoder)
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids if int(i) not in special])
@@ -183,8 +178,6 @@ def _validation_bpb(run_dir: Path, step: int) -> dict | None:
 
 def _data_summary(cfg) -> str:
     """Corpus spec, train size and the validation split's manifest digest (never fails the export)."""
-    from proxylm.data.corpus import open_corpus
-
     d = cfg.data
     line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
             f"{d.max_doc_bytes} bytes)\n")
@@ -203,7 +196,6 @@ def _data_summary(cfg) -> str:
 def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
     import yaml
 
-    from proxylm.config import to_dict
 
     cfg, rep, iface = run.cfg, run.rep, run.interface
     v, m = cfg.views, cfg.model
@@ -280,7 +272,6 @@ Continue training with proxylm: `proxylm train CONFIG train.init_from=<this dire
 
 def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) -> dict:
     """Write the transformers directory for the run's latest checkpoint; returns a summary."""
-    from proxylm.config import save_config
 
     transformers = _need_transformers()
     if dtype not in DTYPES:

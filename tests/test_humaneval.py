@@ -12,8 +12,9 @@ from types import SimpleNamespace
 import pytest
 
 import proxylm.eval.generate as generate_module
-from proxylm.eval import humaneval as he
-from proxylm.eval.sandbox import Limits, Sandbox
+from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
+from proxylm.tasks import humaneval as he
+from proxylm.tasks.sandbox import Limits, Sandbox
 
 FEW = 10   # problems in the quick end-to-end tests
 
@@ -30,7 +31,7 @@ def _write_jsonl(path, rows):
 
 def _cli(argv):
     parser = argparse.ArgumentParser()
-    he.add_humaneval_args(parser)
+    add_humaneval_args(parser)
     return parser.parse_args(argv)
 
 
@@ -125,7 +126,7 @@ def test_completions_cli_json(problems, tmp_path, capsys):
             for i, p in enumerate(problems[:4])]
     comps = _write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
-    assert he.run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
                                       "--workers", "2"])) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["pass@1"], summary["passed"], summary["total"], summary["n_samples"]) == (0.5, 2, 4, 1)
@@ -137,7 +138,7 @@ def test_completions_cli_json(problems, tmp_path, capsys):
 
 def test_cli_needs_run_or_completions():
     with pytest.raises(ValueError):
-        he.run_humaneval_cli(_cli(["--json"]))
+        run_humaneval_cli(_cli(["--json"]))
 
 
 def test_scoring_resumes(problems, tmp_path, monkeypatch):
@@ -194,3 +195,26 @@ def test_greedy_rejects_many_samples(tmp_path):
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path)
     with pytest.raises(ValueError, match="temperature"):
         he.evaluate_humaneval(run=run, n_samples=5, temperature=0.0)
+
+
+def test_always_equal_result_does_not_pass(problems, tmp_path):
+    """A wrong solution returning an object equal to everything (issue 13) fails, the canonical one passes."""
+    p = problems[0]
+    evil = "    class Yes:\n        __eq__ = lambda self, other: True\n        __bool__ = lambda self: True\n    return Yes()\n"
+    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
+                                                {"task_id": p["task_id"], "completion": p["canonical_solution"]}])
+    s = he.evaluate_humaneval(completions_path=comps, limit=1, out=tmp_path / "o", progress=False)
+    assert (s["samples_passed"], s["samples_total"]) == (1, 2)
+
+
+def test_partial_completions_refused_or_scored_out_of_all(problems, tmp_path, capsys):
+    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+                                                for p in problems[:2]])
+    with pytest.raises(ValueError, match="2 of the 5 problems.*--partial"):
+        he.evaluate_humaneval(completions_path=comps, limit=5, progress=False)
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "5", "--partial", "--json"])) == 0
+    s = json.loads(capsys.readouterr().out)
+    assert (s["passed"], s["total"], s["pass@1"], s["missing_count"]) == (2, 5, 0.4, 3)
+    assert s["statuses"] == {"missing": 3, "passed": 2}
+    assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "5", "--partial"])) == 0
+    assert "3 of 5 problems had no completion" in capsys.readouterr().out

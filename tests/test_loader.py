@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ import torch
 
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig
 from proxylm.data.corpus import open_corpus
-from proxylm.data.loader import TrainLoader, epoch_order
+from proxylm.data.loader import TrainLoader
+from proxylm.data.stream import unit_order
 from proxylm.data.packing import doc_ids_from_tokens
 from proxylm.core.representation import Representation
 from proxylm.data.views import decode_view, split_views
@@ -42,9 +44,11 @@ def _cfgs(corpus_dir, seq_len=32, batch_size=3, seed=0, **views):
     return data, ViewsConfig(**v)
 
 
-def _loader(corpus_dir, n_future=2, total_steps=40, **kw):
+def _loader(corpus_dir, n_future=2, total_steps=40, workers=0, rank=0, world_size=1, **kw):
     data, views = _cfgs(corpus_dir, **kw)
-    return TrainLoader(data, views, REP, CODEC, total_steps=total_steps, n_future=n_future)
+    data.num_workers = workers
+    return TrainLoader(data, views, REP, CODEC, total_steps=total_steps, n_future=n_future, rank=rank,
+                       world_size=world_size)
 
 
 def _same(a, b):
@@ -121,7 +125,7 @@ def _documents_of_stream(loader, steps):
 @pytest.mark.parametrize("mode", ["sentinel", "translation_random", "parallel_random"])
 def test_stream_holds_every_document_once_per_epoch(corpus_dir, mode):
     loader = _loader(corpus_dir, batch_size=1, rate=0.5, mode=mode)
-    refs = loader.refs
+    units = loader.stream.units
     corpus = loader.corpus
     docs = _documents_of_stream(loader, 250)
     if mode == "parallel_random":  # a pair is two documents: merge them back for the check
@@ -134,7 +138,8 @@ def test_stream_holds_every_document_once_per_epoch(corpus_dir, mode):
                 merged.append(docs[i])
                 i += 1
         docs = merged
-    expected = [corpus.read(refs[j]) for e in range(3) for j in epoch_order(refs, 0, e)]
+    expected = [d.data for e in range(3) for j in unit_order(units, 0, e, True)
+                for d in corpus.iter_unit(units[j], "train")]
     if mode == "translation_random":  # a pair is cut into sub-pieces that fit windows: join them back
         assert all(len(set(d)) == 1 for d in docs)  # both views of each sub-piece are the same bytes
         joined, i = [], 0
@@ -148,7 +153,7 @@ def test_stream_holds_every_document_once_per_epoch(corpus_dir, mode):
             joined.append((text,))
         docs = joined
     n = len(docs)
-    assert n > len(refs) + 5  # into the second epoch
+    assert n > len(units) + 5  # into the second epoch
     for got, want in zip(docs, expected[:n]):
         assert all(v == want for v in got)  # every view of it decodes to the document
 
@@ -166,22 +171,102 @@ def test_determinism(corpus_dir):
 
 
 def test_epoch_order_is_a_pure_permutation(corpus_dir):
-    refs = open_corpus(str(corpus_dir), DataConfig(val_fraction=0.0)).documents("train")
-    o0 = epoch_order(refs, 0, 0)
-    assert sorted(o0.tolist()) == list(range(len(refs)))
-    assert np.array_equal(o0, epoch_order(refs, 0, 0))
-    assert not np.array_equal(o0, epoch_order(refs, 0, 1))
-    assert np.array_equal(epoch_order(refs, 0, 3, shuffle=False), np.arange(len(refs)))
+    units = open_corpus(str(corpus_dir), DataConfig(val_fraction=0.0)).split_units("train")
+    o0 = unit_order(units, 0, 0, True)
+    assert sorted(o0.tolist()) == list(range(len(units)))
+    assert np.array_equal(o0, unit_order(units, 0, 0, True))
+    assert not np.array_equal(o0, unit_order(units, 0, 1, True))
+    assert np.array_equal(unit_order(units, 0, 3, shuffle=False), np.arange(len(units)))
 
 
-def test_ranks_partition_the_corpus(corpus_dir):
-    data, views = _cfgs(corpus_dir)
-    loaders = [TrainLoader(data, views, REP, CODEC, rank=r, world_size=3, n_future=1) for r in range(3)]
-    keys = [r.key for L in loaders for r in L.refs]
-    assert sorted(keys) == sorted(r.key for r in loaders[0].corpus.documents("train"))
-    assert len(set(keys)) == len(keys)
-    with pytest.raises(ValueError, match="no 'train' documents"):
-        TrainLoader(data, views, REP, CODEC, rank=30, world_size=31)
+def _epoch_keys(loader) -> list[str]:
+    """Keys of the documents one epoch of a loader's stream hands out."""
+    keys, stream = [], loader.stream
+    while True:
+        item = stream.next()
+        if item.epoch > 0:
+            return keys
+        keys.append(item.key)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 7])
+def test_ranks_partition_the_corpus(corpus_dir, world_size):
+    """Units dealt to ranks (or, with few units per rank, strided parts of every unit): each document once."""
+    all_keys = [d.key for d in open_corpus(str(corpus_dir), DataConfig(val_fraction=0.0)).iter_documents("train")]
+    keys = [k for r in range(world_size) for k in _epoch_keys(_loader(corpus_dir, rank=r, world_size=world_size))]
+    assert sorted(keys) == sorted(all_keys) and len(set(keys)) == len(keys)
+
+
+def test_workers_give_the_in_process_stream(corpus_dir):
+    """2 workers x 2 ranks: each rank's batches are those of its in-process loader (order independent of workers)."""
+    for rank in range(2):
+        plain = _loader(corpus_dir, rank=rank, world_size=2)
+        forked = _loader(corpus_dir, rank=rank, world_size=2, workers=2)
+        try:
+            for s in range(30):
+                assert _same(plain.next_batch(s), forked.next_batch(s)), (rank, s)
+            assert forked.stats() == plain.stats()
+        finally:
+            forked.close()
+
+
+def test_resume_with_workers_equals_uninterrupted(corpus_dir):
+    full = _loader(corpus_dir, workers=2, world_size=2, rank=1)
+    ref = [full.next_batch(s) for s in range(30)]
+    full.close()
+    a = _loader(corpus_dir, workers=2, world_size=2, rank=1)
+    for s in range(11):
+        a.next_batch(s)
+    state = json.loads(json.dumps(a.state_dict()))
+    a.close()
+    b = _loader(corpus_dir, workers=2, world_size=2, rank=1)
+    b.load_state_dict(state)
+    try:
+        for s in range(11, 30):
+            assert _same(b.next_batch(s), ref[s]), s
+    finally:
+        b.close()
+    c = _loader(corpus_dir, workers=0, world_size=2, rank=1)  # and the number of workers may change on resume
+    c.load_state_dict(state)
+    assert all(_same(c.next_batch(s), ref[s]) for s in range(11, 30))
+
+
+def test_workers_die_with_their_parent(corpus_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_loader import _loader
+from pathlib import Path
+L = _loader(Path({str(corpus_dir)!r}), workers=2)
+L.next_batch(0)
+print(" ".join(str(p.pid) for p in L.stream._procs), flush=True)
+time.sleep(60)
+""")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_stats(corpus_dir):

@@ -13,9 +13,9 @@ import pytest
 
 import proxylm.eval.bpb as bpb_module
 import proxylm.eval.generate as generate_module
-from proxylm.eval import robustness as rb
-from proxylm.eval.humaneval import build_program, load_problems
-from proxylm.eval.sandbox import Sandbox
+from proxylm.tasks import robustness as rb
+from proxylm.tasks.humaneval import build_program, load_problems
+from proxylm.tasks.sandbox import Sandbox
 
 FEW = 4   # problems in the quick execution checks
 

@@ -48,6 +48,7 @@ def test_run_dir_contents_and_learning(corpus, tmp_path):
 @pytest.mark.parametrize("name, extra", [
     ("bytes-micro", []),
     ("proxy-gzip-micro", ["train.grad_accum=2"]),
+    ("proxy-gzip-micro", ["data.num_workers=2"]),  # background readers/encoders: the same exact resume
 ])
 def test_resume_equals_uninterrupted(corpus, tmp_path, name, extra):
     base = ["train.max_steps=8", "train.eval_every=0", "train.ckpt_every=4"] + extra
@@ -60,6 +61,7 @@ def test_resume_equals_uninterrupted(corpus, tmp_path, name, extra):
     while part.step < 4:
         part.train_step()
     part.save()
+    part.loader.close()
     del part
     # ... then resumes in a fresh process-like Trainer from the checkpoint
     resumed = build_trainer(_cfg(corpus, name, base), tmp_path / "part", resume=True, quiet=True)

@@ -6,6 +6,7 @@
     proxylm codec stats --codec runs/codecs/bpe-4096 --corpus stdlib --split val [--limit-docs N] [--json]
     proxylm codec stability --codec runs/codecs/bpe-4096 --codec gzip --corpus stdlib --split val [--json]
     proxylm codec encode --codec runs/codecs/bpe-4096 --text 'def f(): pass'
+    proxylm codec import --tokenizer tokenizer.json --out codecs/mine   # then views.codec_dir=codecs/mine
 
 `--codec` takes a codec directory, or the name of a codec that needs no training (gzip, halfbyte, ...).
 Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/codecs/train.py).
@@ -43,8 +44,9 @@ def cli_codec_options(args) -> CodecOptions:
 
 
 def data_config(args) -> DataConfig:
+    extra = {"codec_sample_bytes": args.max_bytes} if getattr(args, "max_bytes", None) is not None else {}
     return DataConfig(corpus=args.corpus, glob=args.glob, val_fraction=args.val_fraction,
-                      max_doc_bytes=args.max_doc_bytes)
+                      max_doc_bytes=args.max_doc_bytes, text_field=args.text_field, exclude=args.exclude, **extra)
 
 
 # ---- train ---------------------------------------------------------------------------------------------
@@ -67,13 +69,43 @@ def cmd_train(args) -> int:
     directory = Path(args.out).expanduser() if args.out else default_codec_dir(args.name, options, corpus, data_cfg)
     if (directory / CODEC_FILE).exists() and not args.force:
         raise ValueError(f"{directory} already holds a codec; pass --force to train it again")
-    refs = corpus.documents("train")
+    seen = {"documents": 0, "bytes": 0}
+
+    def texts():
+        for data in corpus_texts(corpus, "train", data_cfg.codec_sample_bytes):
+            seen["documents"] += 1
+            seen["bytes"] += len(data)
+            yield data
+
     start = time.perf_counter()
     with locked(directory):
-        codec = train_codec(args.name, corpus_texts(corpus, "train"), **options)
+        codec = train_codec(args.name, texts(), **options)
         save_atomic(codec, directory, overwrite=args.force)
-    print(f"{codec!r} trained on {len(refs)} documents ({sum(r.size for r in refs) / MEGABYTE:.1f} MB) of "
-          f"{data_cfg.corpus} in {time.perf_counter() - start:.1f} s -> {directory}")
+    print(f"{codec!r} trained on {seen['documents']} documents ({seen['bytes'] / MEGABYTE:.1f} MB, sampled over "
+          f"the train split of {data_cfg.corpus}) in {time.perf_counter() - start:.1f} s -> {directory}")
+    return 0
+
+
+# ---- import --------------------------------------------------------------------------------------------
+def cmd_import(args) -> int:
+    from proxylm.codecs.imported import import_tokenizer
+
+    out = Path(args.out or Path("runs") / "codecs" / f"imported-{Path(args.tokenizer).expanduser().resolve().stem}")
+    if (out / CODEC_FILE).exists() and not args.force:
+        raise ValueError(f"{out} already holds a codec; pass --force to replace it")
+    data_cfg = data_config(args)
+    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    docs = ((d.key, d.data) for d in corpus.sample("all", args.max_bytes))
+    codec, report = import_tokenizer(args.tokenizer, docs, keep_special=args.keep_special)
+    with locked(out):
+        save_atomic(codec, out, overwrite=args.force)
+    report.update({"out": str(out), "corpus": data_cfg.corpus})
+    if args.json:
+        print_json(report)
+    else:
+        print(f"{codec!r}: lossless on {report['checked_documents']} documents of {data_cfg.corpus} and the probes "
+              f"({report['unencodable_documents']} not UTF-8), {report['special_tokens_dropped']} special tokens "
+              f"dropped -> {out}\nuse it with views.codec=bpe views.codec_dir={out}")
     return 0
 
 
@@ -160,6 +192,9 @@ def _add_corpus_args(p, split: bool = True) -> None:
                    help=f"share of documents held out as val (default {defaults.val_fraction})")
     p.add_argument("--max-doc-bytes", type=int, default=defaults.max_doc_bytes,
                    help="longer documents are cut into pieces")
+    p.add_argument("--text-field", default=defaults.text_field,
+                   help="JSONL / parquet / dataset field holding the text (default text, then content)")
+    p.add_argument("--exclude", default=defaults.exclude, help="files to leave out, e.g. '**/tests/**'")
     if split:
         p.add_argument("--split", default="val", choices=SPLITS, help="documents to measure (default val)")
 
@@ -175,9 +210,24 @@ def add_commands(subparsers) -> None:
     t.add_argument("--gray", action="store_true", help="bpe-bytes: Gray-coded rank instead of the token id")
     t.add_argument("--level", type=int, default=GzipOptions.level, help="gzip: compression level 0-9")
     t.add_argument("--force", action="store_true", help="replace a codec already in the directory")
+    t.add_argument("--max-bytes", type=int, default=DataConfig().codec_sample_bytes,
+                   help="train text sampled over the corpus (default 50 MB; 0: the whole train split)")
     neural_cli.add_train_args(t)
     _add_corpus_args(t, split=False)
     t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("import", help="an existing tokenizer (tokenizer.json or HF folder) as a bpe codec, checked "
+                       "lossless")
+    i.add_argument("--tokenizer", required=True, help="tokenizer.json, or a folder holding one")
+    i.add_argument("--out", default=None, help="codec directory (default runs/codecs/imported-NAME)")
+    i.add_argument("--keep-special", action="store_true",
+                   help="keep added special tokens (default: dropped, text spelling them is tokenized as text)")
+    i.add_argument("--max-bytes", type=int, default=1_000_000,
+                   help="corpus bytes the round trip is checked on, sampled over the corpus (default 1 MB)")
+    i.add_argument("--force", action="store_true", help="replace a codec already in the directory")
+    i.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_corpus_args(i, split=False)
+    i.set_defaults(func=cmd_import)
 
     s = sub.add_parser("stats", help="bytes per symbol, fallbacks, round-trip failures, encode/decode speed")
     s.add_argument("--codec", required=True, help="codec directory or untrained codec name (gzip, halfbyte, ...)")

@@ -83,7 +83,7 @@ def cmd_show(args) -> int:
     loader = TrainLoader(cfg.data, cfg.views, rep, training_codec(cfg, codec), split=args.split, total_steps=cfg.train.max_steps,
                          n_future=cfg.model.n_future)
     rate, mode = schedule_at(cfg.views, args.step, cfg.train.max_steps)
-    print(f"# config {cfg.name}: corpus {cfg.data.corpus} ({args.split}, {len(loader.refs)} documents), "
+    print(f"# config {cfg.name}: corpus {cfg.data.corpus} ({args.split}, {len(loader.stream.units)} units), "
           f"codec {cfg.views.codec}, vocab {rep.vocab_size}; step {args.step}: rate {rate:.3f}, mode {mode}")
     shown = 0
     while shown < args.windows:

@@ -98,17 +98,9 @@ def add_commands(sub) -> None:
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_bpb, command="eval bpb")
 
-    try:
-        from proxylm.eval import humaneval, robustness
-    except ImportError:  # evaluation extras not built in this checkout
-        humaneval = robustness = None
-    if humaneval is not None:
-        p = ev.add_parser("humaneval", help="HumanEval-format code generation, executed in a sandbox")
-        humaneval.add_humaneval_args(p)
-        p.set_defaults(func=humaneval.run_humaneval_cli, command="eval humaneval")
-        p = ev.add_parser("robustness", help="ReCode-style perturbations: pass@1 and BPB degradation")
-        robustness.add_robustness_args(p)
-        p.set_defaults(func=robustness.run_robustness_cli, command="eval robustness")
+    from proxylm.cli.tasks import add_eval_commands
+
+    add_eval_commands(ev)
 
     p = ev.add_parser("translation", help="does a proxy model translate between its views? (held-out pairs)")
     p.add_argument("run")

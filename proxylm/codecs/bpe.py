@@ -11,10 +11,17 @@
 Both are lossless on valid UTF-8 (ByteLevel pre-tokenizer, no normalizer, every one of the 256 bytes in the
 initial alphabet); other input raises `CannotEncode`. Decoding goes through our own id -> bytes table, not the
 tokenizer's decoder, because the latter replaces partial UTF-8 sequences with U+FFFD.
+
+An imported tokenizer (`proxylm codec import`, proxylm/codecs/imported.py) is a BpeCodec too, with a `Surface`
+saying how its tokens spell bytes (ByteLevel characters, or SentencePiece's "▁" for a space and <0xNN>
+byte-fallback tokens), whether the tokenizer prepends a space, and `verify`: every encoding is decoded and
+compared, and a document that does not come back raises CannotEncode (counted, emitted raw).
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import asdict, dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Iterable
@@ -42,6 +49,34 @@ def byte_level_chars() -> dict[str, int]:
     return chars
 
 
+_BYTE_FALLBACK = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+@dataclass(frozen=True)
+class Surface:
+    """How token strings stand for bytes, and what the tokenizer adds around a text."""
+
+    byte_level: bool = True  # ByteLevel: each character is one byte (GPT-2 map); else UTF-8 text
+    byte_fallback: bool = False  # <0xNN> tokens are the byte NN
+    space: str = ""  # a character standing for a space (SentencePiece "▁"), or ""
+    strip_space: bool = False  # the tokenizer prepends a space to a text: decode drops one leading space
+    double_space: bool = False  # ... unless the text already starts with one: encode adds one then
+    verify: bool = False  # decode every encoding and refuse (CannotEncode) what does not come back
+
+    def token_bytes(self, token: str) -> bytes:
+        m = _BYTE_FALLBACK.fullmatch(token) if self.byte_fallback else None
+        if m:
+            return bytes([int(m.group(1), 16)])
+        if self.byte_level:
+            chars = _BYTE_LEVEL_CHARS
+            if all(c in chars for c in token):
+                return bytes(chars[c] for c in token)
+            return token.encode("utf-8")  # an added token written as plain text
+        if self.space:
+            token = token.replace(self.space, " ")
+        return token.encode("utf-8", "surrogatepass")
+
+
 def new_byte_level_tokenizer() -> Tokenizer:
     """Untrained byte-level BPE: no normalizer (lossless), no prefix space (so decode(encode(x)) == x)."""
     tokenizer = Tokenizer(models.BPE())
@@ -66,20 +101,25 @@ def _utf8_or_raise(data: bytes) -> str:
         raise CannotEncode(f"input is not valid UTF-8 ({e.reason} at byte {e.start})") from None
 
 
+_BYTE_LEVEL_CHARS = byte_level_chars()
+
+
 @register_codec
 class BpeCodec(Codec):
     name = "bpe"
+    roundtrip_check = True  # a run checks the round trip on a sample at start (codecs/train.py check_lossless)
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, surface: Surface | None = None):
         self.tokenizer = tokenizer
+        self.surface = surface or Surface()
         vocab = tokenizer.get_vocab(with_added_tokens=True)
-        if sorted(vocab.values()) != list(range(len(vocab))):
+        if surface is None and sorted(vocab.values()) != list(range(len(vocab))):
             raise ValueError("BPE vocabulary ids must be exactly 0..V-1")
-        chars = byte_level_chars()
-        # token_bytes[i]: the bytes token i stands for (what decode emits for it)
-        self.token_bytes: list[bytes] = [b""] * len(vocab)
+        # token_bytes[i]: the bytes token i stands for (what decode emits for it); b"" for ids no token has
+        # (an imported tokenizer's dropped special tokens)
+        self.token_bytes: list[bytes] = [b""] * (max(vocab.values()) + 1)
         for token, token_id in vocab.items():
-            self.token_bytes[token_id] = bytes(chars[c] for c in token)
+            self.token_bytes[token_id] = self.surface.token_bytes(token)
 
     # ---- training -------------------------------------------------------------------------------
     @classmethod
@@ -99,21 +139,34 @@ class BpeCodec(Codec):
     def alphabet_size(self) -> int:
         return len(self.token_bytes)
 
+    def _text(self, data: bytes) -> str:
+        text = _utf8_or_raise(data)
+        return " " + text if self.surface.double_space and text.startswith(" ") else text
+
+    def encode_unchecked(self, data: bytes) -> np.ndarray:
+        """The tokenizer's ids, not compared with the input (import checks use this)."""
+        return np.asarray(self.tokenizer.encode(self._text(data), add_special_tokens=False).ids, dtype=np.int64)
+
     def encode(self, data: bytes) -> np.ndarray:
-        ids = self.tokenizer.encode(_utf8_or_raise(data), add_special_tokens=False).ids
-        return np.asarray(ids, dtype=np.int64)
+        ids = self.encode_unchecked(data)
+        if self.surface.verify and self.decode(ids) != data:
+            raise CannotEncode("the tokenizer does not give these bytes back")
+        return ids
 
     def encode_many(self, datas: list[bytes]) -> list[np.ndarray | None]:
         """Batch encode (parallel in Rust, no offsets); None for inputs that are not valid UTF-8."""
         texts: list[str | None] = []
         for data in datas:
             try:
-                texts.append(_utf8_or_raise(data))
+                texts.append(self._text(data))
             except CannotEncode:
                 texts.append(None)
         valid = [t for t in texts if t is not None]
         encodings = iter(self.tokenizer.encode_batch_fast(valid, add_special_tokens=False))
-        return [None if t is None else np.asarray(next(encodings).ids, dtype=np.int64) for t in texts]
+        out = [None if t is None else np.asarray(next(encodings).ids, dtype=np.int64) for t in texts]
+        if self.surface.verify:
+            out = [None if ids is None or self.decode(ids) != data else ids for ids, data in zip(out, datas)]
+        return out
 
     @cached_property
     def _decode_table(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -131,11 +184,14 @@ class BpeCodec(Codec):
         out_starts = np.cumsum(out_lengths) - out_lengths  # where each token's bytes go in the output
         # byte j of the output comes from table[starts[id] + (j - out_start of that token)]
         index = np.arange(out_lengths.sum()) + np.repeat(starts[ids] - out_starts, out_lengths)
-        return table[index].tobytes()
+        out = table[index].tobytes()
+        return out[1:] if self.surface.strip_space and out.startswith(b" ") else out
 
     # ---- persistence ----------------------------------------------------------------------------
     def config(self) -> dict:
-        return {"vocab_size": self.alphabet_size}
+        if self.surface == Surface():
+            return {"vocab_size": self.alphabet_size}
+        return {"vocab_size": self.alphabet_size, "surface": asdict(self.surface)}
 
     def _save_files(self, directory: Path) -> None:
         self.tokenizer.save(str(directory / TOKENIZER_FILE))
@@ -145,7 +201,8 @@ class BpeCodec(Codec):
         path = Path(directory) / TOKENIZER_FILE
         if not path.exists():
             raise FileNotFoundError(f"{directory}: missing {TOKENIZER_FILE}; train the codec again")
-        codec = cls(Tokenizer.from_file(str(path)))
+        surface = Surface(**config["surface"]) if "surface" in config else None
+        codec = cls(Tokenizer.from_file(str(path)), surface)
         if codec.alphabet_size != config.get("vocab_size", codec.alphabet_size):
             raise ValueError(f"{directory}: {TOKENIZER_FILE} has {codec.alphabet_size} tokens, "
                              f"codec.json says {config['vocab_size']}")
@@ -168,6 +225,7 @@ def gray_code(rank: np.ndarray) -> np.ndarray:
 @register_codec
 class BpeBytesCodec(Codec):
     name = "bpe-bytes"
+    roundtrip_check = True
 
     def __init__(self, tokens: BpeCodec, gray: bool = False):
         self.tokens = tokens
@@ -220,14 +278,14 @@ class BpeBytesCodec(Codec):
         return self.tokens.decode(self._ids_by_sorted_code[pos])
 
     def config(self) -> dict:
-        return {"vocab_size": self.tokens.alphabet_size, "gray": self.gray}
+        return {**self.tokens.config(), "gray": self.gray}
 
     def _save_files(self, directory: Path) -> None:
         self.tokens._save_files(directory)
 
     @classmethod
     def from_config(cls, directory: Path, config: dict) -> "BpeBytesCodec":
-        tokens = BpeCodec.from_config(directory, {"vocab_size": config["vocab_size"]})
+        tokens = BpeCodec.from_config(directory, {k: v for k, v in config.items() if k in ("vocab_size", "surface")})
         return cls(tokens, gray=bool(config.get("gray", False)))
 
     def __repr__(self) -> str:

@@ -10,8 +10,9 @@ fixed bit/byte views). A new codec plugs in by defining `train` and, if it takes
 section of `CodecOptions` (proxylm/codecs/options.py).
 
 Cache: `views.codec_dir` when set, else `$PROXYLM_CACHE/codecs/<name>-<hash>` (default `~/.cache/proxylm`),
-the hash covering the codec name, its options and the corpus (spec, glob, split settings and the train split's
-document count and bytes). A codec is trained in a temporary sibling directory and renamed into place, under a
+the hash covering the codec name, its options and the corpus (spec, glob, split and sampling settings, and the
+names and sizes of its files). A codec learns from at most `data.codec_sample_bytes` (default 50 MB) of the train
+split, spread over the corpus. A codec is trained in a temporary sibling directory and renamed into place, under a
 file lock, so concurrent ranks train it once and a crash never leaves half a codec.
 """
 
@@ -61,19 +62,44 @@ def open_corpus(spec: str, data_cfg):
     return _open_corpus(spec, data_cfg)
 
 
-def corpus_texts(corpus, split: str = "train") -> Iterator[bytes]:
-    """The bytes of every document of a split, read lazily."""
-    for ref in corpus.documents(split):
-        yield corpus.read(ref)
+def corpus_texts(corpus, split: str = "train", max_bytes: int = 0) -> Iterator[bytes]:
+    """The bytes of the documents of a split, read lazily: at most `max_bytes` spread over the corpus (units
+    in a fixed hash order, see Corpus.sample), or all of them (0)."""
+    for doc in corpus.sample(split, max_bytes):
+        yield doc.data
 
 
 def corpus_fingerprint(corpus, data_cfg) -> dict:
-    """What the train split depends on: where the text comes from, how it is split, and how much there is."""
+    """What the training text depends on: where it comes from, how it is split and sampled, and the files
+    (names and sizes of every unit; no document is read)."""
     spec = data_cfg.corpus if data_cfg.corpus == "stdlib" else str(Path(data_cfg.corpus).expanduser().resolve())
-    refs = corpus.documents("train")
-    return {"corpus": spec, "glob": data_cfg.glob, "val_fraction": data_cfg.val_fraction,
-            "max_doc_bytes": data_cfg.max_doc_bytes, "train_documents": len(refs),
-            "train_bytes": sum(r.size for r in refs)}
+    return {"corpus": spec, "glob": data_cfg.glob, "exclude": data_cfg.exclude, "text_field": data_cfg.text_field,
+            "val_fraction": data_cfg.val_fraction, "max_doc_bytes": data_cfg.max_doc_bytes,
+            "sample_bytes": data_cfg.codec_sample_bytes, "units": corpus.fingerprint()}
+
+
+ROUNDTRIP_SAMPLE_BYTES = 1_000_000  # train text a tokenizer codec is checked on at the start of a run
+
+
+def check_lossless(codec: Codec, corpus, where: str, max_bytes: int = ROUNDTRIP_SAMPLE_BYTES) -> dict:
+    """Refuse (UserError) a codec that does not give back the bytes of a sample of the train split.
+
+    Documents it cannot encode (CannotEncode: they are emitted raw) are counted, not failures."""
+    from proxylm.codecs.base import CannotEncode
+    from proxylm.core.errors import UserError
+
+    checked = unencodable = 0
+    for doc in corpus.sample("train", max_bytes):
+        try:
+            symbols = codec.encode(doc.data)
+        except CannotEncode:
+            unencodable += 1
+            continue
+        checked += 1
+        if codec.decode(symbols) != doc.data:
+            raise UserError(f"{where}: the codec does not give back document '{doc.key}' (it is lossy on raw "
+                            "bytes); import a tokenizer with `proxylm codec import --tokenizer PATH`, which checks it")
+    return {"checked": checked, "unencodable": unencodable}
 
 
 def cache_key(name: str, options: dict, fingerprint: dict) -> str:
@@ -133,6 +159,8 @@ def build_codec(name: str, directory, texts: Callable[[], Iterable[bytes]], **op
 def _check_loaded(codec: Codec, name: str, options: dict, directory: Path) -> Codec:
     if codec.name != name:
         raise ValueError(f"{directory} holds a '{codec.name}' codec but views.codec is '{name}'")
+    if "surface" in codec.config():  # an imported tokenizer: its vocabulary size is its own, not an option
+        return codec
     differing = {k: (v, codec.config()[k]) for k, v in options.items()
                  if k in codec.config() and codec.config()[k] != v}
     if differing:
@@ -156,7 +184,8 @@ def ensure_codec(views_cfg, data_cfg) -> Codec:
         directory = Path(views_cfg.codec_dir).expanduser()
     else:
         directory = default_codec_dir(name, options, corpus, data_cfg)
-    return build_codec(name, directory, lambda: corpus_texts(corpus, "train"), **options)
+    return build_codec(name, directory, lambda: corpus_texts(corpus, "train", data_cfg.codec_sample_bytes),
+                       **options)
 
 
 def default_codec_dir(name: str, options: dict, corpus, data_cfg) -> Path:

@@ -10,16 +10,24 @@ from proxylm.data.modes import MIX_MODES, mix_mode  # noqa: F401  (MIX_MODES: th
 
 @dataclass
 class DataConfig:
-    corpus: str = "stdlib"  # "stdlib" | path to a .jsonl file | folder | glob of .jsonl files
-    glob: str = "**/*.py"  # files to read when `corpus` is a folder
+    corpus: str = "stdlib"  # "stdlib" | folder | file | glob (JSONL[.gz|.zst], parquet, arrow, text) | saved dataset
+    glob: str = "**/*.py"  # files to read when `corpus` is a folder; several: "**/*.py,**/*.js"; all: "**/*"
     val_fraction: float = 0.05  # share of documents (by path hash) held out as validation
     max_doc_bytes: int = 1_000_000  # longer documents are cut into pieces of at most this size
     seq_len: int = 512  # symbols per packed window (model context)
     batch_size: int = 8  # windows per micro-batch (per rank)
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
     seed: int = 0
+    text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")
+    exclude: str = ""  # files of a folder or glob corpus to leave out, e.g. "**/tests/**,**/*.min.js"
+    num_workers: int = 0  # background processes reading and encoding documents (0: in the training process)
+    codec_sample_bytes: int = 50_000_000  # train text a codec is trained on, sampled over the corpus (0: all)
 
     def __post_init__(self):
+        if self.num_workers < 0 or self.codec_sample_bytes < 0:
+            raise ValueError("num_workers and codec_sample_bytes must be >= 0")
+        if not self.text_field:
+            raise ValueError("text_field must name a field (default: text)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError("val_fraction must be in [0, 1)")
         if self.seq_len < 2 or self.batch_size < 1:

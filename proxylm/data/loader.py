@@ -9,11 +9,11 @@
     state = loader.state_dict()            # JSON-serializable; load_state_dict(state) resumes exactly
     loader.stats()                         # documents, views, compressed shares, symbols per byte, problems
 
-Order: the rank's shard (`shard`: every world_size-th sorted document) is read in a per-epoch order that
-is a pure function of (data.seed, epoch) (sorted by a hash; corpus order when shuffle=false). One document
-stream feeds B rows; each row is its own packer and pulls the next document whenever it runs short, so a
-long document continues in one row over consecutive batches instead of filling a whole batch (the
-reference used a shuffle ring for this). The stream loops forever; the epoch counter is in the state.
+Order: the rank's document stream (proxylm/data/stream.py: units of files dealt to ranks, read in a per-epoch
+order that is a pure function of (data.seed, epoch), optionally by `data.num_workers` background processes that
+also encode) feeds B rows; each row is its own packer and pulls the next document whenever it runs short, so a
+long document continues in one row over consecutive batches instead of filling a whole batch. The stream loops
+forever; the epoch counter is in the state.
 
 Each document's rate and mode are looked up when it is read, at the step passed to `next_batch`, and
 stored with it (tag: key, epoch, rate, mode), so a resumed run re-renders a half-consumed document
@@ -33,12 +33,11 @@ import numpy as np
 import torch
 
 from proxylm.data.config import DataConfig, ViewsConfig
-from proxylm.data.corpus import Corpus, DocRef, open_corpus, shard, stable_hash64
+from proxylm.data.corpus import Corpus, open_corpus
 from proxylm.data.packing import Packer
-from proxylm.data.views import COMPRESSED, RAW, Decision, Part, decide, render, render_fitted, schedule_at
-
-STATE_VERSION = 1
-_ORDER_SALT = "proxylm-order-v1"
+from proxylm.data.stream import STATE_VERSION, UNPREPARED, DocStream
+from proxylm.data.views import (COMPRESSED, RAW, Decision, Part, decide, encode_or_none, is_translation, render,
+                                render_fitted, schedule_at)
 
 
 @dataclass
@@ -62,12 +61,15 @@ class Batch:
                      self.raw_bytes, self.step, self.compressed_bytes, self.compressed_symbols)
 
 
-def epoch_order(refs: list[DocRef], seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """(n,) int64 permutation of refs for one epoch: a pure function of (seed, epoch, keys)."""
-    if not shuffle:
-        return np.arange(len(refs), dtype=np.int64)
-    h = np.fromiter((stable_hash64(_ORDER_SALT, seed, epoch, r.key) for r in refs), dtype=np.uint64, count=len(refs))
-    return np.argsort(h, kind="stable").astype(np.int64)
+class _Known:
+    """A codec whose symbols for this one document are already known (encoded by a loader worker)."""
+
+    def __init__(self, codec, symbols):
+        self.codec, self.symbols = codec, symbols
+        self.name, self.alphabet_size = codec.name, codec.alphabet_size
+
+    def encode_many(self, datas):
+        return [self.symbols]
 
 
 class TrainLoader:
@@ -81,16 +83,10 @@ class TrainLoader:
         if views_cfg.schedule.enabled and not total_steps:
             raise ValueError("views.schedule.enabled needs total_steps (the run's optimizer steps)")
         self.corpus = corpus if corpus is not None else open_corpus(data_cfg.corpus, data_cfg)
-        self.refs = shard(self.corpus.documents(split), rank, world_size)
-        if not self.refs:
-            n = len(self.corpus.documents(split))
-            raise ValueError(f"rank {rank} of {world_size} has no '{split}' documents (corpus "
-                             f"'{self.corpus.spec}' has {n}); use a bigger corpus or fewer ranks")
-        self._by_key = {r.key: r for r in self.refs}
+        self.stream = DocStream(self.corpus, split, rank, world_size, data_cfg.seed, data_cfg.shuffle,
+                                data_cfg.num_workers, self._prepare if data_cfg.num_workers else None)
         # max_position: pass the model's RoPE table size (model.max_seq_len); see packing.py
         self.rows = [Packer(data_cfg.seq_len, n_future, rep.bos_id, max_position) for _ in range(data_cfg.batch_size)]
-        self.epoch, self.index = 0, 0  # next document: self._order(epoch)[index]
-        self._orders: dict[int, np.ndarray] = {}
         self.counts: Counter = Counter()  # stream statistics (see stats()), saved in the state
 
     def _check_codec(self) -> None:
@@ -107,37 +103,54 @@ class TrainLoader:
         """(rate, mode) that documents read at optimizer step `step` get."""
         return schedule_at(self.views_cfg, step, self.total_steps)
 
-    # ---- document stream ---------------------------------------------------------------------------------
-    def _order(self, epoch: int) -> np.ndarray:
-        if epoch not in self._orders:
-            self._orders = {e: o for e, o in self._orders.items() if e >= epoch - 1}  # keep memory bounded
-            self._orders[epoch] = epoch_order(self.refs, self.data_cfg.seed, epoch, self.data_cfg.shuffle)
-        return self._orders[epoch]
+    @property
+    def epoch(self) -> int:
+        return self.stream.epoch
 
-    def _next_ref(self) -> tuple[DocRef, int]:
-        if self.index >= len(self.refs):
-            self.epoch, self.index = self.epoch + 1, 0
-        ref = self.refs[int(self._order(self.epoch)[self.index])]
-        self.index += 1
-        return ref, self.epoch
+    def close(self) -> None:
+        """Stop the loader's workers (they also die with this process)."""
+        self.stream.close()
 
-    def _render(self, ref: DocRef, data: bytes, tag: dict):
-        """Re-render one pushed document from its tag (a translation sub-piece carries its byte span)."""
-        decision = decide(self.views_cfg.seed, ref.key, tag["epoch"], tag["rate"], tag["mode"])
-        if "span" in tag:
-            a, b = tag["span"]
-            data = data[a:b]
-            if tag.get("filler"):
+    # ---- documents ---------------------------------------------------------------------------------------
+    def _modes(self) -> list[tuple[float, str]]:
+        """The highest rate of each mode the run can use (a document needs its compressed view at some rate
+        iff it needs it at the highest: decisions are monotonic in the rate)."""
+        v, s = self.views_cfg, self.views_cfg.schedule
+        if not s.enabled:
+            return [(v.rate, v.mode)]
+        return [(max(v.rate, s.initial_rate), s.warmup_mode), (v.rate, v.mode), (max(v.rate, s.final_rate), s.final_mode)]
+
+    def _prepare(self, key: str, data: bytes, epoch: int):
+        """In a worker: the codec's symbols when some step of the run may need them (None: CannotEncode)."""
+        if self.codec is None or not any(decide(self.views_cfg.seed, key, epoch, r, m).needs_codec
+                                         for r, m in self._modes()):
+            return UNPREPARED
+        return encode_or_none(self.codec, data)
+
+    def _codec_for(self, decision: Decision, prepared):
+        if decision.needs_codec and not (isinstance(prepared, str) and prepared == UNPREPARED):
+            return _Known(self.codec, prepared)
+        return self.codec
+
+    def _render(self, key: str, data: bytes, epoch: int, rate: float, mode: str, prepared=UNPREPARED,
+                span=None, filler: bool = False):
+        """One pushed document; `span` (and `filler`): a translation sub-piece, re-rendered from its tag."""
+        decision = decide(self.views_cfg.seed, key, epoch, rate, mode)
+        if span is not None:
+            data = data[span[0]:span[1]]
+            if filler:
                 decision = Decision.single(RAW, decision.sentinels)
-        return render(decision, data, self.codec, self.rep)
+            return render(decision, data, self.codec, self.rep)
+        return render(decision, data, self._codec_for(decision, prepared), self.rep)
 
-    def _parts(self, ref: DocRef, data: bytes, epoch: int, rate: float, mode: str, row: Packer):
-        """(decision, parts): translation pairs cut to fit the windows of `row` (views.fit_pairs)."""
-        decision = decide(self.views_cfg.seed, ref.key, epoch, rate, mode)
-        if self.views_cfg.fit_pairs and not self.views_cfg.precomputed:  # precomputed views are whole pieces
+    def _parts(self, key: str, data: bytes, epoch: int, rate: float, mode: str, row: Packer, prepared=UNPREPARED):
+        """(decision, parts): translation pairs cut to fit the windows of `row` (views.fit_pairs; precomputed
+        views are of whole pieces, so they keep one pair per piece). Sub-pieces are encoded here."""
+        decision = decide(self.views_cfg.seed, key, epoch, rate, mode)
+        if is_translation(decision) and self.views_cfg.fit_pairs and not self.views_cfg.precomputed:
             S = self.data_cfg.seq_len
             return decision, render_fitted(decision, data, self.codec, self.rep, S, S - row.available() % S)
-        return decision, [Part((0, len(data)), render(decision, data, self.codec, self.rep))]
+        return decision, [Part((0, len(data)), render(decision, data, self._codec_for(decision, prepared), self.rep))]
 
     def _count(self, decision: Decision, parts: list, n_bytes: int) -> None:
         """One decision per piece read; each view's bytes and symbols counted once (a pair's text is in
@@ -167,19 +180,14 @@ class TrainLoader:
     def _fill(self, row: Packer, step: int) -> None:
         rate, mode = self.schedule(step)
         while row.available() < row.window_len:
-            ref, epoch = self._next_ref()
-            data = self.corpus.read(ref)
-            if not data:
-                self.counts["unreadable_skipped"] += 1
-                if self.counts["unreadable_skipped"] > 10 * len(self.refs) + 100:
-                    raise RuntimeError(f"corpus '{self.corpus.spec}': no readable documents")
-                continue
-            decision, parts = self._parts(ref, data, epoch, rate, mode, row)
-            self._count(decision, parts, len(data))
+            item = self.stream.next()
+            decision, parts = self._parts(item.key, item.data, item.epoch, rate, mode, row, item.prepared)
+            self._count(decision, parts, len(item.data))
             for p in parts:
                 r = p.rendered
-                tag = {"key": ref.key, "epoch": epoch, "rate": rate, "mode": mode, "n": len(r.ids)}
-                if len(parts) > 1:
+                tag = {"key": item.key, "unit": item.unit, "ord": item.ordinal, "epoch": item.epoch,
+                       "rate": rate, "mode": mode, "n": len(r.ids)}
+                if p.filler or p.span != (0, len(item.data)):  # a sub-piece: resume re-renders its span
                     tag["span"] = list(p.span)
                     if p.filler:
                         tag["filler"] = True
@@ -209,33 +217,34 @@ class TrainLoader:
     def _identity(self) -> dict:
         return {"split": self.split, "rank": self.rank, "world_size": self.world_size,
                 "seq_len": self.data_cfg.seq_len, "batch_size": self.data_cfg.batch_size,
-                "n_future": self.n_future, "n_documents": len(self.refs)}
+                "n_future": self.n_future, "n_units": len(self.stream.units)}
 
     def state_dict(self) -> dict:
-        return {"version": STATE_VERSION, **self._identity(), "epoch": self.epoch, "index": self.index,
-                "rows": [row.state_dict() for row in self.rows], "counts": dict(self.counts),
-                "corpus": self.corpus.state_dict()}
+        return {"version": STATE_VERSION, **self._identity(), "stream": self.stream.state_dict(),
+                "rows": [row.state_dict() for row in self.rows], "counts": dict(self.counts)}
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:
-            raise ValueError(f"data state version {state.get('version')} != {STATE_VERSION}")
+            raise ValueError(f"data state version {state.get('version')} != {STATE_VERSION}: the checkpoint was made "
+                             "by an older data pipeline; start a new run")
         mismatch = {k: (state.get(k), v) for k, v in self._identity().items() if state.get(k) != v}
         if mismatch:
             detail = ", ".join(f"{k}: saved {a} now {b}" for k, (a, b) in mismatch.items())
             raise ValueError(f"cannot resume the data stream: {detail}")
-        self.corpus.load_state_dict(state.get("corpus", {}))
+        self.stream.load_state_dict(state["stream"])
         for row, rs in zip(self.rows, state["rows"]):
             row.clear()
             for i, tag in enumerate(rs["tags"]):
-                ref = self._by_key.get(tag["key"])
-                if ref is None:
-                    raise ValueError(f"cannot resume: document '{tag['key']}' is no longer in this rank's shard")
-                r = self._render(ref, self.corpus.read(ref), tag)
+                key, data = self.stream.reread(tag["unit"], tag["ord"])
+                if key != tag["key"]:
+                    raise ValueError(f"cannot resume: document {tag['ord']} of unit '{tag['unit']}' is now '{key}', "
+                                     f"saved '{tag['key']}' (corpus changed)")
+                r = self._render(key, data, tag["epoch"], tag["rate"], tag["mode"], span=tag.get("span"),
+                                 filler=tag.get("filler", False))
                 if len(r.ids) != tag["n"]:
                     raise ValueError(f"cannot resume: document '{tag['key']}' now renders to {len(r.ids)} ids, "
                                      f"saved {tag['n']} (corpus or codec changed)")
                 row.push(r.ids, r.is_compressed, r.nbytes, tag=tag, skip=rs["offset"] if i == 0 else 0)
-        self.epoch, self.index = state["epoch"], state["index"]
         self.counts = Counter(state.get("counts", {}))
 
     # ---- stats -------------------------------------------------------------------------------------------
@@ -271,6 +280,6 @@ class TrainLoader:
             "filler_parts": c["filler_parts"],
             "filler_bytes": c["filler_bytes"],
             "fallback_raw": c["fallback_raw"],
-            "unreadable_skipped": c["unreadable_skipped"],
-            "corpus_problems": dict(self.corpus.problems),
+            "unreadable_skipped": self.stream.problems["unreadable"],
+            "corpus_problems": dict(self.stream.problems),
         }

@@ -96,22 +96,23 @@ def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: 
 
 
 def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -> list[bytes]:
-    """Whole documents of a corpus split, in the corpus' order, until `max_bytes` (0: all).
+    """Whole documents of a corpus split until `max_bytes` (0: all, in corpus order).
 
-    The document that would overflow the budget is cut after its last newline that fits (never
-    inside a UTF-8 character, which the token baseline could not encode), and reading stops there.
+    With a budget, the documents are a sample spread over the whole split (`Corpus.sample`: units in the order
+    of a fixed hash of their keys, then documents by the hash of their keys), the same for every model and
+    seed. The document that would overflow the budget is cut after its last newline that fits (never inside a
+    UTF-8 character, which the token baseline could not encode), and reading stops there.
     """
     import dataclasses
 
-    from proxylm.data.corpus import open_corpus
+    from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 
     cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
     corpus = open_corpus(corpus_spec, cfg)
-    docs, total = [], 0
-    for ref in corpus.documents(split):
-        data = corpus.read(ref)
-        if not data:
-            continue
+    docs, total, seen = [], 0, 0
+    for doc in corpus.sample(split, max_bytes, oversample=EVAL_OVERSAMPLE):
+        seen += 1
+        data = doc.data
         if max_bytes and total + len(data) > max_bytes:
             cut = data.rfind(b"\n", 0, max_bytes - total)
             if cut > 0:
@@ -119,6 +120,9 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
             break
         docs.append(data)
         total += len(data)
+    if not seen:
+        raise ValueError(f"the {split} split of corpus {corpus_spec} has no documents (data.val_fraction "
+                         f"{data_cfg.val_fraction}); use a bigger corpus or raise data.val_fraction")
     if not docs:
         raise ValueError(f"no document of {corpus_spec}/{split} fits in {max_bytes} bytes; raise the byte limit")
     return docs

@@ -35,10 +35,7 @@ import torch.nn.functional as F
 from proxylm.model.config import ModelConfig
 from proxylm.model.heads import LossOutput, multi_head_loss
 
-try:  # FlexAttention (torch >= 2.5); only used on CUDA
-    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
-except ImportError:  # pragma: no cover
-    BlockMask = create_block_mask = flex_attention = None
+from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention  # used on CUDA
 
 CAUSAL = "causal"  # attention-mask marker: plain causal (no document boundaries, keys == queries)
 _compiled_flex = None

@@ -216,12 +216,9 @@ class Trainer:
         t = self.cfg.train
         self._tb = None
         if self.ctx.is_main:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
-                self._tb = SummaryWriter(str(self.run_dir / "tb"))
-            except ImportError:  # tensorboard is a declared dependency; tolerate its absence
-                self._tb = None
+            self._tb = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
@@ -248,10 +245,13 @@ class Trainer:
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
                                "val_bytes": result["bytes"]})
                 if self.ctx.is_main and not self.quiet:
-                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs")
+                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs",
+                              file=sys.stderr)  # stdout is kept for the --json summary
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
         bar.close()
+        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
+            self.loader.close()
         if not evals:  # resumed a finished run, or budget hit before the first step
             result = self.evaluate()
             evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})

@@ -40,6 +40,15 @@ import numpy as np
 import torch
 
 from proxylm.codecs.options import M1Options
+from proxylm.config import RunConfig
+from proxylm.core.device import pick_device
+from proxylm.core.representation import Representation
+from proxylm.data.config import DataConfig
+from proxylm.data.loader import Batch
+from proxylm.model.config import ModelConfig
+from proxylm.model.transformer import Transformer
+from proxylm.train.config import EvalConfig, TrainConfig
+from proxylm.train.trainer import Trainer
 
 N_BYTES = 256
 
@@ -90,8 +99,6 @@ class CropLoader:
         return self.data[first[:, None] + np.arange(self.seq_len)]
 
     def next_batch(self, step: int):
-        from proxylm.data.loader import Batch
-
         rng = np.random.default_rng([self.seed, self.batches])
         self.batches += 1
         crops = self.crops(rng, self.batch_size).astype(np.int64) + self.byte_offset  # (B, S)
@@ -137,15 +144,6 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
 
     -> (Transformer float32 on CPU, summary dict). The run directory is temporary: the codec keeps the weights.
     """
-    from proxylm.config import RunConfig
-    from proxylm.data.config import DataConfig
-    from proxylm.core.representation import Representation
-    from proxylm.model.config import ModelConfig
-    from proxylm.train.config import EvalConfig, TrainConfig
-    from proxylm.core.device import pick_device
-    from proxylm.model.transformer import Transformer
-    from proxylm.train.trainer import Trainer
-
     o = options or M1Options()
     texts = list(texts)
     held = set(range(o.held_out_every - 1, len(texts), o.held_out_every)) if len(texts) >= o.held_out_every else set()
@@ -274,8 +272,6 @@ class FixedPointM1:
     """M1's forward pass, one new byte per lane per call, exact (module docstring)."""
 
     def __init__(self, model, tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
-        from proxylm.core.representation import Representation
-
         cfg = model.cfg
         self.cfg = cfg
         self.max_len = max_len or cfg.max_seq_len  # positions 0..max_len-1 (the <bos> at 0)

