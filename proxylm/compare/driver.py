@@ -60,10 +60,11 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     for _, _, _, cfg, run_dir in jobs:  # settings first: refuse before any training
         check_reusable(cfg, run_dir, retrain and not report_only)
     any_cfg = jobs[0][3]
-    eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, preset.eval_bytes)}
+    # the bytes the trainer's own evals score (eval.max_bytes: the preset's unless overridden)
+    eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, any_cfg.eval.max_bytes)}
     unigram = unigram_bpb(read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data), eval_sets["val"])
     if eval_corpus:
-        eval_sets["extra"] = read_eval_docs(eval_corpus, "all", any_cfg.data, preset.eval_bytes)
+        eval_sets["extra"] = read_eval_docs(eval_corpus, "all", any_cfg.data, any_cfg.eval.max_bytes)
     results = []
     for size, model, seed, cfg, run_dir in jobs:
         r = finished_result(cfg, run_dir) if report_only else run_one(model, cfg, run_dir, eval_sets, quiet)
