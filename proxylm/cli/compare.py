@@ -81,6 +81,10 @@ def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 
     print(f"\nGreedy completions of {prompt!r} ({max_bytes} bytes, seed 0), side by side:\n")
     for row in range(max(map(len, columns))):
         print(" | ".join((col[row] if row < len(col) else "").ljust(width) for col in columns).rstrip())
+    # blank columns are not a display bug: a small model's completion is often whitespace
+    print("\nThe completions as written (Python repr, first 70 characters):")
+    for m in chosen:
+        print(f"  {m:>16}: {texts[m][len(prompt):][:70]!r}")
     print()
 
 
