@@ -19,7 +19,8 @@ from pathlib import Path
 from proxylm.compare import stats
 from proxylm.compare.report import write_markdown, write_plots
 from proxylm.compare.presets import MODELS, REFERENCE, Preset, Size, model_config
-from proxylm.compare.runs import RESULT_FILE, check_reusable, fingerprint, non_embedding_params, run_one
+from proxylm.compare.runs import (RESULT_FILE, check_reusable, fingerprint, non_embedding_params, run_one,
+                                  same_settings)
 from proxylm.core.errors import UserError
 
 PROXY_FAMILIES = ("proxy-bpe", "proxy-bpe-tuned")
@@ -41,10 +42,9 @@ def plan(preset: Preset, out: Path, seeds: int, corpus: str | None, extra: list[
 def finished_result(cfg, run_dir: Path) -> dict | None:
     """The saved result of a model finished with cfg's settings, or None."""
     done = run_dir / RESULT_FILE
-    if not done.exists():
+    if not done.exists() or not same_settings(cfg, run_dir):
         return None
-    r = json.loads(done.read_text())
-    return r if r.get("fingerprint") in (None, fingerprint(cfg)) else None
+    return {**json.loads(done.read_text()), "fingerprint": fingerprint(cfg)}
 
 
 def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: str | None = None,

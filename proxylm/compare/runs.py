@@ -25,7 +25,7 @@ RESULT_FILE = "compare_result.json"
 # Settings that do not change what a run computes (names, logging, thread count, cache paths):
 # left out of the fingerprint so that e.g. resuming with other threads still matches.
 NOT_RESULT_KEYS = frozenset({"name", "train.threads", "train.log_every", "train.ckpt_every", "train.keep_ckpts",
-                             "train.device", "views.codec_dir", "eval.batch_size"})
+                             "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers"})
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -71,6 +71,12 @@ def saved_settings(run_dir: Path) -> dict | None:
                         "--out") from e
 
 
+def same_settings(cfg, run_dir: Path) -> bool:
+    """run_dir holds a run trained with cfg's settings. Both sides are read by this version of the config
+    code, so a key added since (at its default) does not make an old result look different."""
+    return saved_settings(run_dir) == result_settings(cfg)
+
+
 def check_reusable(cfg, run_dir: Path, retrain: bool = False) -> bool:
     """True when run_dir is free or holds a run (finished or not) with cfg's settings. A run with other
     settings raises UserError, or with `retrain` is moved to `<run_dir>.old-<its fingerprint>` (False)."""
@@ -113,12 +119,10 @@ def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], qu
     done = run_dir / RESULT_FILE
     fp = fingerprint(cfg)
     if done.exists():
-        result = json.loads(done.read_text())
-        if result.get("fingerprint") in (None, fp):
+        if same_settings(cfg, run_dir):
             print(f"[compare] {run_dir.name}: finished earlier with the same settings, reused", file=sys.stderr)
-            result["fingerprint"] = fp
-            return result
-        done.unlink()  # same config.yaml, other result (eval sets changed): score again
+            return {**json.loads(done.read_text()), "fingerprint": fp}
+        done.unlink()  # a result of other settings (check_reusable moved or refused those): score again
     print(f"[compare] {run_dir.name}: training to {cfg.train.max_flops:.3g} FLOPs", file=sys.stderr)
     summary = build_trainer(cfg, run_dir, resume=bool(list_checkpoints(run_dir)), quiet=quiet).fit()
     # "val" is the trainer's own final eval (same documents); other sets are scored here
