@@ -1,6 +1,23 @@
 """Shared fixtures: small hermetic corpora, so tests never depend on the stdlib's size."""
 
+import os
+
 import pytest
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def write_code_corpus(root, n_files: int = 40, max_functions: int = 7) -> str:

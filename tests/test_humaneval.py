@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.eval.generate as generate_module
+import proxylm.tasks.humaneval as generate_module  # where generate() is called
 from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.sandbox import Limits, Sandbox

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.eval.bpb as bpb_module
-import proxylm.eval.generate as generate_module
+import proxylm.tasks.robustness.run as bpb_module  # where evaluate_bpb() is called
+import proxylm.tasks.humaneval as generate_module  # where generate() is called
 from proxylm.tasks import robustness as rb
 from proxylm.tasks.humaneval import build_program, load_problems
 from proxylm.tasks.sandbox import Sandbox

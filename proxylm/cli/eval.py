@@ -7,7 +7,10 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+from proxylm.cli.args import at_least, in_range
 
 
 def cmd_bpb(args) -> int:
@@ -15,14 +18,19 @@ def cmd_bpb(args) -> int:
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
     from proxylm.assemble import load_run
     from proxylm.core.device import pick_device
+    from proxylm.core.errors import UserError
 
     device = pick_device(args.device)
     run = load_run(args.run, device)
+    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
+    if seq_len < 2:
+        raise UserError(f"--seq-len {seq_len}: must be >= 2")
+    stride = args.stride or max(1, seq_len // 2)
+    if stride > seq_len:
+        raise UserError(f"--stride {stride}: must be <= the window ({seq_len})")
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
-    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
-    result = evaluate_bpb(run.model, run.interface, docs, seq_len, args.stride or seq_len // 2,
-                          args.batch_size, device)
+    result = evaluate_bpb(run.model, run.interface, docs, seq_len, stride, args.batch_size, device)
     result.update({"run": str(args.run), "step": run.step, "corpus": corpus, "split": args.split})
     if args.json:
         print_json(result)
@@ -55,6 +63,24 @@ def cmd_translation(args) -> int:
     return 0
 
 
+def shell_bytes(text: str) -> bytes:
+    """The bytes the shell passed: argv is decoded with surrogateescape, so invalid UTF-8 comes back intact."""
+    return os.fsencode(text)
+
+
+def check_generation_room(run, prompt: bytes, max_bytes: int, flag: str = "--max-bytes") -> None:
+    """Refuse an output budget the context cannot hold, instead of silently cutting the prompt to its last ids."""
+    from proxylm.core.errors import UserError
+
+    context = run.model.cfg.max_seq_len
+    n_prompt = len(run.interface.prompt_ids(prompt))
+    if n_prompt + max_bytes > context:
+        room = context - n_prompt
+        hint = f"use {flag} <= {room}" if room >= 1 else "shorten the prompt"
+        raise UserError(f"{flag} {max_bytes}: the prompt takes {n_prompt} of the model's {context} positions "
+                        f"(model.max_seq_len), leaving {max(room, 0)} for output; {hint}")
+
+
 def cmd_generate(args) -> int:
     from proxylm.core.io import print_json
     from proxylm.eval.generate import generate
@@ -62,7 +88,8 @@ def cmd_generate(args) -> int:
     from proxylm.core.device import pick_device
 
     run = load_run(args.run, pick_device(args.device))
-    prompt = args.prompt.encode("utf-8")
+    prompt = shell_bytes(args.prompt)
+    check_generation_room(run, prompt, args.max_bytes)
     stream = not args.json
 
     def on_bytes(b: bytes) -> None:
@@ -72,10 +99,10 @@ def cmd_generate(args) -> int:
     if stream:
         sys.stdout.buffer.write(prompt)
     out = generate(run.model, run.interface, prompt, max_bytes=args.max_bytes, temperature=args.temperature,
-                   top_p=args.top_p, stop=tuple(s.encode() for s in args.stop), seed=args.seed,
+                   top_p=args.top_p, stop=tuple(shell_bytes(s) for s in args.stop), seed=args.seed,
                    on_bytes=on_bytes if stream else None)
     if args.json:
-        print_json({"prompt": args.prompt, "completion": out.decode("utf-8", "replace"),
+        print_json({"prompt": prompt.decode("utf-8", "replace"), "completion": out.decode("utf-8", "replace"),
                     "completion_bytes": len(out)})
     else:
         print()
@@ -89,10 +116,11 @@ def add_commands(sub) -> None:
     p.add_argument("run")
     p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
-    p.add_argument("--seq-len", type=int, default=0)
-    p.add_argument("--stride", type=int, default=0, help="default seq_len // 2")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-bytes", type=int, default=0, help="score at most this many bytes (0: all)")
+    p.add_argument("--seq-len", type=at_least(0), default=0, help="window (0: the run's eval or training seq_len)")
+    p.add_argument("--stride", type=at_least(0), default=0, help="default seq_len // 2")
+    p.add_argument("--batch-size", type=at_least(1), default=8)
+    p.add_argument("--max-bytes", type=at_least(0, note="0: all"), default=0,
+                   help="score at most this many bytes (0: all)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
@@ -118,9 +146,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
     p.add_argument("run")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-bytes", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-bytes", type=at_least(1), default=256,
+                   help="bytes to generate; must leave room for the prompt in the model's context")
+    p.add_argument("--temperature", type=at_least(0.0, float), default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=in_range(1e-9, 1.0), default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")

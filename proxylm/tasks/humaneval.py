@@ -31,7 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from proxylm.tasks.sandbox import Program
+from proxylm.assemble import load_run
+from proxylm.core.errors import UserError
+from proxylm.eval.generate import generate
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
@@ -235,8 +238,6 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
 
     from tqdm import tqdm
 
-    from proxylm.eval.generate import generate
-    from proxylm.tasks.sandbox import default_workers
 
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
@@ -268,6 +269,16 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
     return [rec for key, rec in done.items() if key in wanted]
 
 
+def check_request(completions_path, run, n_samples: int, temperature: float) -> None:
+    """What every code benchmark checks before any work: something to score, and a sampling that makes sense."""
+    if completions_path is None and run is None:
+        raise UserError("give a RUN directory or --completions FILE")
+    if n_samples < 1:
+        raise UserError("--n-samples must be >= 1")
+    if n_samples > 1 and temperature <= 0:
+        raise UserError("--n-samples > 1 needs --temperature > 0 (greedy samples would all be the same)")
+
+
 def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=None, n_samples: int = 1,
                        temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                        workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
@@ -277,14 +288,8 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
     `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
     A completions file that lacks some of the problems is refused, unless `partial`: then every missing
     problem is scored as failed (status "missing"), so pass@k is out of the whole benchmark."""
-    from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
-    if completions_path is None and run is None and run_dir is None:
-        raise ValueError("give a run directory or --completions FILE")
-    if n_samples < 1:
-        raise ValueError("--n-samples must be >= 1")
-    if n_samples > 1 and temperature <= 0:
-        raise ValueError("--n-samples > 1 needs --temperature > 0 (greedy samples would all be the same)")
+    check_request(completions_path, run or run_dir, n_samples, temperature)
     problems_file = Path(problems_path) if problems_path else default_problems_path()
     problems = load_problems(problems_file, limit)
     limits = Limits(timeout_s=timeout_s) if timeout_s else Limits()
@@ -312,8 +317,6 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                      "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
-            from proxylm.assemble import load_run
-
             run = load_run(run_dir, device)
         records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
                                      top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,

@@ -107,12 +107,15 @@ class Trainer:
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
                 "world_size": self.ctx.world_size}
 
-    def restore(self) -> None:
-        # model and optimizer (sharded under FSDP); `state` is this rank's own
-        found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size)
+    def restore(self, reset_optimizer: bool = False) -> dict:
+        """Load the newest usable checkpoint (model and optimizer; sharded under FSDP); `state` is this rank's
+        own. Every fallback taken is counted in the log line and in run_dir/resume.jsonl."""
+        found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size,
+                                           reset_optimizer=reset_optimizer)
         if found is None:
-            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no readable checkpoint)")
-        path, state = found
+            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no complete checkpoint in "
+                                    f"{self.run_dir / 'checkpoints'})")
+        path, state, report = found
         self.step, self.flops = state["step"], state["flops"]
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
         self.raw_view_bytes = state.get("raw_view_bytes", 0)  # absent in checkpoints written before these counters
@@ -120,7 +123,21 @@ class Trainer:
         self.compressed_symbols = state.get("compressed_symbols", 0)
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        self.log(f"resumed from {path} at step {self.step}")
+        notes = []
+        if report["skipped"]:
+            notes.append(f"skipped {len(report['skipped'])} newer checkpoint(s): "
+                         + "; ".join(reason for _, reason in report["skipped"]))
+        if report["optimizer_reset"]:
+            notes.append("optimizer state reset (--reset-optimizer): AdamW starts fresh")
+        if not report["verified"]:
+            notes.append("checkpoint has no checksums (older format): loaded unverified")
+        if report["pointer_problem"]:
+            notes.append(report["pointer_problem"])
+        self.log(f"resumed from {path} at step {self.step}" + "".join(f"\n  warning: {n}" for n in notes))
+        if self.ctx.is_main:
+            with open(self.run_dir / "resume.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **report, "skipped_count": len(report["skipped"])}) + "\n")
+        return report
 
     def save(self) -> None:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
