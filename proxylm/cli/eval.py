@@ -1,6 +1,7 @@
-"""Evaluation verbs: `proxylm eval bpb|humaneval|robustness` and `proxylm generate`.
+"""Evaluation verbs: `proxylm eval bpb|humaneval|robustness|translation` and `proxylm generate`.
 
     proxylm eval bpb runs/proxy-bpe-tiny --corpus stdlib --split val --json
+    proxylm eval translation runs/compare-demo/proxy-bpe --limit 64
     proxylm generate runs/proxy-bpe-tiny --prompt "def fib(n):" --max-bytes 200
     proxylm generate runs/bytes-mbp --prompt "def fib(n):" --prompt "import os" --no-speculative --json
 """
@@ -38,6 +39,29 @@ def cmd_bpb(args) -> int:
     else:
         print(f"{args.run} (step {run.step}) on {corpus}/{args.split}: {result['bpb']:.4f} bits per byte "
               f"over {result['bytes']} bytes ({result['documents']} documents)")
+    return 0
+
+
+def cmd_translation(args) -> int:
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
+    from proxylm.core.errors import UserError
+    from proxylm.core.io import print_json
+    from proxylm.eval.bpb import read_eval_docs
+    from proxylm.eval.translation import check_translatable, format_result, translation_probe
+
+    if args.limit < 1 or args.piece_bytes < 0:
+        raise UserError(f"--limit must be >= 1 and --piece-bytes >= 0 (got {args.limit}, {args.piece_bytes})")
+    device = pick_device(args.device)
+    run = load_run(args.run, device)
+    check_translatable(run)  # before reading any text
+    docs = read_eval_docs(args.corpus or run.cfg.data.corpus, args.split, run.cfg.data, args.max_bytes)
+    result = translation_probe(run, docs, args.limit, args.piece_bytes, greedy=not args.no_greedy, device=device)
+    result.update({"corpus": args.corpus or run.cfg.data.corpus, "split": args.split})
+    if args.json:
+        print_json(result)
+    else:
+        print(format_result(result))
     return 0
 
 
@@ -129,6 +153,19 @@ def add_commands(sub) -> None:
     from proxylm.cli.tasks import add_eval_commands
 
     add_eval_commands(ev)
+
+    p = ev.add_parser("translation", help="does a proxy model translate between its views? (held-out pairs)")
+    p.add_argument("run")
+    p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"])
+    p.add_argument("--limit", type=int, default=64, help="pairs scored")
+    p.add_argument("--piece-bytes", type=int, default=64, help="raw bytes per pair (0: as many as fit one window)")
+    p.add_argument("--max-bytes", type=int, default=200_000, help="held-out text read (0: the whole split)")
+    p.add_argument("--no-greedy", action="store_true", help="BPB only, no greedy translation")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_translation, command="eval translation")
 
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
     p.add_argument("run")

@@ -72,6 +72,9 @@ class ViewsConfig:
     mode: str = "sentinel"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0  # per-document decisions = f(seed, document id, epoch)
+    # translation pairs cut into sub-pieces whose two views fit the window they are packed into
+    # (views.render_fitted); false: one pair per piece, whatever its length
+    fit_pairs: bool = True
 
     def __post_init__(self):
         mix_mode(self.mode)
