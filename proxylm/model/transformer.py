@@ -119,25 +119,15 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-def decode_attention(q, k, v, mask: torch.Tensor | None = None):
-    """Attention of a few new positions over all cached keys, as two small matmuls: q (B, H, S, hd),
-    k, v (B, Hkv, T, hd), mask None (every key visible) or bool (B, 1, S, T) -> (B, H, S, hd).
-    CPU SDPA kernels tile over queries and cost ~100x this for a single query."""
-    B, H, S, hd = q.shape
-    n_kv, T = k.shape[1], k.shape[2]
-    rep = H // n_kv
-    if S == 1 and mask is None:  # one decode step of one document per row (the plain greedy path)
-        qg = q.view(B, n_kv, rep, hd)  # (B, Hkv, rep, hd): query heads grouped by their kv head
-        scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep, T)
-        y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep, hd)
-        return y.view(B, H, 1, hd)
-    qg = q.reshape(B, n_kv, rep * S, hd)  # rows ordered (query head within group, position)
-    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep*S, T)
-    if mask is not None:
-        scores = torch.where(mask.unsqueeze(2), scores.view(B, n_kv, rep, S, T), float("-inf"))
-        scores = scores.view(B, n_kv, rep * S, T)
-    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep*S, hd)
-    return y.view(B, H, S, hd)
+def decode_attention(q, k, v):
+    """Attention of one new position over all keys, as two small matmuls: q (B, H, 1, hd), k, v (B, Hkv, T, hd)
+    -> (B, H, 1, hd). CPU SDPA kernels tile over queries and cost ~100x this for a single query."""
+    B, H, _, hd = q.shape
+    n_kv = k.shape[1]
+    qg = q.view(B, n_kv, H // n_kv, hd)  # (B, Hkv, rep, hd): query heads grouped by their kv head
+    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep, T)
+    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep, hd)
+    return y.view(B, H, 1, hd)
 
 
 class KVCache:
@@ -265,9 +255,7 @@ class Attention(nn.Module):
             y = decode_attention(q, k, v)
         elif mask == CAUSAL:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif kv_cache is not None:  # a few new positions per row over the cache (batched/speculative)
-            y = decode_attention(q, k, v, mask)
-        else:
+        else:  # a document mask, or a few new positions per row over the cache (batched/speculative)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
 
