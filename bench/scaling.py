@@ -1,4 +1,5 @@
 """Data-parallel scaling on CPU: training symbols/s with 1 and 2 ranks (torchrun, gloo), same per-rank batch.
+(Scaling in model size, the proxy's scaling study, is bench/scaling_study.py.)
 
     .venv/bin/python bench/scaling.py                        # bytes-micro, DDP, 40 steps per run
     .venv/bin/python bench/scaling.py --distributed fsdp --steps 60

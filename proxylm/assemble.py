@@ -8,12 +8,20 @@ evaluator, Trainer. `train`, `resume`, `eval`, `generate`, `export` and `compare
 
 The run directory is the source of truth: a resumed or loaded run uses its own saved `codec/` and
 `representation.json`, never a codec rebuilt from the cache or retrained.
+
+Before any work or any file is written, a run is checked: the run directory is locked by this process
+(`run_dir/.lock`, held until the Trainer is closed or the process ends; a second `train`/`resume` on it fails
+at once naming the holder's pid), the run directory and `checkpoints/` are writable (a probe write), the
+corpus has validation documents, and on resume the merged config keeps the run's shapes (only the keys in
+RESUMABLE_KEYS may change) and the saved config.yaml is rewritten only after the checkpoint has loaded.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,11 +29,14 @@ import numpy as np
 import torch
 
 from proxylm.codecs import load_codec
+from proxylm.codecs.base import CODEC_FILE
 from proxylm.codecs.precomputed import PrecomputedViews
-from proxylm.codecs.train import check_lossless, ensure_codec
-from proxylm.config import RunConfig, load_config, save_config
+from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
+from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
+from proxylm.core.errors import UserError
 from proxylm.core.interface import interface_for
+from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
@@ -33,12 +44,130 @@ from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
 from proxylm.model import hf
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
-from proxylm.train.checkpoint import latest_checkpoint
+from proxylm.train.checkpoint import CKPT_DIR, latest_checkpoint
 from proxylm.train.trainer import Trainer, planned_steps
 
 CODEC_DIR = "codec"
 REPRESENTATION = "representation.json"
 CONFIG = "config.yaml"
+LOCK = ".lock"
+# what `proxylm resume RUN key=value` may change: everything that leaves the run's shapes, data and views alone
+RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name")
+
+
+# ---- the run directory: one writer, writable, checked before work -------------------------------------------
+class RunLock:
+    """Exclusive lock on run_dir/.lock (flock: released when the process dies, so never stale). Re-entrant
+    within one process (a Trainer resumed in the process that trained it); other processes are refused."""
+
+    _held: dict[str, list] = {}  # real path -> [ExitStack, count]
+
+    def __init__(self, run_dir):
+        self.key = os.path.realpath(run_dir)
+        self.path = Path(run_dir) / LOCK
+        self.released = False
+        if self.key in RunLock._held:
+            RunLock._held[self.key][1] += 1
+            return
+        stack = ExitStack()
+        try:
+            lock = stack.enter_context(file_lock(self.path, blocking=False))
+        except BlockingIOError:
+            holder = self.path.read_text(errors="replace").strip() or "unknown"
+            raise UserError(f"{run_dir} is in use by another proxylm process (pid {holder}, holding {self.path}); "
+                            "wait for it to finish or choose another --out") from None
+        except OSError as e:  # read-only, or a path below a file
+            raise UserError(f"cannot write to {run_dir} ({e.strerror}); make it writable or choose another "
+                            "--out") from None
+        lock.truncate(0)
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        RunLock._held[self.key] = [stack, 1]
+
+    def release(self) -> None:
+        if self.released:
+            return
+        self.released = True
+        entry = RunLock._held.get(self.key)
+        if entry is not None:
+            entry[1] -= 1
+            if entry[1] == 0:
+                del RunLock._held[self.key]
+                entry[0].close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def remove_if_unused(run_dir: Path) -> None:
+    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/)."""
+    if run_dir.is_dir() and not any(p.name not in (LOCK, CKPT_DIR) for p in run_dir.iterdir()):
+        _rmdir_quiet(run_dir / CKPT_DIR)
+        if not any(p.name != LOCK for p in run_dir.iterdir()):
+            (run_dir / LOCK).unlink(missing_ok=True)
+            _rmdir_quiet(run_dir)
+
+
+def probe_writable(directory: Path, what: str) -> None:
+    """Create `directory` and write a file into it, so a read-only one is found before the work, not after."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / f".probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {directory} ({e.strerror}): {what}") from None
+
+
+def check_codec_cache(cfg: RunConfig) -> None:
+    """A codec that must be trained is cached; find an unwritable cache before the corpus is read."""
+
+    v = cfg.views
+    if v.codec is None or not needs_training(v.codec):
+        return
+    if v.codec_dir:
+        directory = Path(v.codec_dir).expanduser()
+        if not (directory / CODEC_FILE).exists():
+            probe_writable(directory.parent, f"views.codec_dir={v.codec_dir}: the codec is trained there; "
+                                             "choose a writable views.codec_dir")
+        return
+    directory = default_codec_dir(v.codec, codec_options(v), open_corpus(cfg.data.corpus, cfg.data), cfg.data)
+    if not (directory / CODEC_FILE).exists():  # a cache hit may well be read-only
+        probe_writable(directory.parent, f"the codec cache ({cache_root()}) receives the trained codec; set "
+                                         "PROXYLM_CACHE to a writable folder or views.codec_dir to a writable directory")
+
+
+def check_run_dir_path(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"--out {run_dir} is a file, not a directory; choose another --out")
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(_flatten(v, key + ".") if isinstance(v, dict) and k != "codec_options" else {key: v})
+    return out
+
+
+def _resumable(key: str) -> bool:
+    return any(key == k or (k.endswith(".*") and key.startswith(k[:-1])) for k in RESUMABLE_KEYS)
+
+
+def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
+    """Refuse a resume whose config changes what the run's checkpoints and representation were made with."""
+    saved = _flatten(to_dict(load_config(str(run_dir / CONFIG))))
+    now = _flatten(to_dict(cfg))
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not _resumable(k))
+    if changed:
+        k = changed[0]
+        raise UserError(f"resume {run_dir}: {k} cannot change on resume (saved {saved.get(k)!r}, given "
+                        f"{now.get(k)!r}); only {', '.join(RESUMABLE_KEYS)} may change, since the run's "
+                        "checkpoints, data order and representation were made with the rest. Start a new run "
+                        "(train --out ...) with train.init_from to reuse its weights")
 
 
 # ---- codec and representation ---------------------------------------------------------------------------
@@ -72,7 +201,7 @@ def training_codec(cfg: RunConfig, codec):
 
 def write_run_files(cfg: RunConfig, run_dir: Path, rep: Representation, codec, resume: bool) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / CONFIG)  # on resume: records any overrides
+    save_config(cfg, run_dir / CONFIG)  # on resume: records any overrides (after the checkpoint loaded)
     if not resume:
         rep.save(run_dir / REPRESENTATION)
         if codec is not None:
@@ -88,10 +217,21 @@ class ValidationBPB:
         self.interface = interface_for(rep, codec, cfg.views)
         self.docs = None
 
+    def prepare(self) -> None:
+        """Read the validation documents now: an empty val split is refused before training, not at the
+        first evaluation."""
+        e, d = self.cfg.eval, self.cfg.data
+        try:
+            self.docs = read_eval_docs(d.corpus, "val", d, e.max_bytes)
+        except ValueError as err:
+            raise UserError(f"corpus {d.corpus} has no validation text to evaluate ({err}); raise "
+                            f"data.val_fraction (now {d.val_fraction}) or eval.max_bytes (now {e.max_bytes}), "
+                            "or add documents") from None
+
     def __call__(self, model) -> dict:
         e, d = self.cfg.eval, self.cfg.data
         if self.docs is None:
-            self.docs = read_eval_docs(d.corpus, "val", d, e.max_bytes)
+            self.prepare()
         seq_len = e.seq_len or d.seq_len
         # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
         return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride or max(1, seq_len // 2),
@@ -105,19 +245,74 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False) -> Trainer:
-    """Every part of a run, built once and handed to the Trainer (which imports none of them)."""
+def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False,
+                  reset_optimizer: bool = False) -> Trainer:
+    """Every part of a run, built once and handed to the Trainer (which imports none of them). Checks come
+    first (see the module docstring); the run directory's lock stays held as `trainer.run_lock` until
+    `trainer.run_lock.release()` or the end of the process."""
     run_dir = Path(run_dir)
     t = cfg.train
+    check_run_dir_path(run_dir)
+    if resume:
+        if not (run_dir / CONFIG).is_file():
+            raise UserError(f"{run_dir} is not a run directory (no {CONFIG})")
+        check_resume_config(cfg, run_dir)
     ctx = dist_utils.init(t.device)  # rank / world size / local device (a no-op without torchrun)
+    lock, error = None, None
+    created = not run_dir.exists()
+    if ctx.is_main:  # one writer: rank 0 holds the lock for all ranks (they may share the filesystem)
+        try:
+            lock = RunLock(run_dir)
+            probe_writable(run_dir, "make the run directory writable or choose another --out")
+            probe_writable(run_dir / CKPT_DIR, "checkpoints could not be saved; make it writable")
+        except UserError as e:
+            if lock is not None:
+                lock.release()
+            if created:
+                remove_if_unused(run_dir)
+            error = str(e)
+    error = dist_utils.broadcast_from_main(error)
+    if error is not None:
+        raise UserError(error)
+    try:
+        trainer = _build(cfg, run_dir, resume, quiet, reset_optimizer, ctx)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            if created:
+                remove_if_unused(run_dir)
+        raise
+    trainer.run_lock = lock or NotLocked()
+    return trainer
+
+
+class NotLocked:
+    """What ranks other than 0 hold (rank 0 locks the run directory for all of them)."""
+
+    def release(self) -> None:
+        pass
+
+
+def _rmdir_quiet(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
+    t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
-    codec, rep = codec_and_representation(cfg, run_dir if resume else None)
-    if ctx.is_main:
-        write_run_files(cfg, run_dir, rep, codec, resume)
-    dist_utils.barrier()
+    if not resume:
+        check_codec_cache(cfg)
+    try:
+        codec, rep = codec_and_representation(cfg, run_dir if resume else None)
+    except PermissionError as e:
+        raise UserError(f"cannot write the codec cache at {e.filename} ({e.strerror}); set PROXYLM_CACHE to a "
+                        "writable folder or views.codec_dir to a writable directory") from None
 
     torch.manual_seed(t.seed)
     model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size).to(device)
@@ -132,13 +327,21 @@ def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = F
     loader = TrainLoader(cfg.data, cfg.views, rep, training_codec(cfg, codec), split="train", rank=ctx.rank,
                          world_size=ctx.world_size, total_steps=total_steps, n_future=cfg.model.n_future,
                          corpus=corpus)
-    trainer = Trainer(cfg, run_dir, model, rep, loader, ValidationBPB(cfg, rep, codec, device), ctx=ctx,
-                      device=device, total_steps=total_steps, quiet=quiet)
+    evaluator = ValidationBPB(cfg, rep, codec, device)
+    evaluator.prepare()  # an empty val split fails here, before training
+    if ctx.is_main and not resume:
+        write_run_files(cfg, run_dir, rep, codec, resume)
+    dist_utils.barrier()
+    trainer = Trainer(cfg, run_dir, model, rep, loader, evaluator, ctx=ctx, device=device,
+                      total_steps=total_steps, quiet=quiet)
     trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless))
     if log:
         trainer.log(log)
     if resume:
-        trainer.restore()
+        trainer.restore(reset_optimizer=reset_optimizer)
+        if ctx.is_main:  # only now: a resume that fails leaves config.yaml as it was
+            write_run_files(cfg, run_dir, rep, codec, resume)
+        dist_utils.barrier()
     return trainer
 
 
@@ -186,15 +389,16 @@ class LoadedRun:
 def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
     """Rebuild a trained model from its run directory (weights only; no optimizer state)."""
     run_dir = Path(run_dir)
-    if not (run_dir / CONFIG).exists():
+    if not (run_dir / CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no {CONFIG})")
     cfg = load_config(str(run_dir / CONFIG))
     codec, rep = codec_and_representation(cfg, run_dir)
-    found = latest_checkpoint(run_dir, with_optimizer=False)
-    if found is None:
-        raise FileNotFoundError(f"{run_dir} has no readable checkpoint yet")
-    path, weights, _, state = found
     model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
+    expect = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    found = latest_checkpoint(run_dir, with_optimizer=False, expect=expect)
+    if found is None:
+        raise FileNotFoundError(f"{run_dir} has no complete checkpoint yet")
+    path, weights, _, state = found
     model.load_state_dict(weights)
     model.to(device).eval()
     return LoadedRun(run_dir, cfg, rep, codec, model, interface_for(rep, codec, cfg.views), state["step"], state)

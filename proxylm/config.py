@@ -94,7 +94,12 @@ def from_dict(cls, d: dict, where: str = ""):
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where or cls.__name__}: {e}") from e
+        msg = str(e)
+        # "dim=0: must be >= 1" from a section's own check -> "model.dim=0: must be >= 1"
+        head = msg.split("=", 1)[0] if "=" in msg else ""
+        if where and head in names:
+            raise ConfigError(f"{where}.{msg}") from e
+        raise ConfigError(f"{where or cls.__name__}: {msg}") from e
 
 
 def to_dict(cfg) -> dict:
@@ -110,10 +115,17 @@ def _set_dotted(d: dict, key: str, value) -> None:
     d[parts[-1]] = value
 
 
-def resolve_config_path(name_or_path: str) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
+def resolve_config_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """A YAML path (relative paths against `relative_to`, the folder of the YAML that names it, else the
+    working directory) or the name of a shipped config."""
+    p = Path(name_or_path).expanduser()
+    if p.suffix in (".yaml", ".yml"):
+        if relative_to is not None and not p.is_absolute():
+            p = relative_to / p
+        if p.is_file():
+            return p
+        if relative_to is not None or p.parent != Path("."):
+            raise ConfigError(f"config file {p} does not exist")
     shipped = CONFIG_DIR / f"{name_or_path}.yaml"
     if shipped.exists():
         return shipped
@@ -172,19 +184,29 @@ def deep_merge(base: dict, top: dict) -> dict:
     return out
 
 
-def read_yaml(name_or_path: str, _seen: tuple = ()) -> dict:
-    """A config file as a dict; a top-level `base: NAME` is loaded first and overlaid."""
-    path = resolve_config_path(name_or_path)
-    if path in _seen:
+def read_yaml(name_or_path: str, _seen: tuple = (), _relative_to: Path | None = None) -> dict:
+    """A config file as a dict; a top-level `base: NAME` is loaded first and overlaid. A relative `base:`
+    path is taken relative to the folder of the YAML that names it (not the working directory)."""
+    try:
+        path = resolve_config_path(name_or_path, _relative_to)
+    except ConfigError as e:
+        if _seen:
+            raise ConfigError(f"{_seen[-1]}: base: {name_or_path}: {e}") from e
+        raise
+    if path.resolve() in _seen:
         raise ConfigError(f"{path}: circular `base:` chain")
     try:
         d = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read it ({e.strerror})") from e
     if not isinstance(d, dict):
         raise ConfigError(f"{path}: top level must be a mapping")
     base = d.pop("base", None)
-    return deep_merge(read_yaml(base, _seen + (path,)), d) if base else d
+    if base is not None and not isinstance(base, str):
+        raise ConfigError(f"{path}: base: must be a config name or a YAML path, got {base!r}")
+    return deep_merge(read_yaml(base, _seen + (path.resolve(),), path.parent), d) if base else d
 
 
 # keys that moved: old views key -> the codec_options keys that now hold its value
@@ -217,7 +239,18 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | None = N
         d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)
     d = deep_merge(d, migrate_moved_keys(parse_overrides(overrides or [], cls), "override"))
-    return from_dict(cls, d)
+    cfg = from_dict(cls, d)
+    if isinstance(cfg, RunConfig):
+        validate_run(cfg)
+    return cfg
+
+
+def validate_run(cfg: RunConfig) -> None:
+    """Checks that span sections (each section checks its own keys when it is built)."""
+    d, e = cfg.data, cfg.eval
+    # (data.seq_len may exceed model.max_seq_len: RoPE is computed per position, max_seq_len bounds generation)
+    if e.stride and e.stride > (e.seq_len or d.seq_len):
+        raise ConfigError(f"eval.stride={e.stride}: must be <= the eval window ({e.seq_len or d.seq_len})")
 
 
 def save_config(cfg, path) -> None:

@@ -1,6 +1,33 @@
 """Shared fixtures: small hermetic corpora, so tests never depend on the stdlib's size."""
 
+import os
+
 import pytest
+
+
+def batched(generate_one):
+    """A stand-in for generate_batch made of a stand-in for generate (row i = generate(prompts[i], seeds[i]))."""
+
+    def generate_batch(model, interface, prompts, max_bytes, temperature, top_p, stop, seeds, **_):
+        return [generate_one(model, interface, p, max_bytes, temperature, top_p, stop, s)
+                for p, s in zip(prompts, seeds)]
+
+    return generate_batch
+
+
+def processes_mentioning(marker: str) -> list[int]:
+    """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if marker.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
 
 
 def write_code_corpus(root, n_files: int = 40, max_functions: int = 7) -> str:

@@ -230,5 +230,29 @@ def test_cli_generate_text_output_fallback_and_bad_flags(tmp_path, capsysbinary)
     assert main(gen + ["--prompt", "a", "--prompt", "b"]) == 0
     out = capsysbinary.readouterr().out
     assert out.startswith(b"=== prompt 0 ===\na") and b"\n=== prompt 1 ===\nb" in out
-    assert main(gen + ["--prompt", "x", "--batch-size", "0"]) != 0
+    with pytest.raises(SystemExit) as refused:  # a typed flag: argparse refuses it in one line
+        main(gen + ["--prompt", "x", "--batch-size", "0"])
+    assert refused.value.code != 0
     assert b"--batch-size" in capsysbinary.readouterr().err
+
+
+@pytest.mark.parametrize("n_pred_heads,temperature", [(1, 0.0), (4, 0.0), (1, 0.8)])
+def test_benchmark_generation_in_batches_equals_one_prompt_at_a_time(n_pred_heads, temperature):
+    """eval humaneval / codegen / robustness decode their samples in batches (speculatively where exact):
+    each completion must be the one plain one-prompt generation gives."""
+    from types import SimpleNamespace
+
+    from proxylm.tasks.humaneval import generate_in_batches
+
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=32, n_layers=2, n_heads=2, max_seq_len=96, n_pred_heads=n_pred_heads)
+    model = Transformer(cfg, REP.vocab_size, REP.raw_vocab_size).eval()
+    run = SimpleNamespace(model=model, interface=no_stop_bytes())
+    prompts = [b"def f(x):", b"import os\n", b"x", b"class A:\n    pass\n", b"", b"yield", b"# a", b"lambda", b"if 1:"]
+    seeds = [3 * i + 1 for i in range(len(prompts))]
+    stop = (b"\n\n",)
+    got = list(generate_in_batches(run, prompts, seeds, stop, 12, temperature, 0.95, batch_size=4))
+    want = [generate(model, run.interface, p, max_bytes=12, temperature=temperature, top_p=0.95, stop=stop, seed=s,
+                     speculative=False)
+            for p, s in zip(prompts, seeds)]
+    assert got == want

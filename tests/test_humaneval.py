@@ -11,7 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.eval.generate as generate_module
+from conftest import batched
+
+import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
 from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.sandbox import Limits, Sandbox
@@ -175,7 +177,7 @@ class FakeGenerate:
 
 def test_generation_scoring_and_resume(problems, tmp_path, monkeypatch):
     fake = FakeGenerate(problems, broken={problems[1]["task_id"]})
-    monkeypatch.setattr(generate_module, "generate", fake)
+    monkeypatch.setattr(generate_module, "generate_batch", batched(fake))
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path, step=7)
     kw = dict(run=run, limit=3, n_samples=2, temperature=0.8, top_p=0.95, seed=1, out=tmp_path / "he",
               timeout_s=Limits().timeout_s, progress=False)

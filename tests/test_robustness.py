@@ -11,8 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-import proxylm.eval.bpb as bpb_module
-import proxylm.eval.generate as generate_module
+from conftest import batched
+
+import proxylm.tasks.robustness.run as bpb_module  # where evaluate_bpb() is called
+import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
 from proxylm.tasks import robustness as rb
 from proxylm.tasks.humaneval import build_program, load_problems
 from proxylm.tasks.sandbox import Sandbox
@@ -219,7 +221,7 @@ def test_run_robustness_end_to_end(problems, tmp_path, monkeypatch):
         text = docs[0]
         return {"bpb": 1.0, "bytes": len(text), "nats": math.log(2) * (len(text) + text.count(b"\t"))}
 
-    monkeypatch.setattr(generate_module, "generate", fake_generate)
+    monkeypatch.setattr(generate_module, "generate_batch", batched(fake_generate))
     monkeypatch.setattr(bpb_module, "evaluate_bpb", fake_bpb)
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path, step=3,
                           cfg=SimpleNamespace(eval=SimpleNamespace(seq_len=64, batch_size=2),
@@ -239,7 +241,7 @@ def test_run_robustness_end_to_end(problems, tmp_path, monkeypatch):
     def no_generation(*a, **k):
         raise AssertionError("a finished prompt was generated again")
 
-    monkeypatch.setattr(generate_module, "generate", no_generation)
+    monkeypatch.setattr(generate_module, "generate_batch", batched(no_generation))
     again = rb.run_robustness(run=run, families=families, seeds=1, limit=2, out=tmp_path / "rob", progress=False)
     assert again["rows"] == s["rows"]
     assert len((tmp_path / "rob" / rb.GENERATIONS_FILE).read_text().splitlines()) == n_lines

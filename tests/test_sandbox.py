@@ -9,6 +9,8 @@ import time
 
 import pytest
 
+from conftest import processes_mentioning
+
 from proxylm.tasks.sandbox import (STATUSES, Limits, Program, Sandbox, detect_isolation, isolation_summary,
                                    process, seccomp_program)
 
@@ -24,21 +26,6 @@ def box():
 @pytest.fixture(scope="module")
 def iso():
     return detect_isolation()
-
-
-def _survivors(marker: str) -> list[int]:
-    """Live processes whose command line mentions `marker` (zombies have an empty cmdline)."""
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                if marker.encode() in f.read():
-                    found.append(int(pid))
-        except OSError:
-            pass
-    return found
 
 
 def test_statuses(box):
@@ -88,9 +75,9 @@ def test_children_die_with_the_program(tmp_path, namespaces):
                   tmp_root=str(tmp_path))
     assert box.run(program).status == "timeout"
     deadline = time.monotonic() + MARGIN_S
-    while _survivors(str(tmp_path)) and time.monotonic() < deadline:
+    while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _survivors(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 def test_setsid_escapees_die_in_pid_namespace(tmp_path, iso):
@@ -103,9 +90,9 @@ def test_setsid_escapees_die_in_pid_namespace(tmp_path, iso):
     box = Sandbox(Limits(timeout_s=2.0), seccomp=False, python_guard=False, tmp_root=str(tmp_path))
     assert box.run(program).status == "passed"
     deadline = time.monotonic() + MARGIN_S
-    while _survivors(str(tmp_path)) and time.monotonic() < deadline:
+    while processes_mentioning(str(tmp_path)) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert _survivors(str(tmp_path)) == []
+    assert processes_mentioning(str(tmp_path)) == []
 
 
 def test_cannot_write_outside_workdir(tmp_path, box, iso):

@@ -10,7 +10,8 @@ from proxylm.codecs.gzip_codec import GzipCodec
 from proxylm.data.config import MIX_MODES, ScheduleConfig, ViewsConfig
 from proxylm.core.representation import Representation
 from proxylm.data.views import (COMPRESSED, LAYOUTS, RAW, Decision, calibrated_probability, decide, decode_view,
-                                expected_compressed_share, render, schedule_at, split_views)
+                                expected_compressed_share, render, render_fitted, room_after, schedule_at,
+                                split_views)
 
 PAIRING_MODES = [m for m in MIX_MODES if m not in ("vanilla", "sentinel")]
 
@@ -180,3 +181,98 @@ def test_codec_failure_falls_back_to_raw(mode):
     r = render(d, data, codec, rep)
     assert r.fallback and r.decision.layout == RAW and r.decision.sentinels == d.sentinels
     assert rep.bytes_from_ids(r.ids) == data and not r.is_compressed.any()
+
+
+# ---- translation pairs cut to fit windows (views.fit_pairs) ------------------------------------------------
+@pytest.mark.parametrize("codec", [GzipCodec(6), HalfCodec()], ids=["gzip", "half"])
+@pytest.mark.parametrize("room", [64, 37, 5])
+def test_fitted_pairs_fit_their_windows_and_align(codec, room):
+    rep = Representation.for_codec(codec)
+    data = "".join(f"def f{i}(x):\n    return x * {i}  # é\n" for i in range(60)).encode()
+    S = 64
+    parts = render_fitted(Decision.from_layout("compressed+raw"), data, codec, rep, seq_len=S, room=room)
+    assert len(parts) > 5 and parts[0].span[0] == 0 and parts[-1].span[1] == len(data)
+    for a, b in zip(parts, parts[1:]):
+        assert a.span[1] == b.span[0]  # consecutive, nothing dropped or repeated
+    left = room
+    for p in parts:
+        piece = data[p.span[0]:p.span[1]]
+        views = split_views(p.rendered.ids, rep)
+        if p.filler:
+            assert [n for n, _ in views] == [RAW] and rep.bytes_from_ids(views[0][1]) == piece
+        else:  # piece i of compressed beside piece i of raw, the whole pair inside the window's room
+            assert [n for n, _ in views] == [COMPRESSED, RAW]
+            assert all(decode_view(n, v, rep, codec) == piece for n, v in views)
+            assert len(p.rendered.ids) <= left
+        left = room_after(left, len(p.rendered.ids), S)
+    assert sum(not p.filler for p in parts) > sum(p.filler for p in parts)
+
+
+def test_fitted_pairs_only_cut_translation_pairs():
+    codec, data = HalfCodec(), b"x = 1\n" * 100
+    rep = Representation.for_codec(codec)
+    for layout in ("raw", "compressed", "raw|compressed"):
+        (part,) = render_fitted(Decision.from_layout(layout), data, codec, rep, seq_len=32, room=32)
+        assert part.span == (0, len(data)) and part.rendered.ids.tolist() == \
+            render(Decision.from_layout(layout), data, codec, rep).ids.tolist()
+    (part,) = render_fitted(Decision.from_layout("raw+compressed"), b"caf\xe9", codec, rep, seq_len=32, room=32)
+    assert part.rendered.fallback  # cannot encode: the raw view of the whole piece
+
+
+def test_loader_pairs_never_straddle_a_window(tmp_path):
+    """Every translation pair the loader packs lies inside one window: no window starts in the middle of
+    a pair (a document continued from the previous window never holds both views)."""
+    from proxylm.data.config import DataConfig
+    from proxylm.data.loader import TrainLoader
+
+    for i in range(12):
+        (tmp_path / f"m{i}.py").write_text("".join(f"value_{i}_{j} = {j} * 3\n" for j in range(40 + 9 * i)))
+    codec = HalfCodec()
+    rep = Representation.for_codec(codec)
+    S = 48
+    loader = TrainLoader(DataConfig(corpus=str(tmp_path), val_fraction=0.0, seq_len=S, batch_size=2),
+                         ViewsConfig(codec="half", rate=0.4, mode="translation_random"), rep, codec, total_steps=10)
+    opens = {rep.raw_start_id, rep.compressed_start_id}
+    n_pairs = 0
+    for step in range(60):
+        tokens = loader.next_batch(step).tokens[:, :S].numpy()
+        for row in tokens:
+            first_bos = np.flatnonzero(row == rep.bos_id)
+            head = row[: first_bos[0]] if len(first_bos) else row
+            both = {rep.raw_end_id, rep.compressed_end_id} <= set(head.tolist()) or opens <= set(head.tolist())
+            assert not both, "a translation pair was cut by a window edge"
+            for a in first_bos:  # pairs that start in this window
+                doc = row[a:].tolist()
+                n_pairs += opens <= set(doc[: doc.index(rep.eos_id)] if rep.eos_id in doc else doc)
+    stats = loader.stats()
+    assert n_pairs > 20 and stats["pair_parts"] > stats["pair_documents"] > 0
+    # accounting: each view's bytes once; pairs put their bytes in both views, fillers only in raw
+    assert stats["raw_view_bytes"] + stats["compressed_view_bytes"] >= stats["text_bytes"]
+    assert stats["raw_view_bytes"] <= stats["text_bytes"]
+
+
+def test_batch_accounting_counts_each_view_once(tmp_path):
+    """raw-view bytes = raw payload inputs (one byte each), compressed-view bytes = the text behind the
+    compressed inputs, compressed symbols = compressed inputs; a pair's text is in each view's count once."""
+    from proxylm.data.config import DataConfig
+    from proxylm.data.loader import TrainLoader
+
+    for i in range(8):
+        (tmp_path / f"m{i}.py").write_text("".join(f"name_{i}_{j} = {j}\n" for j in range(30 + 7 * i)))
+    codec = HalfCodec()
+    rep = Representation.for_codec(codec)
+    loader = TrainLoader(DataConfig(corpus=str(tmp_path), val_fraction=0.0, seq_len=40, batch_size=2),
+                         ViewsConfig(codec="half", rate=0.4, mode="translation_random"), rep, codec, total_steps=10)
+    totals = np.zeros(3, dtype=np.int64)
+    for step in range(30):
+        b = loader.next_batch(step)
+        inputs = b.inputs.numpy()
+        raw_payload = int(rep.is_raw_byte(inputs).sum())
+        assert b.raw_bytes - b.compressed_bytes == raw_payload
+        assert b.compressed_symbols == int(b.is_compressed.sum())
+        assert b.compressed_bytes >= b.compressed_symbols  # HalfCodec: about two bytes per symbol
+        totals += [raw_payload, b.compressed_bytes, b.compressed_symbols]
+    stats = loader.stats()
+    assert stats["pair_documents"] > 0 and totals[1] > 0
+    # the stream read at least what was consumed, counted the same way
+    assert stats["raw_view_bytes"] >= totals[0] and stats["compressed_view_bytes"] >= totals[1]

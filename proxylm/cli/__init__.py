@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 
 from proxylm import __version__
 from proxylm.core.errors import UserError
@@ -28,8 +29,25 @@ COMMAND_MODULES = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line naming the flag (the usage is one --help away)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _one_line_warnings(command: str):
+    """Library warnings (a checkpoint skipped, an unverified load) as `proxylm VERB: warning: ...` lines
+    (a formatter only: whoever records warnings, e.g. a test, still gets them)."""
+
+    def format_warning(message, category, filename, lineno, line=None):
+        return f"proxylm {command}: warning: {message}\n"
+
+    return format_warning
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="proxylm", description="Byte-level LMs trained with proxy compression.")
+    parser = Parser(prog="proxylm", description="Byte-level LMs trained with proxy compression.")
     parser.add_argument("--version", action="version", version=f"proxylm {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
@@ -37,19 +55,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None):
+    """Like parse_args, but `key=value` overrides may also come after options (`train CFG --out x a=b`)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+        if hasattr(args, "overrides") and len(overrides) == len(extra):
+            args.overrides = list(args.overrides or []) + overrides
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
         return int(args.func(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as e:
+    except (UserError, ValueError, OSError) as e:
         if getattr(args, "debug", False):
             raise
-        print(f"proxylm {args.command}: error: {e}", file=sys.stderr)
+        message = e
+        if isinstance(e, OSError) and e.filename is not None and not isinstance(e, FileNotFoundError):
+            message = f"{e.filename}: {e.strerror} (check the path and its permissions)"
+        print(f"proxylm {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.formatwarning = formatwarning
 
 
 if __name__ == "__main__":

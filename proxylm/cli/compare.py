@@ -1,19 +1,23 @@
 """`proxylm compare`: the compute-matched comparison of byte, token and proxy models.
 
     proxylm compare --preset quickstart --out runs/quickstart --sample "def fibonacci(n):"
-    proxylm compare --preset demo --out runs/compare-demo --seeds 2
+    proxylm compare --preset demo --out runs/compare-demo --seeds 3
+    proxylm compare --preset scaling --out runs/scaling
+    proxylm compare --preset demo --out runs/compare-demo train.lr=0.003 --retrain   # settings changed
 """
 
 from __future__ import annotations
 
 import dataclasses
 import sys
+import textwrap
 from pathlib import Path
 
-from proxylm.assemble import load_run
-from proxylm.compare import MODELS, PRESETS, compare
+from proxylm.compare import MODELS, PRESETS, compare, result_lines
+from proxylm.core.errors import UserError
 from proxylm.core.io import print_json
-from proxylm.eval.generate import generate
+
+SAMPLE_MODELS = ("bytes", "tokens")  # beside the best proxy model
 
 
 def cmd_compare(args) -> int:
@@ -22,33 +26,66 @@ def cmd_compare(args) -> int:
         preset.models = [m.strip() for m in args.models.split(",") if m.strip()]
         unknown = [m for m in preset.models if m not in MODELS]
         if unknown:
-            raise ValueError(f"unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+            raise UserError(f"--models: unknown model(s) {', '.join(unknown)}; known: {', '.join(MODELS)}")
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
     if args.budget_flops:
+        if preset.scaling:
+            raise UserError(f"--budget-flops: preset '{args.preset}' has one budget per size; edit the sizes in "
+                            "proxylm/compare/presets.py or use a one-size preset")
         preset.budget_flops = args.budget_flops
     if args.size:
+        if preset.scaling:
+            raise UserError(f"--size: preset '{args.preset}' trains several sizes; use a one-size preset")
         preset.size = args.size
-    report = compare(preset, Path(args.out), args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet)
-    print((Path(args.out) / "results.md").read_text())
-    if report["bytes_flops_to_match_proxy"] is not None:
-        print(f"RESULT bytes_flops_to_match_proxy {report['bytes_flops_to_match_proxy']:.4f}")
+    out = Path(args.out)
+    report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet,
+                     retrain=args.retrain, report_only=args.report_only)
+    print((out / "results.md").read_text())
+    for line in result_lines(report):
+        print(line)
     if args.sample:
-        sample_from(Path(args.out), report, args.sample, args.sample_bytes)
+        sample_side_by_side(report, args.sample, args.sample_bytes)
     if args.json:
-        print_json({k: report[k] for k in ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots")})
+        keys = ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots", "seeds", "headline",
+                "ablations", "scaling", "partial", "planned_runs", "finished_runs")
+        print_json({k: report[k] for k in keys if k in report})
     return 0
 
 
-def sample_from(out: Path, report: dict, prompt: str, max_bytes: int) -> None:
-    """Greedy completion from the best proxy model (raw bytes in, raw bytes out)."""
-    proxies = [m for m in report["table"] if m.startswith("proxy")] or list(report["table"])
-    best = min(proxies, key=lambda m: report["table"][m]["bpb_val"])
-    run_dir = next(r["run_dir"] for r in report["runs"] if r["model"] == best)
-    run = load_run(run_dir)
-    print(f"\n--- {best} (val BPB {report['table'][best]['bpb_val']:.4f}), greedy, raw bytes only ---")
-    sys.stdout.write(prompt)
-    generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes,
-             on_bytes=lambda b: (sys.stdout.write(b.decode("utf-8", "replace")), sys.stdout.flush()))
-    print("\n---")
+def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 40) -> None:
+    """Greedy completions (raw bytes in, raw bytes out) of the byte model, the token model and the best
+    proxy model (seed 0, the largest size), printed in columns."""
+    from proxylm.assemble import load_run
+    from proxylm.eval.generate import generate
+
+    table = report["table"]
+    proxies = [m for m in table if m.startswith("proxy")]
+    chosen = [m for m in SAMPLE_MODELS if m in table]
+    if proxies:
+        chosen.append(min(proxies, key=lambda m: table[m]["bpb_val"]))
+    top = report["runs"][-1].get("size", "")
+    texts = {}
+    for m in chosen:
+        run_dir = next(r["run_dir"] for r in report["runs"] if r["model"] == m and r.get("seed", 0) == 0
+                       and r.get("size", "") == top)
+        run = load_run(run_dir)
+        out = generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes)
+        texts[m] = (prompt.encode() + out).decode("utf-8", "replace")
+    columns = []
+    for m in chosen:
+        lines = [f"{m} (val BPB {table[m]['bpb_val']:.3f})", "-" * width]
+        for raw_line in texts[m].expandtabs(4).split("\n"):
+            lines += textwrap.wrap(raw_line, width, drop_whitespace=False, replace_whitespace=False) or [""]
+        columns.append(lines)
+    print(f"\nGreedy completions of {prompt!r} ({max_bytes} bytes, seed 0), side by side:\n")
+    for row in range(max(map(len, columns))):
+        print(" | ".join((col[row] if row < len(col) else "").ljust(width) for col in columns).rstrip())
+    # blank columns are not a display bug: a small model's completion is often whitespace
+    print("\nThe completions as written (Python repr, first 70 characters):")
+    for m in chosen:
+        print(f"  {m:>16}: {texts[m][len(prompt):][:70]!r}")
+    print()
 
 
 def add_commands(sub) -> None:
@@ -60,9 +97,16 @@ def add_commands(sub) -> None:
     p.add_argument("--budget-flops", type=float, help="training FLOPs per model (default: the preset's)")
     p.add_argument("--size", help="backbone size: micro | tiny | gpu (default: the preset's)")
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)}")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--seeds", type=int, default=None,
+                   help="seeds per model (default: the preset's: " +
+                   ", ".join(f"{k} {v.seeds}" for k, v in sorted(PRESETS.items())) + ")")
+    p.add_argument("--retrain", action="store_true",
+                   help="retrain models whose run directory holds a run with other settings (moved aside)")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the models finished so far (an interrupted study's partial results)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model")
-    p.add_argument("--sample", metavar="PROMPT", help="at the end, a greedy completion from the best proxy model")
+    p.add_argument("--sample", metavar="PROMPT", help="at the end, greedy completions of the byte, token and best "
+                   "proxy models, side by side")
     p.add_argument("--sample-bytes", type=int, default=200)
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")

@@ -1,6 +1,7 @@
-"""Evaluation verbs: `proxylm eval bpb|humaneval|robustness` and `proxylm generate`.
+"""Evaluation verbs: `proxylm eval bpb|humaneval|robustness|translation` and `proxylm generate`.
 
     proxylm eval bpb runs/proxy-bpe-tiny --corpus stdlib --split val --json
+    proxylm eval translation runs/compare-demo/proxy-bpe --limit 64
     proxylm generate runs/proxy-bpe-tiny --prompt "def fib(n):" --max-bytes 200
     proxylm generate runs/bytes-mbp --prompt "def fib(n):" --prompt "import os" --no-speculative --json
 """
@@ -8,7 +9,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from proxylm.cli.args import at_least, in_range
 
 
 def cmd_bpb(args) -> int:
@@ -16,14 +20,19 @@ def cmd_bpb(args) -> int:
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
     from proxylm.assemble import load_run
     from proxylm.core.device import pick_device
+    from proxylm.core.errors import UserError
 
     device = pick_device(args.device)
     run = load_run(args.run, device)
+    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
+    if seq_len < 2:
+        raise UserError(f"--seq-len {seq_len}: must be >= 2")
+    stride = args.stride or max(1, seq_len // 2)
+    if stride > seq_len:
+        raise UserError(f"--stride {stride}: must be <= the window ({seq_len})")
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
-    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
-    result = evaluate_bpb(run.model, run.interface, docs, seq_len, args.stride or seq_len // 2,
-                          args.batch_size, device)
+    result = evaluate_bpb(run.model, run.interface, docs, seq_len, stride, args.batch_size, device)
     result.update({"run": str(args.run), "step": run.step, "corpus": corpus, "split": args.split})
     if args.json:
         print_json(result)
@@ -33,13 +42,45 @@ def cmd_bpb(args) -> int:
     return 0
 
 
-def _check_generate_args(args) -> None:
+def cmd_translation(args) -> int:
+    from proxylm.assemble import load_run
+    from proxylm.core.device import pick_device
+    from proxylm.core.errors import UserError
+    from proxylm.core.io import print_json
+    from proxylm.eval.bpb import read_eval_docs
+    from proxylm.eval.translation import check_translatable, format_result, translation_probe
+
+    if args.limit < 1 or args.piece_bytes < 0:
+        raise UserError(f"--limit must be >= 1 and --piece-bytes >= 0 (got {args.limit}, {args.piece_bytes})")
+    device = pick_device(args.device)
+    run = load_run(args.run, device)
+    check_translatable(run)  # before reading any text
+    docs = read_eval_docs(args.corpus or run.cfg.data.corpus, args.split, run.cfg.data, args.max_bytes)
+    result = translation_probe(run, docs, args.limit, args.piece_bytes, greedy=not args.no_greedy, device=device)
+    result.update({"corpus": args.corpus or run.cfg.data.corpus, "split": args.split})
+    if args.json:
+        print_json(result)
+    else:
+        print(format_result(result))
+    return 0
+
+
+def shell_bytes(text: str) -> bytes:
+    """The bytes the shell passed: argv is decoded with surrogateescape, so invalid UTF-8 comes back intact."""
+    return os.fsencode(text)
+
+
+def check_generation_room(run, prompt: bytes, max_bytes: int, flag: str = "--max-bytes") -> None:
+    """Refuse an output budget the context cannot hold, instead of silently cutting the prompt to its last ids."""
     from proxylm.core.errors import UserError
 
-    if args.temperature < 0 or not 0.0 < args.top_p <= 1.0:
-        raise UserError(f"--temperature must be >= 0 and --top-p in (0, 1], got {args.temperature}, {args.top_p}")
-    if args.max_bytes < 1 or args.batch_size < 1:
-        raise UserError(f"--max-bytes and --batch-size must be >= 1, got {args.max_bytes}, {args.batch_size}")
+    context = run.model.cfg.max_seq_len
+    n_prompt = len(run.interface.prompt_ids(prompt))
+    if n_prompt + max_bytes > context:
+        room = context - n_prompt
+        hint = f"use {flag} <= {room}" if room >= 1 else "shorten the prompt"
+        raise UserError(f"{flag} {max_bytes}: the prompt takes {n_prompt} of the model's {context} positions "
+                        f"(model.max_seq_len), leaving {max(room, 0)} for output; {hint}")
 
 
 def cmd_generate(args) -> int:
@@ -52,13 +93,14 @@ def cmd_generate(args) -> int:
     from proxylm.core.io import print_json
     from proxylm.eval.generate import GenStats, generate, generate_batch
 
-    _check_generate_args(args)
     run = load_run(args.run, pick_device(args.device))
-    prompts = [p.encode("utf-8") for p in args.prompt]
+    prompts = [shell_bytes(p) for p in args.prompt]
+    for prompt in prompts:
+        check_generation_room(run, prompt, args.max_bytes)
     stream = not args.json and len(prompts) == 1
     stats = GenStats()
     kw = dict(max_bytes=args.max_bytes, temperature=args.temperature, top_p=args.top_p,
-              stop=tuple(s.encode() for s in args.stop), speculative=args.speculative, stats=stats)
+              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, stats=stats)
 
     def on_bytes(b: bytes) -> None:
         sys.stdout.buffer.write(b)
@@ -78,8 +120,8 @@ def cmd_generate(args) -> int:
     info = {"speculative": stats.speculative, "speculative_fallback": stats.fallback or None,
             "forwards": stats.forwards, "kept_per_step": round(stats.as_dict()["kept_per_step"], 3),
             "seconds": round(seconds, 3), "bytes_per_s": round(sum(map(len, outs)) / max(seconds, 1e-9), 1)}
-    results = [{"prompt": p, "completion": o.decode("utf-8", "replace"), "completion_bytes": len(o)}
-               for p, o in zip(args.prompt, outs)]
+    results = [{"prompt": p.decode("utf-8", "replace"), "completion": o.decode("utf-8", "replace"),
+                "completion_bytes": len(o)} for p, o in zip(prompts, outs)]
     if args.json:
         print_json({**results[0], **info} if len(results) == 1 else {"results": results, **info})
     elif stream:
@@ -98,10 +140,11 @@ def add_commands(sub) -> None:
     p.add_argument("run")
     p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
-    p.add_argument("--seq-len", type=int, default=0)
-    p.add_argument("--stride", type=int, default=0, help="default seq_len // 2")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--max-bytes", type=int, default=0, help="score at most this many bytes (0: all)")
+    p.add_argument("--seq-len", type=at_least(0), default=0, help="window (0: the run's eval or training seq_len)")
+    p.add_argument("--stride", type=at_least(0), default=0, help="default seq_len // 2")
+    p.add_argument("--batch-size", type=at_least(1), default=8)
+    p.add_argument("--max-bytes", type=at_least(0, note="0: all"), default=0,
+                   help="score at most this many bytes (0: all)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
@@ -111,19 +154,33 @@ def add_commands(sub) -> None:
 
     add_eval_commands(ev)
 
+    p = ev.add_parser("translation", help="does a proxy model translate between its views? (held-out pairs)")
+    p.add_argument("run")
+    p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
+    p.add_argument("--split", default="val", choices=["train", "val", "all"])
+    p.add_argument("--limit", type=int, default=64, help="pairs scored")
+    p.add_argument("--piece-bytes", type=int, default=64, help="raw bytes per pair (0: as many as fit one window)")
+    p.add_argument("--max-bytes", type=int, default=200_000, help="held-out text read (0: the whole split)")
+    p.add_argument("--no-greedy", action="store_true", help="BPB only, no greedy translation")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    p.set_defaults(func=cmd_translation, command="eval translation")
+
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
     p.add_argument("run")
     p.add_argument("--prompt", required=True, action="append",
                    help="repeatable: several prompts are decoded as a batch")
-    p.add_argument("--max-bytes", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--max-bytes", type=at_least(1), default=256,
+                   help="bytes to generate; must leave room for the prompt in the model's context")
+    p.add_argument("--temperature", type=at_least(0.0, float), default=0.0, help="0: greedy")
+    p.add_argument("--top-p", type=in_range(1e-9, 1.0), default=1.0)
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i")
     p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=None,
                    help="draft with the model's extra heads and verify in one forward (default: on for greedy "
                         "decoding of a model with extra heads, where it is exact; --speculative also for sampling)")
-    p.add_argument("--batch-size", type=int, default=8, help="prompts decoded together (several --prompt)")
+    p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")

@@ -11,14 +11,15 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from proxylm.cli.args import at_least
 from proxylm.codecs.options import NeuralOptions
 from proxylm.codecs.precomputed import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
 
 
 # ---- train -------------------------------------------------------------------------------------------------
 def add_train_args(p) -> None:
-    p.add_argument("--window-bits", type=int, default=None, help="neural: bits per window symbol (default 16)")
-    p.add_argument("--steps", type=int, default=None, help="neural: M1 training steps (default 2000)")
+    p.add_argument("--window-bits", type=at_least(1), default=None, help="neural: bits per window symbol (default 16)")
+    p.add_argument("--steps", type=at_least(1), default=None, help="neural: M1 training steps (default 2000)")
 
 
 def neural_options(args) -> NeuralOptions:
@@ -37,11 +38,11 @@ def add_encode_args(p) -> None:
     """Arguments of `proxylm codec encode` that encode a whole corpus split (with --out)."""
     p.add_argument("--out", default=None, help="encode the corpus split into checksummed shards in this directory")
     p.add_argument("--shard", default="0/1", help="this machine's part i/n of the shards (default 0/1)")
-    p.add_argument("--workers", type=int, default=1, help="encoding processes on this machine (default 1)")
-    p.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES,
+    p.add_argument("--workers", type=at_least(1), default=1, help="encoding processes on this machine (default 1)")
+    p.add_argument("--shard-bytes", type=at_least(1), default=DEFAULT_SHARD_BYTES,
                    help=f"raw bytes per shard (default {DEFAULT_SHARD_BYTES})")
-    p.add_argument("--lanes", type=int, default=None, help="neural: segments coded at once (default 512)")
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--lanes", type=at_least(1), default=None, help="neural: segments coded at once (default 512)")
+    p.add_argument("--threads", type=at_least(0), default=0,
                    help="torch threads per process (default: torch's alone, cores / workers with workers; on a busy "
                         "machine 1 can be many times faster)")
 

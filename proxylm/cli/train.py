@@ -13,15 +13,21 @@ import shutil
 import sys
 from pathlib import Path
 
+from proxylm.cli.args import at_least
+
 
 def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
+    from proxylm.cli.eval import check_generation_room, shell_bytes
     from proxylm.eval.generate import generate
     from proxylm.assemble import load_run
 
     run = load_run(run_dir)
-    print(f"\n--- sample (greedy, raw bytes in, raw bytes out) ---\n{prompt}", end="", flush=True)
-    generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes,
-             on_bytes=lambda b: (sys.stdout.write(b.decode("utf-8", "replace")), sys.stdout.flush()))
+    data = shell_bytes(prompt)
+    check_generation_room(run, data, max_bytes, "--sample-bytes")
+    print("\n--- sample (greedy, raw bytes in, raw bytes out) ---", flush=True)
+    sys.stdout.buffer.write(data)
+    generate(run.model, run.interface, data, max_bytes=max_bytes,
+             on_bytes=lambda b: (sys.stdout.buffer.write(b), sys.stdout.flush()))
     print("\n---")
 
 
@@ -39,19 +45,52 @@ def _report(summary: dict, args) -> None:
         _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
 
 
+def clear_run_dir(run_dir: Path) -> None:
+    """--overwrite: remove everything but the lock this process holds (removing the lock file would let a
+    second process lock a fresh one)."""
+    from proxylm.assemble import LOCK
+
+    for p in run_dir.iterdir():
+        if p.name == LOCK:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
 def cmd_train(args) -> int:
+    from contextlib import nullcontext
+
+    from proxylm.assemble import RunLock, build_trainer, check_run_dir_path, remove_if_unused
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
-    from proxylm.assemble import build_trainer
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.out or Path("runs") / cfg.name)
-    if list_checkpoints(run_dir):
-        if not args.overwrite:
-            raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
-                             "--overwrite starts again, --out picks another directory")
-        shutil.rmtree(run_dir)
-    summary = build_trainer(cfg, run_dir, quiet=args.quiet).fit()
+    check_run_dir_path(run_dir)
+    created = not run_dir.exists()
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 locks and clears for all ranks
+    with RunLock(run_dir) if main_rank else nullcontext():  # before looking inside: another process may write it
+        try:
+            if list_checkpoints(run_dir):
+                if not args.overwrite:
+                    raise ValueError(f"{run_dir} already holds a run; `proxylm resume {run_dir}` continues it, "
+                                     "--overwrite starts again, --out picks another directory")
+                if main_rank:
+                    clear_run_dir(run_dir)
+            elif main_rank and ((run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()):
+                # a run stopped before its first checkpoint: nothing to resume; its metrics would mix in
+                print(f"{run_dir} holds a run with no checkpoint (stopped before its first save); starting it "
+                      "again from scratch", file=sys.stderr)
+                clear_run_dir(run_dir)
+            trainer = build_trainer(cfg, run_dir, quiet=args.quiet)
+        except BaseException:
+            if created and main_rank:
+                remove_if_unused(run_dir)
+            raise
+        summary = trainer.fit()
+        trainer.run_lock.release()
     _report(summary, args)
     return 0
 
@@ -61,10 +100,12 @@ def cmd_resume(args) -> int:
     from proxylm.assemble import build_trainer
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").exists():
+    if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
-    summary = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet).fit()
+    trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
+    summary = trainer.fit()
+    trainer.run_lock.release()
     _report(summary, args)
     return 0
 
@@ -73,7 +114,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object with the run summary")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--sample", metavar="PROMPT", help="after training, print a greedy completion of PROMPT")
-    p.add_argument("--sample-bytes", type=int, default=200)
+    p.add_argument("--sample-bytes", type=at_least(1), default=200)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
 
 
@@ -89,6 +130,10 @@ def add_commands(sub) -> None:
     p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
     p.add_argument("run_dir")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="e.g. train.max_steps=400 to extend a finished run")
+                   help="e.g. train.max_steps=400 to extend a finished run (only train.*, eval.*, "
+                        "model.attention, model.ce_chunk may change)")
+    p.add_argument("--reset-optimizer", action="store_true",
+                   help="resume from the newest good weights with a fresh optimizer (when the optimizer state "
+                        "is missing or damaged; otherwise resume falls back to the previous good checkpoint)")
     _common(p)
     p.set_defaults(func=cmd_resume)

@@ -34,7 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
+from proxylm.codecs.base import CannotEncode
+from proxylm.codecs.train import open_corpus, resolve_codec
+from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
+from proxylm.data.config import DataConfig
 
 FORMAT = "proxylm-shards-v1"
 MAGIC = b"PROXYLM-SHARD 1\n"
@@ -43,8 +47,21 @@ DEFAULT_SHARD_BYTES = 1_000_000  # raw bytes per shard: the unit of resume and o
 SYMBOL_DTYPE = "<u4"
 
 
-class MissingView(LookupError):
-    """A document has no precomputed view (the loader must not run M1 inline unless asked)."""
+class MissingView(UserError, LookupError):
+    """A document has no precomputed view (the loader must not run M1 inline unless asked); the message names
+    the shard file and the document key, and says how to fix it."""
+
+
+def read_manifest(path: Path) -> dict:
+    """SHARDS/manifest.json, or a UserError naming it when it is truncated or not a shard manifest."""
+    try:
+        manifest = json.loads(path.read_bytes())
+        assert isinstance(manifest, dict) and isinstance(manifest.get("shards"), list)
+        assert all(isinstance(keys, list) for keys in manifest["shards"])
+    except (ValueError, AssertionError, UnicodeDecodeError):
+        raise UserError(f"{path}: truncated or not a shard manifest; delete {path.parent} and run `proxylm codec "
+                        f"encode --out {path.parent}` again") from None
+    return manifest
 
 
 def sha256_hex(data: bytes) -> str:
@@ -84,7 +101,7 @@ def write_or_check_manifest(out: Path, manifest: dict) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     path = out / MANIFEST
     if path.exists():
-        old = json.loads(path.read_text())
+        old = read_manifest(path)
         for field in ("format", "codec_fingerprint", "corpus", "split", "shards"):
             if old.get(field) != manifest.get(field):
                 raise ValueError(f"{out} holds shards of another job ({field} differs); choose another --out "
@@ -124,13 +141,21 @@ def encode_shard(codec, docs: list[tuple[str, bytes]], path: Path, progress=None
 
 
 def read_shard(path: Path) -> tuple[list, np.ndarray]:
-    """-> (documents [[key, sha256, bytes, symbols]], all symbols (N,) uint32)."""
+    """-> (documents [[key, sha256, bytes, symbols]], all symbols (N,) uint32); a UserError naming the file
+    when it is not a well-formed shard."""
     blob = path.read_bytes()
-    if not blob.startswith(MAGIC):
-        raise ValueError(f"{path}: not a proxylm shard")
-    end = blob.index(b"\n", len(MAGIC))
-    header = json.loads(blob[len(MAGIC):end])
-    return header["documents"], np.frombuffer(blob, dtype=header["dtype"], offset=end + 1)
+    try:
+        assert blob.startswith(MAGIC)
+        end = blob.index(b"\n", len(MAGIC))
+        header = json.loads(blob[len(MAGIC):end])
+        docs = header["documents"]
+        symbols = np.frombuffer(blob, dtype=header["dtype"], offset=end + 1)
+        assert all(len(d) == 4 and isinstance(d[0], str) and isinstance(d[3], int) for d in docs)
+        assert sum(max(d[3], 0) for d in docs) == len(symbols)
+    except (AssertionError, ValueError, KeyError, TypeError):
+        raise UserError(f"{path}: not a well-formed proxylm shard; delete it and run `proxylm codec encode "
+                        f"--out {path.parent}` again (it re-encodes only missing shards)") from None
+    return docs, symbols
 
 
 # ---- the whole job -----------------------------------------------------------------------------------------
@@ -149,12 +174,21 @@ class EncodeJob:
     max_shards: int | None = None  # stop after encoding this many shards (tests: an interrupted run)
 
 
-def _open(job: EncodeJob):
-    from proxylm.codecs.train import resolve_codec
-    from proxylm.codecs.train import open_corpus
+def check_job(job: EncodeJob) -> None:
+    """Refuse numbers that would silently mean something else, before any work."""
+    for name, value, low in (("--workers", job.workers, 1), ("--shard-bytes", job.shard_bytes, 1),
+                             ("--threads", job.threads, 0), ("--lanes", job.lanes if job.lanes is not None else 1, 1)):
+        if value < low:
+            raise UserError(f"{name} {value}: must be >= {low}")
+    if not 0 <= job.shard_index < job.shard_count:
+        raise UserError(f"--shard {job.shard_index}/{job.shard_count}: need 0 <= i < n")
+    if job.out.exists() and not job.out.is_dir():
+        raise UserError(f"--out {job.out} is a file, not a directory; choose another --out")
 
+
+def _open(job: EncodeJob):
     codec = resolve_codec(job.codec_arg)
-    if job.lanes and hasattr(codec, "n_lanes"):
+    if job.lanes is not None and hasattr(codec, "n_lanes"):
         codec.n_lanes = job.lanes
     return codec, open_corpus(job.data_cfg.corpus, job.data_cfg)
 
@@ -162,9 +196,34 @@ def _open(job: EncodeJob):
 _worker: dict = {}
 
 
-def _worker_init(job: EncodeJob, threads: int, counter) -> None:
+def die_with_parent() -> None:
+    """Linux: ask the kernel to SIGKILL this process when its parent dies (a kill -9 of `codec encode` would
+    otherwise leave its workers running and writing shards). Elsewhere: nothing (workers then notice the
+    broken pipe at their next task)."""
+    import ctypes
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    PR_SET_PDEATHSIG = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != _parent_pid.get("pid", os.getppid()):  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_parent_pid: dict = {}
+
+
+
+def _worker_init(job: EncodeJob, threads: int, counter, parent_pid: int | None = None) -> None:
     import torch
 
+    if parent_pid is not None:
+        _parent_pid["pid"] = parent_pid
+    die_with_parent()
     torch.set_num_threads(threads)
     _worker["codec"], _worker["corpus"] = _open(job)
     _worker["counter"] = counter
@@ -196,6 +255,7 @@ def encode_corpus(job: EncodeJob, quiet: bool = False) -> dict:
 
     from tqdm import tqdm
 
+    check_job(job)
     codec, corpus = _open(job)
     refs = corpus.documents(job.split)
     if not refs:
@@ -229,7 +289,7 @@ def encode_corpus(job: EncodeJob, quiet: bool = False) -> dict:
     else:
         threads = job.threads or max(1, (os.cpu_count() or 1) // job.workers)
         with ProcessPoolExecutor(job.workers, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                                 initargs=(job, threads, counter)) as pool:
+                                 initargs=(job, threads, counter, os.getpid())) as pool:
             pending = {pool.submit(_encode_one, job, i, plan[i]) for i in todo}
             while pending:
                 done, pending = wait(pending, timeout=1.0, return_when=FIRST_COMPLETED)
@@ -256,7 +316,7 @@ class PrecomputedViews:
         path = self.dir / MANIFEST
         if not path.exists():
             raise FileNotFoundError(f"{self.dir}: no {MANIFEST}; make it with `proxylm codec encode --out {self.dir}`")
-        self.manifest = json.loads(path.read_text())
+        self.manifest = read_manifest(path)
         if self.manifest.get("format") != FORMAT:
             raise ValueError(f"{self.dir}: unknown shard format {self.manifest.get('format')}")
         if codec is not None and codec_fingerprint(codec) != self.manifest["codec_fingerprint"]:
@@ -282,10 +342,21 @@ class PrecomputedViews:
     def _shard(self, i: int) -> dict[str, tuple[str, np.ndarray | None]]:
         if i not in self._loaded:
             path = self.dir / shard_name(i)
+            planned = self.manifest["shards"][i]
+            which = f"documents {', '.join(planned[:3])}{' ...' if len(planned) > 3 else ''} ({len(planned)} in all)"
             if self.verify and not shard_complete(self.dir, i):
-                raise MissingView(f"{path} is missing or fails its checksum; run `proxylm codec encode` again "
-                                  f"with --out {self.dir} (it resumes)")
+                raise MissingView(f"{path} (holding {which}) is missing or fails its checksum; run `proxylm codec "
+                                  f"encode` again with --out {self.dir} (it re-encodes only that shard)")
+            if not path.exists():
+                raise MissingView(f"{path} (holding {which}) is missing; run `proxylm codec encode` again with "
+                                  f"--out {self.dir}")
             docs, symbols = read_shard(path)
+            keys = [d[0] for d in docs]
+            if keys != planned:
+                first = next((a, b) for a, b in zip(keys + [None] * len(planned), planned + [None] * len(keys))
+                             if a != b)
+                raise MissingView(f"{path}: a foreign shard (it holds document {first[0]!r} where {MANIFEST} plans "
+                                  f"{first[1]!r}); delete it and run `proxylm codec encode --out {self.dir}` again")
             entries, at = {}, 0
             for key, digest, _n_bytes, n in docs:
                 entries[key] = (digest, None if n < 0 else symbols[at:at + n].astype(np.int64))
@@ -319,8 +390,27 @@ class PrecomputedViews:
                     self._by_digest[digest] = (i, key)
         hit = self._by_digest.get(sha256_hex(data))
         if hit is None:
-            raise MissingView(f"a {len(data)}-byte document has no precomputed view in {self.dir}")
+            raise MissingView(f"{self._describe(data)} has no precomputed view in {self.dir} (the corpus changed "
+                              f"since it was encoded, or the shards are another corpus'); encode this corpus into a "
+                              "new --out, or point views.precomputed at its shards")
         return self._shard(hit[0])[hit[1]][1]
+
+    def _describe(self, data: bytes) -> str:
+        """Name a document by its corpus key (found by content in the corpus the manifest names: an error
+        path only), else by size and first bytes."""
+        digest = sha256_hex(data)
+        try:
+            c = self.manifest["corpus"]
+            cfg = DataConfig(corpus=c["spec"], glob=c["glob"], val_fraction=c["val_fraction"],
+                             max_doc_bytes=c["max_doc_bytes"])
+            corpus = open_corpus(cfg.corpus, cfg)
+            for split in ("train", "val"):
+                for ref in corpus.documents(split):
+                    if ref.size == len(data) and sha256_hex(corpus.read(ref)) == digest:
+                        return f"document {ref.key!r}"
+        except Exception:  # the manifest's corpus is gone or unreadable: fall back to the bytes
+            pass
+        return f"a {len(data)}-byte document starting {data[:40]!r}"
 
     def as_codec(self, inline: bool = False):
         """A Codec for the data pipeline whose encode() is a lookup (by content); `inline=True` encodes a miss
@@ -334,8 +424,6 @@ class PrecomputedCodec:
 
     def __init__(self, views: PrecomputedViews, inline: bool = False):
         if views.codec is None:
-            from proxylm.codecs.train import resolve_codec
-
             views.codec = resolve_codec(views.manifest["codec_arg"])
         self.views, self.codec, self.inline = views, views.codec, inline
         self.name, self.passthrough = self.codec.name, self.codec.passthrough
@@ -345,8 +433,6 @@ class PrecomputedCodec:
         return self.codec.alphabet_size
 
     def encode(self, data: bytes) -> np.ndarray:
-        from proxylm.codecs.base import CannotEncode
-
         out = self.encode_many([data])[0]
         if out is None:
             raise CannotEncode("no view of this document (the codec could not encode it)")

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxylm.codecs.base import Codec
+from proxylm.data.corpus import stable_hash64
 
 EDIT_FAMILIES = ("delete", "insert", "replace", "whitespace")
 INSERT_ALPHABET = string.ascii_letters + string.digits + string.punctuation + " "
@@ -110,7 +111,6 @@ def make_edit_pairs(documents: list[tuple[str, bytes]], families=EDIT_FAMILIES, 
                     window_chars: int = DEFAULT_WINDOW_CHARS, max_chars: int = DEFAULT_MAX_CHARS,
                     seed: int = 0) -> tuple[list[EditPair], int]:
     """Edited windows of (key, bytes) documents; also how many documents were skipped (not UTF-8 / empty)."""
-    from proxylm.data.corpus import stable_hash64  # the pipeline's seeded hashing
 
     for family in families:
         if family not in EDIT_FAMILIES:

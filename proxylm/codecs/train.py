@@ -27,8 +27,10 @@ import warnings
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.codecs.base import CODECS, CODEC_FILE, CannotEncode, Codec, codec_class, load_codec
+from proxylm.core.errors import UserError
 from proxylm.core.io import file_lock
+from proxylm.data.corpus import open_corpus as _open_corpus
 
 CACHE_ENV = "PROXYLM_CACHE"
 DEFAULT_CACHE = "~/.cache/proxylm"
@@ -57,8 +59,6 @@ def cache_root() -> Path:
 
 # ---- corpus access (one seam, so tests can substitute a small corpus) ---------------------------------
 def open_corpus(spec: str, data_cfg):
-    from proxylm.data.corpus import open_corpus as _open_corpus
-
     return _open_corpus(spec, data_cfg)
 
 
@@ -85,8 +85,6 @@ def check_lossless(codec: Codec, corpus, where: str, max_bytes: int = ROUNDTRIP_
     """Refuse (UserError) a codec that does not give back the bytes of a sample of the train split.
 
     Documents it cannot encode (CannotEncode: they are emitted raw) are counted, not failures."""
-    from proxylm.codecs.base import CannotEncode
-    from proxylm.core.errors import UserError
 
     checked = unencodable = 0
     for doc in corpus.sample("train", max_bytes):

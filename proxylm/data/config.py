@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from proxylm.codecs.options import CodecOptions
+from proxylm.core.errors import require
 from proxylm.data.modes import MIX_MODES, mix_mode  # noqa: F401  (MIX_MODES: the valid names)
 
 
@@ -24,14 +25,15 @@ class DataConfig:
     codec_sample_bytes: int = 50_000_000  # train text a codec is trained on, sampled over the corpus (0: all)
 
     def __post_init__(self):
-        if self.num_workers < 0 or self.codec_sample_bytes < 0:
-            raise ValueError("num_workers and codec_sample_bytes must be >= 0")
-        if not self.text_field:
-            raise ValueError("text_field must name a field (default: text)")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError("val_fraction must be in [0, 1)")
-        if self.seq_len < 2 or self.batch_size < 1:
-            raise ValueError("seq_len must be >= 2 and batch_size >= 1")
+        require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+        require(self.codec_sample_bytes >= 0, "codec_sample_bytes", self.codec_sample_bytes, "must be >= 0 (0: all)")
+        require(bool(self.text_field), "text_field", self.text_field, "must name a field (default: text)")
+        require(0.0 <= self.val_fraction < 1.0, "val_fraction", self.val_fraction, "must be in [0, 1)")
+        require(self.seq_len >= 2, "seq_len", self.seq_len, "must be >= 2")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+        require(self.max_doc_bytes >= 1, "max_doc_bytes", self.max_doc_bytes, "must be >= 1")
+        require(bool(self.corpus), "corpus", self.corpus, "must name a corpus (stdlib, a .jsonl, a folder, a glob)")
+        require(bool(self.glob), "glob", self.glob, "must be a file pattern such as **/*.py")
 
 
 @dataclass
@@ -55,6 +57,8 @@ class ScheduleConfig:
         mix_mode(self.final_mode, "views.schedule.final_mode")
         if self.warmup_frac < 0 or self.decay_frac < 0 or self.warmup_frac + self.decay_frac > 1:
             raise ValueError("warmup_frac and decay_frac must be >= 0 and sum to <= 1")
+        for key in ("initial_rate", "final_rate"):
+            require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be in [0, 1]")
 
 
 @dataclass
@@ -68,6 +72,9 @@ class ViewsConfig:
     mode: str = "sentinel"
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0  # per-document decisions = f(seed, document id, epoch)
+    # translation pairs cut into sub-pieces whose two views fit the window they are packed into
+    # (views.render_fitted); false: one pair per piece, whatever its length
+    fit_pairs: bool = True
 
     def __post_init__(self):
         mix_mode(self.mode)

@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxylm.data.config import DataConfig
 from proxylm.data.readers import STDLIB_EXCLUDE_DIRS, Listing, Unit, list_units, read_unit, stdlib_files, stdlib_root  # noqa: F401
 
 SPLITS = ("train", "val", "all")
@@ -123,6 +124,21 @@ def shard(refs: list[DocRef], rank: int, world_size: int) -> list[DocRef]:
     return sorted(refs, key=lambda r: r.sort_key)[rank::world_size]
 
 
+def count_problem(problems: Counter, warned: Counter, spec: str, kind: str, where: str, message: str,
+                  stacklevel: int = 4) -> None:
+    """Count one problem of `kind`; warn with `message` for the first MAX_WARNINGS_PER_KIND of each kind
+    (no message: counted, not warned; empty files and long documents are common and harmless)."""
+    problems[kind] += 1
+    if not message:
+        return
+    warned[kind] += 1
+    if warned[kind] <= MAX_WARNINGS_PER_KIND:
+        warnings.warn(f"{where}: {message}", CorpusWarning, stacklevel=stacklevel)
+    if warned[kind] == MAX_WARNINGS_PER_KIND:
+        warnings.warn(f"corpus {spec}: further '{kind}' problems are counted, not shown", CorpusWarning,
+                      stacklevel=stacklevel)
+
+
 class Corpus:
     """Documents streamed from `units` (see proxylm/data/readers.py); no per-document state is kept."""
 
@@ -140,15 +156,7 @@ class Corpus:
 
     # ---- problems ---------------------------------------------------------------------------------
     def _problem(self, kind: str, where: str, message: str) -> None:
-        self.problems[kind] += 1
-        if not message:  # counted, not warned: empty files and long documents are common and harmless
-            return
-        self._warned[kind] += 1
-        if self._warned[kind] <= MAX_WARNINGS_PER_KIND:
-            warnings.warn(f"{where}: {message}", CorpusWarning, stacklevel=3)
-        if self._warned[kind] == MAX_WARNINGS_PER_KIND:
-            warnings.warn(f"corpus {self.spec}: further '{kind}' problems are counted, not shown",
-                          CorpusWarning, stacklevel=3)
+        count_problem(self.problems, self._warned, self.spec, kind, where, message)
 
     # ---- streaming ---------------------------------------------------------------------------------
     def split_units(self, split: str) -> list[Unit]:
@@ -275,7 +283,6 @@ def _check_utf8(data: bytes, where: str, problem) -> None:
 
 def open_corpus(spec: str | None = None, data_cfg=None) -> Corpus:
     """Open a corpus by spec (default: data_cfg.corpus): lists its units, reads no document."""
-    from proxylm.data.config import DataConfig
 
     cfg = data_cfg or DataConfig()
     spec = spec or cfg.corpus

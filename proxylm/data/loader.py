@@ -36,7 +36,8 @@ from proxylm.data.config import DataConfig, ViewsConfig
 from proxylm.data.corpus import Corpus, open_corpus
 from proxylm.data.packing import Packer
 from proxylm.data.stream import STATE_VERSION, UNPREPARED, DocStream
-from proxylm.data.views import COMPRESSED, RAW, Decision, decide, encode_or_none, render, schedule_at
+from proxylm.data.views import (COMPRESSED, RAW, Decision, Part, decide, encode_or_none, is_translation, render,
+                                render_fitted, schedule_at)
 
 
 @dataclass
@@ -47,6 +48,8 @@ class Batch:
     is_compressed: torch.Tensor  # (B, S) bool: input is a compressed payload symbol
     raw_bytes: int  # raw text bytes the B*S inputs stand for (a paired document counts both views)
     step: int = 0  # the optimizer step it was made for
+    compressed_bytes: int = 0  # of raw_bytes, those behind compressed symbols (raw view: the rest)
+    compressed_symbols: int = 0  # inputs that are compressed payload symbols
 
     @property
     def inputs(self) -> torch.Tensor:
@@ -55,7 +58,7 @@ class Batch:
     def to(self, device, non_blocking: bool = False) -> "Batch":
         mv = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         return Batch(mv(self.tokens), mv(self.doc_ids), mv(self.positions), mv(self.is_compressed),
-                     self.raw_bytes, self.step)
+                     self.raw_bytes, self.step, self.compressed_bytes, self.compressed_symbols)
 
 
 class _Known:
@@ -124,36 +127,71 @@ class TrainLoader:
             return UNPREPARED
         return encode_or_none(self.codec, data)
 
-    def _render(self, key: str, data: bytes, epoch: int, rate: float, mode: str, prepared=UNPREPARED):
-        decision = decide(self.views_cfg.seed, key, epoch, rate, mode)
-        codec = self.codec
+    def _codec_for(self, decision: Decision, prepared):
         if decision.needs_codec and not (isinstance(prepared, str) and prepared == UNPREPARED):
-            codec = _Known(self.codec, prepared)
-        return render(decision, data, codec, self.rep)
+            return _Known(self.codec, prepared)
+        return self.codec
 
-    def _count(self, r, n_bytes: int) -> None:
+    def _render(self, key: str, data: bytes, epoch: int, rate: float, mode: str, prepared=UNPREPARED,
+                span=None, filler: bool = False):
+        """One pushed document; `span` (and `filler`): a translation sub-piece, re-rendered from its tag."""
+        decision = decide(self.views_cfg.seed, key, epoch, rate, mode)
+        if span is not None:
+            data = data[span[0]:span[1]]
+            if filler:
+                decision = Decision.single(RAW, decision.sentinels)
+            return render(decision, data, self.codec, self.rep)
+        return render(decision, data, self._codec_for(decision, prepared), self.rep)
+
+    def _parts(self, key: str, data: bytes, epoch: int, rate: float, mode: str, row: Packer, prepared=UNPREPARED):
+        """(decision, parts): translation pairs cut to fit the windows of `row` (views.fit_pairs; precomputed
+        views are of whole pieces, so they keep one pair per piece). Sub-pieces are encoded here."""
+        decision = decide(self.views_cfg.seed, key, epoch, rate, mode)
+        if is_translation(decision) and self.views_cfg.fit_pairs and not self.views_cfg.precomputed:
+            S = self.data_cfg.seq_len
+            return decision, render_fitted(decision, data, self.codec, self.rep, S, S - row.available() % S)
+        return decision, [Part((0, len(data)), render(decision, data, self._codec_for(decision, prepared), self.rep))]
+
+    def _count(self, decision: Decision, parts: list, n_bytes: int) -> None:
+        """One decision per piece read; each view's bytes and symbols counted once (a pair's text is in
+        both views' byte counts, never twice in either)."""
         c = self.counts
         c["documents"] += 1
         c["bytes"] += n_bytes
-        c["symbols"] += len(r.ids)
-        c["fallback_raw"] += r.fallback
-        layout = r.decision.layout
-        c["layout:" + layout] += 1
-        for v in r.decision.views:
+        rendered = [p.rendered for p in parts]
+        c["symbols"] += sum(len(r.ids) for r in rendered)
+        whole = parts[0].rendered if len(parts) == 1 else None
+        if whole is not None:  # one document: the layout it rendered to (the raw one after a fallback)
+            c["fallback_raw"] += whole.fallback
+            decision = whole.decision
+        c["layout:" + decision.layout] += 1
+        for v in decision.views:
             c["views:" + v] += 1
-            c["view_bytes:" + v] += n_bytes
-        c["symbols:raw"] += r.n_raw_symbols
-        c["symbols:compressed"] += r.n_compressed_symbols
+        for p in parts:
+            span = p.span[1] - p.span[0]
+            for v in p.rendered.decision.views:
+                c["view_bytes:" + v] += span
+            c["pair_parts"] += len(parts) > 1 and not p.filler
+            c["filler_parts"] += p.filler
+            c["filler_bytes"] += span if p.filler else 0
+        c["symbols:raw"] += sum(r.n_raw_symbols for r in rendered)
+        c["symbols:compressed"] += sum(r.n_compressed_symbols for r in rendered)
 
     def _fill(self, row: Packer, step: int) -> None:
         rate, mode = self.schedule(step)
         while row.available() < row.window_len:
             item = self.stream.next()
-            r = self._render(item.key, item.data, item.epoch, rate, mode, item.prepared)
-            self._count(r, len(item.data))
-            row.push(r.ids, r.is_compressed, r.nbytes,
-                     tag={"key": item.key, "unit": item.unit, "ord": item.ordinal, "epoch": item.epoch,
-                          "rate": rate, "mode": mode, "n": len(r.ids)})
+            decision, parts = self._parts(item.key, item.data, item.epoch, rate, mode, row, item.prepared)
+            self._count(decision, parts, len(item.data))
+            for p in parts:
+                r = p.rendered
+                tag = {"key": item.key, "unit": item.unit, "ord": item.ordinal, "epoch": item.epoch,
+                       "rate": rate, "mode": mode, "n": len(r.ids)}
+                if p.filler or p.span != (0, len(item.data)):  # a sub-piece: resume re-renders its span
+                    tag["span"] = list(p.span)
+                    if p.filler:
+                        tag["filler"] = True
+                row.push(r.ids, r.is_compressed, r.nbytes, tag=tag)
 
     # ---- batches -----------------------------------------------------------------------------------------
     def next_batch(self, step: int) -> Batch:
@@ -165,7 +203,9 @@ class TrainLoader:
         self.counts["batches"] += 1
         stack = lambda name: torch.from_numpy(np.stack([getattr(w, name) for w in windows]))  # noqa: E731
         return Batch(tokens=stack("tokens"), doc_ids=stack("doc_ids"), positions=stack("positions"),
-                     is_compressed=stack("is_compressed"), raw_bytes=sum(w.raw_bytes for w in windows), step=step)
+                     is_compressed=stack("is_compressed"), raw_bytes=sum(w.raw_bytes for w in windows), step=step,
+                     compressed_bytes=sum(w.compressed_bytes for w in windows),
+                     compressed_symbols=sum(int(w.is_compressed.sum()) for w in windows))
 
     def __iter__(self):
         step = 0
@@ -199,7 +239,8 @@ class TrainLoader:
                 if key != tag["key"]:
                     raise ValueError(f"cannot resume: document {tag['ord']} of unit '{tag['unit']}' is now '{key}', "
                                      f"saved '{tag['key']}' (corpus changed)")
-                r = self._render(key, data, tag["epoch"], tag["rate"], tag["mode"])
+                r = self._render(key, data, tag["epoch"], tag["rate"], tag["mode"], span=tag.get("span"),
+                                 filler=tag.get("filler", False))
                 if len(r.ids) != tag["n"]:
                     raise ValueError(f"cannot resume: document '{tag['key']}' now renders to {len(r.ids)} ids, "
                                      f"saved {tag['n']} (corpus or codec changed)")
@@ -229,6 +270,15 @@ class TrainLoader:
             "symbols_per_byte": {v: c[f"symbols:{v}"] / c[f"view_bytes:{v}"] if c[f"view_bytes:{v}"] else None
                                  for v in (RAW, COMPRESSED)},
             "symbols_per_document_byte": c["symbols"] / c["bytes"] if c["bytes"] else None,
+            # each counted once: text read (pieces), and the bytes/symbols of each view
+            "text_bytes": c["bytes"],
+            "raw_view_bytes": c["view_bytes:raw"],
+            "compressed_view_bytes": c["view_bytes:compressed"],
+            "raw_view_symbols": c["symbols:raw"],
+            "compressed_view_symbols": c["symbols:compressed"],
+            "pair_parts": c["pair_parts"],
+            "filler_parts": c["filler_parts"],
+            "filler_bytes": c["filler_bytes"],
             "fallback_raw": c["fallback_raw"],
             "unreadable_skipped": self.stream.problems["unreadable"],
             "corpus_problems": dict(self.stream.problems),

@@ -40,6 +40,7 @@ class Window:
     positions: np.ndarray  # (S,) int64: position of each input inside its document
     is_compressed: np.ndarray  # (S,) bool: input is a compressed payload symbol
     raw_bytes: int  # raw text bytes the S inputs stand for
+    compressed_bytes: int = 0  # of raw_bytes, those behind compressed payload symbols
 
 
 def doc_ids_from_tokens(tokens: np.ndarray, bos_id: int) -> np.ndarray:
@@ -119,7 +120,9 @@ class Packer:
             first_doc = np.cumsum(tokens[:S] == self.bos_id) == 0
             positions = np.where(first_doc, positions - positions[0] // period * period, positions)
         is_compressed = np.concatenate(comp)[:S]
-        raw_bytes = int(np.concatenate(nb)[:S].sum())
+        nbytes = np.concatenate(nb)[:S]
+        raw_bytes = int(nbytes.sum())
+        compressed_bytes = int(nbytes[is_compressed].sum())
         # advance by S: drop the documents whose tokens were all inputs
         adv = S
         while adv:
@@ -133,7 +136,8 @@ class Packer:
                 self._head += adv
                 adv = 0
         self._available -= S
-        return Window(tokens, doc_ids_from_tokens(tokens, self.bos_id), positions, is_compressed, raw_bytes)
+        return Window(tokens, doc_ids_from_tokens(tokens, self.bos_id), positions, is_compressed, raw_bytes,
+                      compressed_bytes)
 
     # ---- state ------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:

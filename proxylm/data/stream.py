@@ -28,14 +28,13 @@ from __future__ import annotations
 import os
 import queue as queue_lib
 import signal
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
 
 from proxylm.core.errors import UserError
-from proxylm.data.corpus import MAX_WARNINGS_PER_KIND, CorpusWarning, stable_hash64
+from proxylm.data.corpus import count_problem, stable_hash64
 
 STATE_VERSION = 2
 STRIDED_BELOW = 4  # units per rank under which every rank takes a strided part of every unit
@@ -236,15 +235,7 @@ class DocStream:
         if self.epoch != 0:
             return
         for kind, where, message in problems:
-            self.problems[kind] += 1
-            if not message:
-                continue
-            self._warned[kind] += 1
-            if self._warned[kind] <= MAX_WARNINGS_PER_KIND:
-                warnings.warn(f"{where}: {message}", CorpusWarning, stacklevel=4)
-            if self._warned[kind] == MAX_WARNINGS_PER_KIND:
-                warnings.warn(f"corpus {self.corpus.spec}: further '{kind}' problems are counted, not shown",
-                              CorpusWarning, stacklevel=4)
+            count_problem(self.problems, self._warned, self.corpus.spec, kind, where, message, stacklevel=5)
 
     def reread(self, unit_key: str, ordinal: int) -> tuple[str, bytes]:
         """(key, bytes) of document `ordinal` of a unit of this stream (resume: re-render a buffered document)."""

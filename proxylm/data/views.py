@@ -222,6 +222,91 @@ def render(decision: Decision, data: bytes, codec, rep) -> Rendered:
                     n_raw_symbols=0 if raw is None else len(raw), n_compressed_symbols=0 if comp is None else len(comp))
 
 
+# ---- translation pairs that fit a window ------------------------------------------------------------
+PAIR_SPECIALS = 6  # <bos> <raw> </raw> <compressed> </compressed> <eos>
+RAW_SPECIALS = 4  # <bos> <raw> </raw> <eos>
+
+
+@dataclass
+class Part:
+    """One rendered document made from the byte range `span` of a piece (see render_fitted)."""
+
+    span: tuple[int, int]
+    rendered: Rendered
+    filler: bool = False  # raw alone, filling a gap too small for a pair
+
+
+def room_after(room: int, n_tokens: int, seq_len: int) -> int:
+    """Inputs left in the current window after `n_tokens` more are packed into a window with `room` left."""
+    pos = (seq_len - room + n_tokens) % seq_len
+    return seq_len - pos
+
+
+def utf8_cut(data: bytes, start: int, want: int) -> int:
+    """End of a byte range starting at `start` of about `want` bytes (>= 1) that does not split a UTF-8
+    character: moved back to a lead byte, or forward past one character when it would be empty."""
+    n = len(data)
+    end = min(n, start + max(1, want))
+    while start + 1 < end < n and (data[end] & 0xC0) == 0x80:
+        end -= 1
+    while end < n and (data[end] & 0xC0) == 0x80:  # only when the range is one (multi-byte) character
+        end += 1
+    return end
+
+
+def is_translation(decision: Decision) -> bool:
+    """Both views in one document: the layout whose pairs are cut to fit a window."""
+    return decision.paired and decision.n_documents == 1
+
+
+def render_fitted(decision: Decision, data: bytes, codec, rep, seq_len: int, room: int,
+                  min_room: int | None = None) -> list[Part]:
+    """`data` rendered as documents that each fit the window they are packed into.
+
+    A translation pair (`raw+compressed` or `compressed+raw`) of a whole piece rarely fits one window of
+    `seq_len` inputs, and a pair cut by a window edge shows the model one view without the other. So the
+    piece is cut into consecutive sub-pieces, each rendered as its own pair <bos> R_i C_i <eos> (raw
+    bytes i beside the compressed symbols of the same bytes), sized to the `room` left in the window it
+    is packed into (the first: `room`; then whole windows). The size comes from the piece's own
+    bytes/symbol and is shrunk until the pair fits. A gap under `min_room` (default seq_len // 8) is
+    filled with the next bytes as a raw-only document (`filler`), so no pair starts in it.
+
+    Any other decision is one part, the whole piece as `render` gives it. A codec that cannot encode
+    the piece gives the raw fallback (one part)."""
+    n = len(data)
+    if not is_translation(decision) or n == 0:
+        return [Part((0, n), render(decision, data, codec, rep))]
+    whole = encode_or_none(codec, data)
+    if whole is None or len(whole) == 0:
+        return [Part((0, n), render(decision, data, codec, rep))]
+    bytes_per_symbol = n / len(whole)
+    min_room = max(PAIR_SPECIALS + 2, seq_len // 8 if min_room is None else min_room)
+    filler_decision = Decision.single(RAW, decision.sentinels)
+    parts, start = [], 0
+    while start < n:
+        part = None
+        if room >= min_room:
+            budget = room - PAIR_SPECIALS
+            want = int(budget * bytes_per_symbol / (bytes_per_symbol + 1.0))
+            for _ in range(8):
+                end = utf8_cut(data, start, want)
+                r = render(decision, data[start:end], codec, rep)
+                if len(r.ids) <= room:
+                    part = Part((start, end), r)
+                    break
+                if r.fallback or end - start <= 1:
+                    break
+                # shrink in proportion to the overshoot (payload only), a little more to converge fast
+                want = min(end - start - 1, int((end - start) * budget / (len(r.ids) - PAIR_SPECIALS) * 0.95))
+        if part is None or part.rendered.fallback:
+            end = utf8_cut(data, start, max(1, room - RAW_SPECIALS))
+            part = Part((start, end), render(filler_decision, data[start:end], codec, rep), filler=True)
+        parts.append(part)
+        room = room_after(room, len(part.rendered.ids), seq_len)
+        start = part.span[1]
+    return parts
+
+
 def split_views(ids, rep, decision: Decision | None = None) -> list[tuple[str, np.ndarray]]:
     """Inverse of the layout: [(RAW | COMPRESSED, payload ids)] of one rendered document (or pair).
 

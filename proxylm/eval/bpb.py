@@ -12,6 +12,7 @@ to the loss; BPB = sum of nats / (ln 2 * raw bytes), exactly.
 
 from __future__ import annotations
 
+from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 import math
 from typing import Iterable
 
@@ -105,7 +106,6 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
     """
     import dataclasses
 
-    from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 
     cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
     corpus = open_corpus(corpus_spec, cfg)

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxylm.core.errors import require
+
 
 @dataclass
 class ModelConfig:
@@ -26,14 +28,22 @@ class ModelConfig:
     ce_chunk: int = 2048  # positions per chunk in the chunked cross-entropy
 
     def __post_init__(self):
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} must be divisible by n_heads {self.n_heads}")
-        if self.n_kv_heads is not None and self.n_heads % self.n_kv_heads:
-            raise ValueError("n_heads must be divisible by n_kv_heads")
-        if self.n_pred_heads < 1 or self.n_raw_heads < 0:
-            raise ValueError("n_pred_heads must be >= 1 and n_raw_heads >= 0")
-        if self.attention not in ("auto", "sdpa", "flex"):
-            raise ValueError("attention must be auto, sdpa or flex")
+        for key in ("dim", "n_layers", "n_heads", "n_pred_heads", "ce_chunk"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        require(self.n_raw_heads >= 0, "n_raw_heads", self.n_raw_heads, "must be >= 0")
+        for key in ("n_kv_heads", "ffn_dim"):
+            v = getattr(self, key)
+            require(v is None or v >= 1, key, v, "must be >= 1 (or null for the default)")
+        require(self.dim % self.n_heads == 0, "dim", self.dim, f"must be divisible by n_heads ({self.n_heads})")
+        require(self.head_dim % 2 == 0, "dim", self.dim,
+                f"dim / n_heads = {self.head_dim} must be even (RoPE rotates pairs of channels)")
+        require(self.n_kv_heads is None or self.n_heads % self.n_kv_heads == 0, "n_heads", self.n_heads,
+                f"must be divisible by n_kv_heads ({self.n_kv_heads})")
+        require(self.max_seq_len >= 2, "max_seq_len", self.max_seq_len, "must be >= 2")
+        for key in ("norm_eps", "rope_theta"):
+            require(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
+        require(self.init_std >= 0, "init_std", self.init_std, "must be >= 0")
+        require(self.attention in ("auto", "sdpa", "flex"), "attention", self.attention, "must be auto, sdpa or flex")
 
     @property
     def head_dim(self) -> int:

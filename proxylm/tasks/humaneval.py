@@ -31,10 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from proxylm.tasks.sandbox import Program
+from proxylm.assemble import load_run
+from proxylm.core.errors import UserError
+from proxylm.eval.generate import generate_batch
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
+GENERATION_BATCH = 8  # prompts decoded per forward (batched generation equals per-prompt, tested)
 DEFAULT_MAX_NEW_BYTES = 1024   # the longest canonical HumanEval solution is 864 bytes
 DEFAULT_SAMPLING_TOP_P = 0.95
 SAMPLES_FILE, SUMMARY_FILE, CONFIG_FILE = "samples.jsonl", "summary.json", "config.json"
@@ -225,6 +229,17 @@ def score_completions(items: list[tuple[dict, int, str]], sandbox, samples_path:
     return [rec for key, rec in done.items() if key in wanted]
 
 
+def generate_in_batches(run, prompts: list[bytes], seeds: list[int], stop, max_bytes: int, temperature: float,
+                        top_p: float, batch_size: int = GENERATION_BATCH):
+    """Completions of `prompts`, yielded in order, `batch_size` rows per forward (speculative where exact):
+    row i equals generate(prompts[i], seed=seeds[i]), and each batch is yielded as soon as it is decoded, so
+    the sandbox runs the first completions while the model writes the next."""
+    for start in range(0, len(prompts), batch_size):
+        yield from generate_batch(run.model, run.interface, prompts[start:start + batch_size],
+                                  max_bytes=max_bytes, temperature=temperature, top_p=top_p, stop=stop,
+                                  seeds=seeds[start:start + batch_size], batch_size=batch_size)
+
+
 def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1, temperature: float = 0.0,
                        top_p: float = 1.0, seed: int = 0, max_new_bytes: int = DEFAULT_MAX_NEW_BYTES,
                        samples_path: Path | None = None, workers: int | None = None,
@@ -235,8 +250,6 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
 
     from tqdm import tqdm
 
-    from proxylm.eval.generate import generate
-    from proxylm.tasks.sandbox import default_workers
 
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
@@ -253,12 +266,13 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
             done[_key(rec)] = rec
             _append(samples_path, rec)
 
+    prompts = [problem["prompt"].encode("utf-8") for problem, _ in todo]
+    seeds = [sample_seed(seed, problem["task_id"], sample) for problem, sample in todo]
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for problem, sample in tqdm(todo, desc="generating", disable=not progress or not todo, leave=False):
-            out = generate(run.model, run.interface, problem["prompt"].encode("utf-8"), max_bytes=max_new_bytes,
-                           temperature=temperature, top_p=top_p, stop=stop,
-                           seed=sample_seed(seed, problem["task_id"], sample))
-            # generate() cuts at stop strings already; cutting again keeps completions from any generator honest
+        outs = generate_in_batches(run, prompts, seeds, stop, max_new_bytes, temperature, top_p)
+        for (problem, sample), out in zip(tqdm(todo, desc="generating", disable=not progress or not todo,
+                                               leave=False), outs):
+            # generation cuts at stop strings already; cutting again keeps completions from any generator honest
             completion = truncate_at_stop(out.decode("utf-8", "replace"))
             pending[pool.submit(sandbox.run, program_for(problem, completion))] = (problem, sample, completion)
             harvest(block=False)
@@ -266,6 +280,16 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
             harvest(block=True)
     wanted = {(p["task_id"], s) for p in problems for s in range(n_samples)}
     return [rec for key, rec in done.items() if key in wanted]
+
+
+def check_request(completions_path, run, n_samples: int, temperature: float) -> None:
+    """What every code benchmark checks before any work: something to score, and a sampling that makes sense."""
+    if completions_path is None and run is None:
+        raise UserError("give a RUN directory or --completions FILE")
+    if n_samples < 1:
+        raise UserError("--n-samples must be >= 1")
+    if n_samples > 1 and temperature <= 0:
+        raise UserError("--n-samples > 1 needs --temperature > 0 (greedy samples would all be the same)")
 
 
 def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=None, n_samples: int = 1,
@@ -277,14 +301,8 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
     `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
     A completions file that lacks some of the problems is refused, unless `partial`: then every missing
     problem is scored as failed (status "missing"), so pass@k is out of the whole benchmark."""
-    from proxylm.tasks.sandbox import Limits, Sandbox, detect_isolation
 
-    if completions_path is None and run is None and run_dir is None:
-        raise ValueError("give a run directory or --completions FILE")
-    if n_samples < 1:
-        raise ValueError("--n-samples must be >= 1")
-    if n_samples > 1 and temperature <= 0:
-        raise ValueError("--n-samples > 1 needs --temperature > 0 (greedy samples would all be the same)")
+    check_request(completions_path, run or run_dir, n_samples, temperature)
     problems_file = Path(problems_path) if problems_path else default_problems_path()
     problems = load_problems(problems_file, limit)
     limits = Limits(timeout_s=timeout_s) if timeout_s else Limits()
@@ -312,8 +330,6 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                      "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
-            from proxylm.assemble import load_run
-
             run = load_run(run_dir, device)
         records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
                                      top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,

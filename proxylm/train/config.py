@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from proxylm.core.errors import require
+
 
 @dataclass
 class TrainConfig:
@@ -35,14 +37,24 @@ class TrainConfig:
     init_from: str | None = None  # fresh runs: start from a `proxylm export` dir or a run dir (not on resume)
 
     def __post_init__(self):
-        if self.lr_schedule not in ("cosine", "wsd", "constant"):
-            raise ValueError("lr_schedule must be cosine, wsd or constant")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError("dtype must be float32 or bfloat16")
-        if self.distributed not in ("ddp", "fsdp"):
-            raise ValueError("distributed must be ddp or fsdp")
-        if self.grad_accum < 1 or self.max_steps < 1:
-            raise ValueError("grad_accum and max_steps must be >= 1")
+        require(self.lr_schedule in ("cosine", "wsd", "constant"), "lr_schedule", self.lr_schedule,
+                "must be cosine, wsd or constant")
+        require(self.dtype in ("float32", "bfloat16"), "dtype", self.dtype, "must be float32 or bfloat16")
+        require(self.distributed in ("ddp", "fsdp"), "distributed", self.distributed, "must be ddp or fsdp")
+        require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
+                self.device, "must be auto, cpu, cuda or cuda:N")
+        for key in ("max_steps", "grad_accum", "log_every"):
+            require(getattr(self, key) >= 1, key, getattr(self, key), "must be >= 1")
+        for key in ("warmup_steps", "eval_every", "evals_per_run", "ckpt_every", "threads", "max_flops",
+                    "weight_decay", "grad_clip"):
+            require(getattr(self, key) >= 0, key, getattr(self, key), "must be >= 0")
+        require(self.keep_ckpts >= 0, "keep_ckpts", self.keep_ckpts, "must be >= 0 (0 keeps every checkpoint)")
+        require(self.lr > 0, "lr", self.lr, "must be > 0")
+        require(self.eps > 0, "eps", self.eps, "must be > 0")
+        for key in ("min_lr_frac", "wsd_decay_frac"):
+            require(0.0 <= getattr(self, key) <= 1.0, key, getattr(self, key), "must be in [0, 1]")
+        for key in ("beta1", "beta2"):
+            require(0.0 <= getattr(self, key) < 1.0, key, getattr(self, key), "must be in [0, 1)")
 
 
 @dataclass
@@ -51,3 +63,11 @@ class EvalConfig:
     stride: int = 0  # 0: seq_len // 2
     max_bytes: int = 200_000  # validation bytes scored during training (0: whole split)
     batch_size: int = 8
+
+    def __post_init__(self):
+        require(self.seq_len == 0 or self.seq_len >= 2, "seq_len", self.seq_len, "must be 0 (the training seq_len) or >= 2")
+        require(self.stride >= 0, "stride", self.stride, "must be >= 0 (0: seq_len // 2)")
+        require(self.seq_len == 0 or self.stride <= self.seq_len, "stride", self.stride,
+                f"must be <= eval.seq_len ({self.seq_len})")
+        require(self.max_bytes >= 0, "max_bytes", self.max_bytes, "must be >= 0 (0: the whole split)")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")

@@ -273,42 +273,63 @@ def save_checkpoint(run_dir, step: int, model, optimizer, state: dict, keep: int
     return final
 
 
-def load_checkpoint(run_dir, model, optimizer, world_size: int = 1) -> tuple[Path, dict] | None:
-    """Restore model and optimizer from the newest readable checkpoint (every rank calls this).
-    Returns (path, this rank's training state), or None when there is no checkpoint. Rank 0 picks
-    the checkpoint, so all ranks read the same one even if the newest is being skipped as corrupt."""
+def load_checkpoint(run_dir, model, optimizer, world_size: int = 1, reset_optimizer: bool = False):
+    """Restore model and optimizer from the newest usable checkpoint (every rank calls this).
+    Returns (path, this rank's training state, report), or None when there is no checkpoint; `report`
+    says what was skipped on the way (proxylm/train/checkpoint.py: verified by checksum, another model's
+    weights refused, a missing or damaged optimizer state a fallback to the previous checkpoint).
+    `reset_optimizer`: the newest good weights, with the optimizer left fresh. Rank 0 picks the
+    checkpoint, so all ranks read the same one."""
     sharded = is_fsdp(model)
-    found = ck.latest_checkpoint(run_dir, with_optimizer=not sharded) if get_rank() == 0 else None
-    name = broadcast_from_main(found[0].name if found else None)
+    expect = {k: tuple(v.shape) for k, v in unwrap(model).state_dict().items()}
+    found, error = None, None
+    if get_rank() == 0:
+        try:
+            found = ck.find_checkpoint(run_dir, with_optimizer=True, require_optimizer=not sharded,
+                                       reset_optimizer=reset_optimizer, sharded=sharded, expect=expect,
+                                       state_keys=ck.TRAINER_STATE)
+        except ck.NoUsableCheckpoint as e:
+            error = str(e)
+    name, error = broadcast_from_main((found.path.name if found else None, error))
+    if error is not None:
+        raise ck.NoUsableCheckpoint(error)
     if name is None:
         return None
     path = Path(run_dir) / ck.CKPT_DIR / name
     if found:
-        weights, optim, state = found[1:]
+        weights, optim, state = found.weights, found.optimizer, found.state
     elif sharded:  # the shards hold the weights; skip reading the full model on every rank
         weights, optim, state = None, None, json.loads((path / ck.STATE).read_text())
     else:
-        weights, optim, state = ck.read_checkpoint(path)
+        weights, optim, state = ck.read_checkpoint(path, not reset_optimizer)
     saved_world = state.get("world_size", 1)
     if saved_world != world_size:
         raise ValueError(f"{path} was written with {saved_world} ranks; resume with the same number "
                          "(each rank's data-loader position is saved separately)")
     has_shards = (path / ck.SHARDED).is_dir()
-    if sharded != has_shards:
+    if sharded != has_shards and not (reset_optimizer and not sharded):
         written, now = ("fsdp", "ddp or one process") if has_shards else ("ddp or one process", "fsdp")
         raise ValueError(f"{path} was written by {written} training; resume it with the same "
                          f"train.distributed, not {now}")
     if sharded:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import set_state_dict
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_state_dict
 
         target = _sharded_state(model, optimizer)
+        if reset_optimizer:  # only the model's shards; the optimizer stays fresh
+            target = {"model": target["model"]}
         dcp.load(target, checkpoint_id=str(path / ck.SHARDED))  # in place, into this rank's shards
-        set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])
+        if reset_optimizer:
+            set_model_state_dict(model, target["model"])
+        else:
+            set_state_dict(model, optimizer, model_state_dict=target["model"], optim_state_dict=target["optim"])
     else:
         unwrap(model).load_state_dict(weights)
         if optim is not None:
             optimizer.load_state_dict(optim)
+    report = broadcast_from_main({"checkpoint": name, "skipped": found.skipped, "optimizer_reset": found.optimizer_reset,
+                                  "verified": found.verified, "pointer_problem": found.pointer_problem}
+                                 if found else None)
     if "ranks" in state:
         state = state["ranks"][get_rank()]
-    return path, state
+    return path, state, report

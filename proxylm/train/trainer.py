@@ -83,6 +83,8 @@ class Trainer:
         self.total_steps = total_steps or planned_steps(cfg, rep, self.ctx.world_size)
         self.eval_every = (-(-self.total_steps // t.evals_per_run)) if t.evals_per_run > 0 else t.eval_every
         self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
+        # inputs by view, each counted once: raw-view bytes (= raw symbols), compressed-view bytes and symbols
+        self.raw_view_bytes, self.compressed_view_bytes, self.compressed_symbols = 0, 0, 0
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _make_optimizer(self):
@@ -100,20 +102,42 @@ class Trainer:
     def _state(self) -> dict:
         return {"step": self.step, "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
                 "elapsed": self.elapsed, "total_steps": self.total_steps,
+                "raw_view_bytes": self.raw_view_bytes, "compressed_view_bytes": self.compressed_view_bytes,
+                "compressed_symbols": self.compressed_symbols,
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
                 "world_size": self.ctx.world_size}
 
-    def restore(self) -> None:
-        # model and optimizer (sharded under FSDP); `state` is this rank's own
-        found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size)
+    def restore(self, reset_optimizer: bool = False) -> dict:
+        """Load the newest usable checkpoint (model and optimizer; sharded under FSDP); `state` is this rank's
+        own. Every fallback taken is counted in the log line and in run_dir/resume.jsonl."""
+        found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size,
+                                           reset_optimizer=reset_optimizer)
         if found is None:
-            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no readable checkpoint)")
-        path, state = found
+            raise FileNotFoundError(f"{self.run_dir}: nothing to resume (no complete checkpoint in "
+                                    f"{self.run_dir / 'checkpoints'})")
+        path, state, report = found
         self.step, self.flops = state["step"], state["flops"]
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
+        self.raw_view_bytes = state.get("raw_view_bytes", 0)  # absent in checkpoints written before these counters
+        self.compressed_view_bytes = state.get("compressed_view_bytes", 0)
+        self.compressed_symbols = state.get("compressed_symbols", 0)
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        self.log(f"resumed from {path} at step {self.step}")
+        notes = []
+        if report["skipped"]:
+            notes.append(f"skipped {len(report['skipped'])} newer checkpoint(s): "
+                         + "; ".join(reason for _, reason in report["skipped"]))
+        if report["optimizer_reset"]:
+            notes.append("optimizer state reset (--reset-optimizer): AdamW starts fresh")
+        if not report["verified"]:
+            notes.append("checkpoint has no checksums (older format): loaded unverified")
+        if report["pointer_problem"]:
+            notes.append(report["pointer_problem"])
+        self.log(f"resumed from {path} at step {self.step}" + "".join(f"\n  warning: {n}" for n in notes))
+        if self.ctx.is_main:
+            with open(self.run_dir / "resume.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **report, "skipped_count": len(report["skipped"])}) + "\n")
+        return report
 
     def save(self) -> None:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
@@ -148,7 +172,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         S = self.cfg.data.seq_len
         sums = torch.zeros(6, dtype=torch.float64)  # loss, weight, raw nll, raw n, comp nll, comp n
-        n_raw_positions, symbols, raw_bytes = 0, 0, 0
+        n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols = 0, 0, 0, 0, 0
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.dtype == "bfloat16")
         for micro in range(t.grad_accum):
             batch = self.loader.next_batch(self.step)
@@ -168,6 +192,8 @@ class Trainer:
                 n_raw_positions += int(out.n_raw_positions)
             symbols += tokens.shape[0] * S
             raw_bytes += batch.raw_bytes
+            comp_bytes += batch.compressed_bytes
+            comp_symbols += batch.compressed_symbols
         sums = dist_utils.all_reduce_sum(sums.to(self.device)).cpu()
         weight = max(float(sums[1]), 1.0)
         # DDP averages gradients over ranks; undo that and divide by the global weight instead
@@ -177,19 +203,23 @@ class Trainer:
                 p.grad.mul_(scale)
         grad_norm = dist_utils.clip_grad_norm(self.model, t.grad_clip)  # global norm, also over FSDP shards
         self.optimizer.step()
-        counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes],
+        counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols],
                                                         dtype=torch.float64, device=self.device)).cpu()
         step_flops = self.step_flops(int(counts[0]))
         self.flops += step_flops
         self.symbols += int(counts[1])
         self.raw_bytes += int(counts[2])
+        self.compressed_view_bytes += int(counts[3])
+        self.raw_view_bytes += int(counts[2]) - int(counts[3])
+        self.compressed_symbols += int(counts[4])
         self.step += 1
         rate, mode = self.loader.schedule(self.step - 1)
         return {"step": self.step, "loss": float(sums[0]) / weight, "lr": lr, "grad_norm": float(grad_norm),
                 "loss_raw": float(sums[2] / sums[3]) if sums[3] else None,
                 "loss_compressed": float(sums[4] / sums[5]) if sums[5] else None,
                 "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
-                "rate": rate, "mode": mode}
+                "raw_view_bytes": self.raw_view_bytes, "compressed_view_bytes": self.compressed_view_bytes,
+                "compressed_symbols": self.compressed_symbols, "rate": rate, "mode": mode}
 
     def _budget_spent(self, next_step_flops: float | None) -> bool:
         """True when one more step (costing about `next_step_flops`) would overrun train.max_flops."""
@@ -245,7 +275,9 @@ class Trainer:
         if self._tb is not None:
             self._tb.close()
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "flops": self.flops,
-                   "symbols": self.symbols, "raw_bytes": self.raw_bytes, "val_bpb": evals[-1]["val_bpb"],
+                   "symbols": self.symbols, "raw_bytes": self.raw_bytes, "raw_view_bytes": self.raw_view_bytes,
+                   "compressed_view_bytes": self.compressed_view_bytes,
+                   "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
                    "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
         if self.ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")

@@ -98,7 +98,9 @@ class NeuralCodec(Codec):
         from proxylm.codecs.neural.m1 import M1Options, train_m1
 
         spec = _coder().WindowSpec(window_bits, max_window_bytes or WINDOW_BYTES_PER_BIT * window_bits)
-        options = M1Options(**m1_options, **({"steps": steps} if steps else {}))
+        if steps is not None and steps < 1:  # 0 used to mean "the default" without a word
+            raise ValueError(f"neural codec: steps={steps}: must be >= 1 (M1 training steps)")
+        options = M1Options(**m1_options, **({"steps": steps} if steps is not None else {}))
         model, summary = train_m1(texts, spec.max_window_bytes, options, quiet=quiet)
         state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
         return cls(asdict(model.cfg), state, None, spec.window_bits, spec.max_window_bytes, summary)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from proxylm.assemble import load_run
+from proxylm.eval.bpb import evaluate_bpb
 from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES, generate_and_score, load_problems, open_results_dir
 from proxylm.tasks.sandbox import Limits, Sandbox
 
@@ -35,7 +37,6 @@ def _bpb_all(run, texts: list[str], seq_len: int, batch_size: int, device, progr
     """text -> {nats, bytes}, one evaluate_bpb call per distinct text."""
     from tqdm import tqdm
 
-    from proxylm.eval.bpb import evaluate_bpb
 
     out = {}
     for text in tqdm(sorted(set(texts)), desc="bpb", disable=not progress, leave=False):
@@ -58,8 +59,6 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
     problems = load_problems(problems_path, limit)
     variants = make_variants(problems, families, seeds)
     if run is None:
-        from proxylm.assemble import load_run
-
         run = load_run(run_dir, device)
     out = Path(out) if out else Path(run_dir or run.run_dir) / "eval" / "robustness"
     out.mkdir(parents=True, exist_ok=True)
