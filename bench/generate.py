@@ -80,9 +80,9 @@ def train_run(work: Path, name: str, config: str, overrides: list[str], steps: i
     return run_dir
 
 
-def bench_prompts(n: int, context: int) -> list[bytes]:
+def bench_prompts(n: int, context: int, whole: bool = False) -> list:
     """n prompts of about `context` bytes: the start of the first n stdlib validation documents, cut after a
-    line break (the model continues real code)."""
+    line break (the model continues real code); whole: (prompt, its whole document) pairs."""
     from proxylm.data.config import DataConfig
     from proxylm.eval.bpb import read_eval_docs
 
@@ -90,7 +90,8 @@ def bench_prompts(n: int, context: int) -> list[bytes]:
     prompts = []
     for d in docs[:n]:
         cut = d.rfind(b"\n", 0, context)
-        prompts.append(d[:cut + 1] if cut > 0 else d[:context])
+        prompt = d[:cut + 1] if cut > 0 else d[:context]
+        prompts.append((prompt, d) if whole else prompt)
     return prompts
 
 
@@ -114,48 +115,92 @@ def kv_cache_part(args) -> None:
     print(f"RESULT kv_cache_speedup {t_full / t_cache:.1f}")
 
 
-def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float, bool]:
-    """Plain vs speculative greedy per prompt; -> (speedup, identical)."""
+def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float, float, bool]:
+    """Plain vs speculative greedy per prompt, speculative both with the heads' drafts alone (lookup=0) and as
+    shipped (drafts copied from the context where it repeats, else the heads'); -> (speedup as shipped,
+    speedup of the heads alone, identical output on every path)."""
     iface = run.interface
-    iface.stop_ids = ()  # fixed length: both paths emit exactly --new-bytes per prompt
+    iface.stop_ids = ()  # fixed length: every path emits exactly --new-bytes per prompt
     model = run.model
+    paths = {"plain": dict(speculative=False), "heads only": dict(lookup=0), "heads + lookup": {}}
     kw = dict(max_bytes=args.new_bytes)
     for p in prompts[:2]:  # warm-up
-        generate(model, iface, p, speculative=False, **kw)
-        generate(model, iface, p, speculative=True, **kw)
-    t_plain, t_spec, plain_out, spec_out = [], [], [], []
-    stats = GenStats()
+        for extra in paths.values():
+            generate(model, iface, p, **kw, **extra)
+    times = {k: [] for k in paths}
+    outs = {k: [] for k in paths}
+    stats = {k: GenStats() for k in paths}
     for r in range(args.rounds):
-        tp = ts = 0.0
-        outs_p, outs_s = [], []
+        total = dict.fromkeys(paths, 0.0)
+        outs = {k: [] for k in paths}
         for p in prompts:
-            out, t = timed(lambda: generate(model, iface, p, speculative=False, **kw), args.device)
-            outs_p.append(out)
-            tp += t
-            st = stats if r == 0 else GenStats()
-            out, t = timed(lambda: generate(model, iface, p, speculative=True, stats=st, **kw), args.device)
-            outs_s.append(out)
-            ts += t
-        t_plain.append(tp)
-        t_spec.append(ts)
-        plain_out, spec_out = outs_p, outs_s
-    n_bytes = sum(map(len, plain_out))
-    same = [a == b for a, b in zip(plain_out, spec_out)]
-    tp, ts = statistics.median(t_plain), statistics.median(t_spec)
-    d = stats.as_dict()
+            for k, extra in paths.items():  # the paths alternate prompt by prompt (a noisy machine)
+                st = stats[k] if r == 0 else GenStats()
+                out, t = timed(lambda: generate(model, iface, p, stats=st, **kw, **extra), args.device)
+                outs[k].append(out)
+                total[k] += t
+        for k in paths:
+            times[k].append(total[k])
+    n_bytes = sum(map(len, outs["plain"]))
+    same = {k: sum(a == b for a, b in zip(outs["plain"], outs[k])) for k in paths}
+    med = {k: statistics.median(v) for k, v in times.items()}
     cfg = model.cfg
     print(f"\n[speculative] {name}: dim {cfg.dim} x {cfg.n_layers} layers, {cfg.n_pred_heads} main head(s) + "
           f"{cfg.n_raw_heads} raw head(s), {model.num_params() / 1e6:.2f}M params, {len(prompts)} prompts x "
           f"{args.new_bytes} bytes, greedy")
-    print(f"plain       {tp:7.3f} s  {n_bytes / tp:8.1f} bytes/s  ({len(plain_out)} x {args.new_bytes} forwards)")
-    print(f"speculative {ts:7.3f} s  {n_bytes / ts:8.1f} bytes/s  ({d['forwards']} forwards, "
-          f"{d['drafts']} drafts each)")
-    print(f"bytes kept per forward: {d['kept_per_step']:.2f} (of at most {1 + d['drafts']}); "
-          f"draft i kept in {[round(a / max(1, d['row_steps']), 3) for a in d['accepted_at']]} of forwards")
-    print(f"identical output: {sum(same)}/{len(same)} prompts   (rounds: plain {[round(t, 3) for t in t_plain]}, "
-          f"speculative {[round(t, 3) for t in t_spec]})")
-    print(f"sample: {plain_out[0][:100]!r}")
-    return tp / ts, all(same)
+    for k in paths:
+        d = stats[k].as_dict()
+        line = (f"{k:15s} {med[k]:7.3f} s  {n_bytes / med[k]:8.1f} bytes/s  {med['plain'] / med[k]:5.2f}x  "
+                f"identical {same[k]}/{len(prompts)}  {d['forwards']} forwards, kept per forward "
+                f"{d['kept_per_step']:.2f}")
+        if k != "plain":
+            line += f"; drafts from the context in {d['lookup_steps'] / max(1, d['row_steps']):.0%} of forwards"
+            if d["accepted"]:
+                line += f" ({d['lookup_accepted'] / d['accepted']:.0%} of kept drafts)"
+        print(line)
+    d = stats["heads only"].as_dict()
+    print(f"heads only: draft i kept in {[round(a / max(1, d['row_steps']), 3) for a in d['accepted_at']]} of forwards")
+    print(f"rounds (s): " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in times.items()))
+    print(f"sample: {outs['plain'][0][:100]!r}")
+    text = text_acceptance(run, args)
+    print(f"kept per forward if greedy output were the real continuation (teacher-forced): heads only "
+          f"{text['heads']:.2f}, heads + lookup {text['heads + lookup']:.2f}, lookup only {text['lookup']:.2f}")
+    return med["plain"] / med["heads + lookup"], med["plain"] / med["heads only"], same["heads + lookup"] == \
+        same["heads only"] == len(prompts)
+
+
+def text_acceptance(run, args) -> dict[str, float]:
+    """Kept ids per forward of the decoder's drafting rule on the real continuation of each prompt's file
+    (teacher-forced: the model's greedy choice is replaced by the true next id), so the context lookup is
+    judged on real code, not only on a small model's repetitive greedy output."""
+    from proxylm.eval.speculative import ContextLookup, Drafter, draft_heads
+
+    iface, model = run.interface, run.model
+    drafter_heads = draft_heads(model, iface)
+    allowed = iface.allowed_ids(model.vocab_size).nonzero().view(-1)
+    drafter = Drafter(drafter_heads, allowed) if drafter_heads else None
+    docs = bench_prompts(args.prompts, args.context, whole=True)
+    kept = {"heads": [], "heads + lookup": [], "lookup": []}
+    with torch.inference_mode():
+        for prompt, doc in docs:
+            n0 = len(iface.prompt_ids(prompt))
+            seq = list(iface.prompt_ids(doc[:len(prompt) + args.new_bytes + 16]))
+            hidden = model(torch.tensor([seq], device=args.device))[0]  # (T, D)
+            heads = (allowed[drafter.logits(hidden).argmax(-1)].tolist() if drafter else [[] for _ in seq])
+            for rule in kept:
+                j, steps, n = n0, 0, 0  # the id at j is the next one (always right); drafts are for j+1..
+                lookup = ContextLookup(seq[:j + 1], max_len=8) if rule != "heads" else None
+                while j < min(len(seq) - 1, n0 + args.new_bytes):
+                    drafts = heads[j - 1] if rule != "lookup" else []
+                    if lookup is not None:
+                        lookup.extend(seq[len(lookup.ids):j + 1])
+                        drafts = lookup.propose() or drafts
+                    a = 0
+                    while a < len(drafts) and j + 1 + a < len(seq) and drafts[a] == seq[j + 1 + a]:
+                        a += 1
+                    j, steps, n = j + 1 + a, steps + 1, n + 1 + a
+                kept[rule].append(n / steps)
+    return {k: statistics.mean(v) for k, v in kept.items()}
 
 
 def batch_part(run, prompts: list[bytes], args) -> tuple[float, float]:
@@ -229,12 +274,16 @@ def main() -> None:
         print(f"note: {args.context} + {args.new_bytes} bytes exceed the {window}-symbol training window")
     print(f"\ndevice {args.device}, threads {torch.get_num_threads()}, prompts: {len(prompts)} x ~{args.context} "
           f"bytes from the stdlib validation split")
-    speedup, same = speculative_part(f"byte model ({byte_dir})", byte_run, prompts, args)
-    proxy_speedup, proxy_same = speculative_part(f"proxy model ({proxy_dir})", proxy_run, prompts, args)
+    speedup, heads_speedup, same = speculative_part(f"byte model ({byte_dir})", byte_run, prompts, args)
+    proxy_speedup, proxy_heads_speedup, proxy_same = speculative_part(f"proxy model ({proxy_dir})", proxy_run,
+                                                                      prompts, args)
     ratio, decode_ratio = batch_part(byte_run, prompts, args)
     print()
     print(f"RESULT speculative_speedup {speedup:.2f}" + ("" if same else "  (OUTPUT DIFFERS)"))
+    print(f"RESULT heads_speculative_speedup {heads_speedup:.2f}" + ("" if same else "  (OUTPUT DIFFERS)"))
     print(f"RESULT proxy_speculative_speedup {proxy_speedup:.2f}" + ("" if proxy_same else "  (OUTPUT DIFFERS)"))
+    print(f"RESULT proxy_heads_speculative_speedup {proxy_heads_speedup:.2f}" + ("" if proxy_same else
+                                                                                "  (OUTPUT DIFFERS)"))
     print(f"RESULT batch8_throughput_ratio {ratio:.2f}")
     print(f"RESULT batch8_decode_ratio {decode_ratio:.2f}")
 

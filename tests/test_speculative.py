@@ -12,7 +12,7 @@ from proxylm.codecs.base import Codec
 from proxylm.core.representation import Representation
 from proxylm.eval.generate import GenStats, generate, generate_batch, sampling_probs
 from proxylm.core.interface import ByteInterface, TokenInterface
-from proxylm.eval.speculative import accept_drafts, accepted_greedy, draft_heads
+from proxylm.eval.speculative import ContextLookup, accept_drafts, accepted_greedy, draft_heads
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
 
@@ -133,9 +133,9 @@ def test_counting_model_accepts_runs_of_drafts_and_matches_plain():
             spec = generate(model, iface, prompt, stats=stats, on_bytes=chunks.append, **kw)
             assert spec == plain(model, iface, prompt, **kw) == b"".join(chunks), (prompt, kw)
     stats = GenStats()
-    generate(model, iface, b"\x00", max_bytes=255, stats=stats)
+    generate(model, iface, b"\x00", max_bytes=255, stats=stats, lookup=0)  # the heads' drafts alone
     # all 3 drafts are kept in some steps, fewer in others
-    assert 0 < stats.accepted_at[-1] < stats.accepted_at[0] < stats.row_steps
+    assert len(stats.accepted_at) == 3 and 0 < stats.accepted_at[-1] < stats.accepted_at[0] < stats.row_steps
     assert stats.as_dict()["kept_per_step"] > 2.0 and stats.tokens == ord("z")  # 0x01 .. "z"
 
 
@@ -409,3 +409,43 @@ def test_trained_multi_head_model_speculative_equals_plain():
     outs = generate_batch(model, iface, prompts, max_bytes=120, batch_size=2, stats=stats)
     assert outs == [plain(model, iface, p, max_bytes=120) for p in prompts]
     assert stats.as_dict()["kept_per_step"] > 1.5
+
+
+# ---- drafts copied from the context (greedy) --------------------------------------------------------------
+def test_context_lookup_proposes_what_followed_the_last_occurrence():
+    lk = ContextLookup(list(b"xyz abc1 abc2 abc"), max_len=3, ngrams=(4, 3))
+    assert bytes(lk.propose()) == b"2 a"  # "abc" last occurred before "2", and " abc" (n=4) too
+    lk.extend(b"Q")
+    assert lk.propose() == []  # "bcQ" never occurred
+    lk = ContextLookup(list(b"one two one"), max_len=8, ngrams=(6, 3))
+    assert bytes(lk.propose()) == b" two one"  # the longest n that matches wins; at most max_len ids
+    assert ContextLookup([], max_len=4).propose() == [] and ContextLookup([1, 2], max_len=4).propose() == []
+
+
+@pytest.mark.parametrize("n_pred", [1, 4])
+def test_lookup_drafts_keep_greedy_output(n_pred):
+    """Repetitive prompts make the context propose drafts (right and wrong ones): output stays plain greedy's,
+    with and without heads, alone and in a batch of rows whose drafts differ in length."""
+    model, iface = random_model(n_pred=n_pred, max_seq_len=256), no_stop()
+    prompts = [b"abcabcabcabcabc", b"def f(x):\n    return x\ndef g(x):\n    return", b"xyz", b""]
+    stats = GenStats()
+    outs = [generate(model, iface, p, max_bytes=60, stats=stats) for p in prompts]
+    assert outs == [plain(model, iface, p, max_bytes=60) for p in prompts]
+    assert stats.lookup == 8 and 0 < stats.lookup_steps <= stats.row_steps and 0 < stats.lookup_accepted
+    assert stats.speculative == (n_pred > 1)
+    batch_stats = GenStats()
+    assert generate_batch(model, iface, prompts, max_bytes=60, batch_size=3, stats=batch_stats) == outs
+    assert batch_stats.lookup_steps > 0
+    off = GenStats()
+    assert generate(model, iface, prompts[0], max_bytes=60, lookup=0, stats=off) == outs[0]
+    assert off.lookup == off.lookup_steps == 0
+
+
+def test_lookup_is_greedy_only_and_off_with_no_speculative():
+    model, iface = random_model(n_pred=1), no_stop()
+    for kw in [dict(temperature=0.8, seed=3), dict(speculative=False)]:
+        stats = GenStats()
+        generate(model, iface, b"abcabcabcabc", max_bytes=30, stats=stats, **kw)
+        assert stats.lookup == stats.lookup_steps == 0
+    with pytest.raises(ValueError, match="lookup"):
+        generate(model, iface, b"abc", max_bytes=5, lookup=-1)

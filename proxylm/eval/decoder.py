@@ -1,8 +1,9 @@
 """The batched decoding loop behind proxylm/eval/generate.py: rows of prompts over one KV cache with per-row
 lengths, plain (one id per row and forward) or self-speculative (the next id plus k drafts; see
-proxylm/eval/speculative.py), and the sampling transform both use.
+proxylm/eval/speculative.py: drafts from extra heads, or copied from the row's own context), and the sampling
+transform both use.
 
-    dec = Decoder(model, interface, heads, temperature, top_p, GenStats())
+    dec = Decoder(model, interface, heads, temperature, top_p, GenStats(), lookup=8)
     dec.run([Row(0, ids, interface, max_bytes, max_new, stops, generator, on_bytes)], batch_size=8,
             on_done=lambda i, out: ...)
 """
@@ -15,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from proxylm.eval.speculative import Drafter, accept_drafts, accepted_greedy
+from proxylm.eval.speculative import ContextLookup, Drafter, accept_drafts, accepted_greedy
 
 
 def sampling_probs(logits: torch.Tensor, allowed: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
@@ -46,6 +47,9 @@ class GenStats:
     speculative: bool = False  # drafts from extra heads were used
     fallback: str = ""  # why speculative decoding was asked for but not used
     drafts: int = 0  # drafts per row and forward (extra heads used)
+    lookup: int = 0  # most drafts copied from the context per row and forward (0: no context lookup)
+    lookup_steps: int = 0  # (row, forward) pairs fed drafts from the context instead of the heads
+    lookup_accepted: int = 0  # of `accepted`, drafts from the context
     prompts: int = 0
     prefills: int = 0  # prompt forwards (one per distinct prompt in a row)
     forwards: int = 0  # decode forwards, each over every active row
@@ -99,6 +103,8 @@ class Row:
         self.out_ids: list[int] = []
         self.text, self.emitted, self.done = b"", 0, False
         self.nxt, self.drafts, self.q = 0, [], None  # the chosen next id, its drafts, their distributions
+        self.lookup: ContextLookup | None = None  # context-lookup drafts (greedy), set by the Decoder
+        self.looked_up = 0  # out_ids already in self.lookup
 
     def push(self, tok: int) -> bool:
         """Take one decoded id; True when the row is done (a stop id ends it without being emitted)."""
@@ -140,8 +146,10 @@ class Decoder:
     only (index space 0..n-1 over `self.ids`): the same choices as masking the full vocabulary, at a
     fraction of the output layer's cost for a proxy model."""
 
-    def __init__(self, model, interface, heads, temperature: float, top_p: float, stats: GenStats):
+    def __init__(self, model, interface, heads, temperature: float, top_p: float, stats: GenStats,
+                 lookup: int = 0):
         self.model, self.stats = model, stats
+        self.lookup = lookup if temperature == 0 else 0  # exact for greedy only (drafts without a distribution)
         self.temperature, self.top_p = temperature, top_p
         self.device = next(model.parameters()).device
         allowed = interface.allowed_ids(model.vocab_size).to(self.device)  # (V,)
@@ -193,17 +201,36 @@ class Decoder:
         self._choose([row], h, logits)
         return cache
 
+    def _drafts(self, rows: list[Row]) -> tuple[list[list[int]], list[bool]]:
+        """Each row's drafts for this forward, and whether they were copied: from its context where its last
+        ids occurred before, else its heads' drafts."""
+        if not self.lookup:
+            return [r.drafts for r in rows], [False] * len(rows)
+        fed, copied = [], []
+        for r in rows:
+            r.lookup.extend(r.out_ids[r.looked_up:])
+            r.looked_up = len(r.out_ids)
+            found = r.lookup.propose()
+            fed.append(found or r.drafts)
+            copied.append(bool(found))
+        self.stats.lookup_steps += sum(copied)
+        return fed, copied
+
     def step(self, rows: list[Row], cache) -> None:
         """One forward over every row: feed [next id, drafts], keep the accepted prefix, push the ids."""
-        fed = [r.drafts for r in rows]
-        x = torch.tensor([[r.nxt] + d for r, d in zip(rows, fed)], dtype=torch.long, device=self.device)  # (B, 1+k)
+        fed, copied = self._drafts(rows)
+        width = max(map(len, fed))  # rows with fewer drafts are padded; a pad is never accepted
+        x = torch.tensor([[r.nxt] + d + [r.nxt] * (width - len(d)) for r, d in zip(rows, fed)], dtype=torch.long,
+                         device=self.device)  # (B, 1+width)
         before = list(cache.lengths)
-        hidden = self.model(x, kv_cache=cache)  # (B, 1+k, D)
-        logits = self.model.logits(hidden, self.ids)  # (B, 1+k, n)
+        hidden = self.model(x, kv_cache=cache)  # (B, 1+width, D)
+        logits = self.model.logits(hidden, self.ids)  # (B, 1+width, n)
         B = len(rows)
         if self.temperature == 0:
-            target = self.ids[logits.argmax(-1)]  # (B, 1+k) ids
+            target = self.ids[logits.argmax(-1)]  # (B, 1+width) ids
             a = accepted_greedy(x[:, 1:], target)  # (B,)
+            if width:
+                a = torch.minimum(a, torch.tensor([len(d) for d in fed], device=self.device))
             nxt = target.gather(1, a.unsqueeze(1)).view(-1).tolist()
             a = a.tolist()
         else:
@@ -222,7 +249,8 @@ class Decoder:
         s.forwards += 1
         s.row_steps += B
         s.accepted += sum(a)
-        for ab in a:
+        for was_copied, ab in zip(copied, a):
+            s.lookup_accepted += ab if was_copied else 0
             for i in range(ab):
                 s.accepted_at[i] += 1
         if self.k:  # the next drafts come from the last kept position of each row
@@ -240,8 +268,9 @@ class Decoder:
 
     def run(self, rows: list[Row], batch_size: int, on_done) -> None:
         queue = deque(rows)
-        self.stats.accepted_at += [0] * max(0, self.k - len(self.stats.accepted_at))
-        cap = max(len(r.ids) + r.max_new for r in rows) + self.k + 1
+        width = max(self.k, self.lookup)  # most drafts per row and forward
+        self.stats.accepted_at += [0] * max(0, width - len(self.stats.accepted_at))
+        cap = max(len(r.ids) + r.max_new for r in rows) + width + 1
         slots: list[Row | None] = [None] * min(batch_size, len(rows))
         cache = self.model.new_kv_cache(len(slots), cap)
 
@@ -258,6 +287,8 @@ class Decoder:
                 if r.push(r.nxt):
                     finish(r)
                     continue
+                if self.lookup:
+                    r.lookup = ContextLookup(r.ids.tolist(), self.lookup)
                 cache.copy_row(slot, row_cache)
                 slots[slot] = r
                 return

@@ -20,6 +20,16 @@ rejection the id is drawn from norm(max(0, p_i - q_i)) and the step ends; when e
 more id is drawn from p_T. Each emitted id is then distributed exactly as the model's p given the ids before
 it, so the output distribution is the model's (the realisation for a seed differs from plain sampling's).
 
+Context lookup (greedy only; "prompt lookup decoding", Saxena 2023): the ids that followed the most recent
+earlier occurrence of the row's last n ids (n = 8, 6, 4, 3 tried in turn) are proposed as drafts instead of
+the heads' when such an occurrence exists. Code repeats itself (names, indentation, whole lines), the drafts
+cost nothing, work for every model (heads or not, bytes or tokens) and are verified like any other, so
+greedy output is unchanged:
+
+    lookup = ContextLookup(prompt_ids, max_len=8)
+    lookup.extend(new_ids)          # every emitted id
+    drafts = lookup.propose()       # [] when the last ids never occurred before
+
 Raw heads predict raw-byte ids only (ids < raw_vocab_size) and are trained at raw positions only, so they
 draft for the raw-byte interface alone; a token model's drafts come from its main heads.
 """
@@ -99,3 +109,34 @@ def accept_drafts(p: torch.Tensor, q: torch.Tensor, drafts: list[int],
                 residual = p[a]
             return a, int(torch.multinomial(residual, 1, generator=generator))
     return k, int(torch.multinomial(p[k], 1, generator=generator))
+
+
+class ContextLookup:
+    """Drafts copied from the row's own context: the ids after the most recent earlier occurrence of its
+    longest suffix n-gram (n in `ngrams`, longest first), at most `max_len` of them. Indexed as ids arrive
+    (one dict entry per n and id), so a proposal costs a few dict lookups, not a scan."""
+
+    NGRAMS = (8, 6, 4, 3)
+
+    def __init__(self, ids, max_len: int, ngrams: tuple[int, ...] = NGRAMS):
+        self.max_len, self.ngrams = max_len, ngrams
+        self.ids: list[int] = []
+        self.follower: dict[int, dict[tuple, int]] = {n: {} for n in ngrams}  # n-gram -> index of the id after it
+        self.extend(ids)
+
+    def extend(self, ids) -> None:
+        for t in ids:
+            p = len(self.ids)  # the n-gram ending just before p is now followed by the id at p
+            for n in self.ngrams:
+                if p >= n:
+                    self.follower[n][tuple(self.ids[p - n:p])] = p
+            self.ids.append(int(t))
+
+    def propose(self) -> list[int]:
+        p = len(self.ids)
+        for n in self.ngrams:
+            if p >= n:
+                start = self.follower[n].get(tuple(self.ids[p - n:]))
+                if start is not None:  # < p: the current suffix has no follower yet
+                    return self.ids[start:start + self.max_len]
+        return []
