@@ -110,6 +110,23 @@ def test_flops_to_reach_interpolates_in_log_flops():
     assert flops_to_reach(curve, 1.0) is None
 
 
+def test_headline_says_when_the_ratio_is_only_a_bound():
+    from proxylm.compare.report import headline_lines
+    from proxylm.compare.stats import headline
+
+    def run(model, seed, bpb, curve):
+        return {"model": model, "seed": seed, "size": "", "flops": 1e11, "curve": curve, "bpb": {"val": bpb}}
+
+    curve = [(2.5e10, 4.0), (5e10, 3.5), (1e11, 3.0)]
+    inside = headline([run("bytes", 0, 3.0, curve), run("proxy-bpe", 0, 3.75, [])])
+    assert not inside["early"] and inside["reached"] and inside["ratio"] == pytest.approx((2.5e10 * 5e10) ** 0.5 / 1e11)
+    early = headline([run("bytes", 0, 3.0, curve), run("proxy-bpe", 0, 4.5, [])])  # bytes beat it at once
+    assert early["early"] and early["ratio"] == pytest.approx(0.25)
+    assert "upper bound" in " ".join(headline_lines(early)) and "bound" not in " ".join(headline_lines(inside))
+    never = headline([run("bytes", 0, 3.0, curve), run("proxy-bpe", 0, 2.0, [])])
+    assert not never["reached"] and "lower bound" in " ".join(headline_lines(never))
+
+
 def test_paired_differences_judge_on_per_seed_differences():
     # a variant 0.05 better on every seed, while seeds move both by 0.3: clearly better when paired
     runs = []

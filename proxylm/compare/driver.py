@@ -109,7 +109,9 @@ def build_report(preset: Preset, results: list[dict], eval_sets: dict, unigram: 
               "ablations": [a for s in sizes for a in _ablations(results, preset.models, s)],
               "headline": head,
               "bytes_flops_to_match_proxy": head["ratio"] if head else None,
-              "bytes_reached_proxy_bpb": head["reached"] if head else None}
+              "bytes_reached_proxy_bpb": head["reached"] if head else None,
+              # the byte baseline beat proxy-BPE's final BPB already at its first evaluation: the ratio is a bound
+              "bytes_flops_to_match_proxy_is_upper_bound": head["early"] if head else None}
     if preset.scaling:
         report["tables"] = tables
         report["scaling"] = scaling_analysis(preset, results)

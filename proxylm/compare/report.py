@@ -58,11 +58,17 @@ def ablation_table(ablations: list[dict]) -> list[str]:
 def headline_lines(h: dict | None) -> list[str]:
     if not h:
         return []
-    seeds = ", ".join(f"{p['ratio']:.3f}" + ("" if p["reached"] else " (lower bound)") for p in h["per_seed"])
+    def bound(p):
+        return " (upper bound)" if p.get("early") else "" if p["reached"] else " (lower bound)"
+
+    seeds = ", ".join(f"{p['ratio']:.3f}{bound(p)}" for p in h["per_seed"])
     interval = "" if math.isinf(h["high"]) else f", 95% interval [{h['low']:.3f}, {h['high']:.3f}]"
     text = f"bytes_flops_to_match_proxy = {h['ratio']:.3f}{interval} (per seed: {seeds})"
     if not h["reached"]:
         text += "; a lower bound where the byte baseline never reached proxy-BPE's final BPB within its budget"
+    if h.get("early"):
+        text += ("; an upper bound where the byte baseline was already better than proxy-BPE's final BPB at its "
+                 "first evaluation (the proxy is worth at most this fraction of its compute)")
     return ["", text]
 
 

@@ -110,22 +110,27 @@ def paired_difference(results: list[dict], model: str, reference: str, size: str
 
 def headline(results: list[dict], size: str = "") -> dict | None:
     """Per seed: FLOPs the byte baseline needs to reach proxy-BPE's final validation BPB, over proxy-BPE's
-    FLOPs (a lower bound, `reached` false, when the byte curve never gets there). Mean, 95% interval of
-    the mean of log ratios (the ratio is multiplicative), and the per-seed values."""
+    FLOPs (a lower bound, `reached` false, when the byte curve never gets there; an upper bound, `early`
+    true, when the byte model was already as good at its first evaluation: the curve has no earlier point
+    to interpolate from). Mean, 95% interval of the mean of log ratios (the ratio is multiplicative), and
+    the per-seed values."""
     g = group(results)
     byte, proxy = g.get((size, "bytes"), {}), g.get((size, "proxy-bpe"), {})
     per_seed = []
     for s in sorted(set(byte) & set(proxy)):
-        needed = flops_to_reach(byte[s]["curve"], proxy[s]["bpb"]["val"])
+        curve, target = byte[s]["curve"], proxy[s]["bpb"]["val"]
+        needed = flops_to_reach(curve, target)
         ratio = (needed if needed is not None else byte[s]["flops"]) / proxy[s]["flops"]
-        per_seed.append({"seed": s, "ratio": ratio, "reached": needed is not None})
+        per_seed.append({"seed": s, "ratio": ratio, "reached": needed is not None,
+                         "early": bool(curve) and curve[0][1] <= target})
     if not per_seed:
         return None
     logs = [math.log(p["ratio"]) for p in per_seed]
     m, lo, hi = mean_interval(logs)
     return {"ratio": math.exp(m), "low": math.exp(lo) if lo > -math.inf else 0.0,
             "high": math.exp(hi) if hi < math.inf else math.inf,
-            "reached": all(p["reached"] for p in per_seed), "per_seed": per_seed}
+            "reached": all(p["reached"] for p in per_seed), "early": any(p["early"] for p in per_seed),
+            "per_seed": per_seed}
 
 
 # ---- scaling: saturating power law ----------------------------------------------------------------------
