@@ -159,3 +159,15 @@ def test_power_law_fit_recovers_synthetic_curves_and_crossover():
     trend = stats.gap_trend([1e5, 1e5, 8e5, 8e5, 3.2e6, 3.2e6], [0.9, 1.0, 0.6, 0.7, 0.4, 0.5])
     assert trend["slope"] < 0 and trend["zero_at_params"] > 3.2e6
     assert math.isfinite(trend["slope_se"])
+
+
+def test_results_from_several_code_versions_are_flagged():
+    from proxylm.compare.report import code_lines
+    from proxylm.compare.runs import code_version
+
+    assert len(code_version()) == 16 and code_version() == code_version()
+    same = [{"model": m, "seed": 0, "code": "a" * 16} for m in ("bytes", "tokens")]
+    assert code_lines(same) == []
+    mixed = same + [{"model": "proxy-bpe", "seed": 2, "size": "d32x2"}]  # a result written before `code` existed
+    note = " ".join(code_lines(mixed))
+    assert "2 versions" in note and "unrecorded: 1 run(s) (d32x2/proxy-bpe-seed2)" in note and "--retrain" in note

@@ -95,7 +95,24 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += ["", f"Reference: a unigram byte model (fit on the training split) scores {report['unigram_bpb_val']:.4f} "
               "BPB on val."]
     lines += headline_lines(report.get("headline"))
+    lines += code_lines(report["runs"])
     path.write_text("\n".join(lines) + "\n")
+
+
+def code_lines(runs: list[dict]) -> list[str]:
+    """A warning when the results were trained by several versions of proxylm's code (or by one too old to
+    say): the numbers may then differ for reasons other than the settings."""
+    versions: dict[str, list[str]] = {}
+    for r in runs:
+        versions.setdefault(r.get("code") or "unrecorded", []).append(f"{r.get('size') or ''}/{r['model']}"
+                                                                    f"-seed{r.get('seed', 0)}".lstrip("/"))
+    if len(versions) < 2:
+        return []
+    parts = "; ".join(f"{v}: {len(names)} run(s)" + (f" ({', '.join(names[:4])}{', ...' if len(names) > 4 else ''})"
+                                                   if len(names) < len(runs) / 2 else "")
+                      for v, names in sorted(versions.items(), key=lambda kv: -len(kv[1])))
+    return ["", f"**Note**: these results were trained by {len(versions)} versions of proxylm's code ({parts}). "
+            "Re-run with --retrain into a new --out to train every model with one version."]
 
 
 def scaling_lines(s: dict) -> list[str]:

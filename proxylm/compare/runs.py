@@ -8,15 +8,21 @@ settings), score it, and write `compare_result.json` beside its run.
 Settings are part of a result: a run directory trained with other settings (a different budget, seed,
 model override, ...) is never silently reused. `compare` checks every model before training any and
 refuses with the settings that differ, unless asked to retrain (the old run is moved aside, not deleted).
+Each result also records `code`, a hash of proxylm's own sources that trained it: a code change is not a
+settings change (most edits do not move a number), so runs are still reused, but the report says when its
+results come from several code versions.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
+
+import proxylm
 
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
@@ -26,6 +32,16 @@ RESULT_FILE = "compare_result.json"
 # left out of the fingerprint so that e.g. resuming with other threads still matches.
 NOT_RESULT_KEYS = frozenset({"name", "train.threads", "train.log_every", "train.ckpt_every", "train.keep_ckpts",
                              "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers"})
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """16 hex digits over proxylm's Python sources and shipped configs (paths and contents)."""
+    root = Path(proxylm.__file__).parent
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".yaml") and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -136,7 +152,8 @@ def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], qu
                              cfg.eval.batch_size)
             scores[set_name] = {"bpb": r["bpb"], "bytes": r["bytes"]}
     stats = summary.get("loader_stats", {})
-    result = {"model": name, "run_dir": str(run_dir), "fingerprint": fp, "flops": summary["flops"],
+    result = {"model": name, "run_dir": str(run_dir), "fingerprint": fp, "code": code_version(),
+              "flops": summary["flops"],
               "steps": summary["steps"], "symbols": summary["symbols"],
               # raw_bytes_seen: text behind every input symbol (a pair's text twice; kept for old readers)
               "raw_bytes_seen": summary["raw_bytes"],
