@@ -209,6 +209,7 @@ def test_cli_generate_speculative_batch_and_json(tmp_path, capsys):
     assert main(base + ["--prompt", "def f(x):", "--no-speculative"]) == 0
     plain = json.loads(capsys.readouterr().out)
     assert spec["speculative"] and not plain["speculative"]
+    assert spec["lookup"] == 8 and plain["lookup"] == plain["lookup_steps"] == 0 and "lookup_accepted" in spec
     assert spec["completion"] == plain["completion"] and spec["completion_bytes"] == plain["completion_bytes"]
     expected = generate(model.eval(), ByteInterface(REP), b"def f(x):", max_bytes=12, speculative=False)
     assert spec["completion"] == expected.decode("utf-8", "replace") and spec["prompt"] == "def f(x):"
@@ -225,7 +226,8 @@ def test_cli_generate_text_output_fallback_and_bad_flags(tmp_path, capsysbinary)
     gen = ["generate", str(run), "--max-bytes", "4", "--device", "cpu"]
     assert main(gen + ["--prompt", "x", "--speculative"]) == 0
     out, err = capsysbinary.readouterr()
-    assert b"speculative decoding not used: the model has no extra heads" in err
+    assert b"speculative decoding with the heads' drafts not used: the model has no extra heads" in err
+    assert b"drafts copied from the context are (--lookup 8)" in err
     assert out == b"x" + generate(model.eval(), ByteInterface(REP), b"x", max_bytes=4) + b"\n"
     assert main(gen + ["--prompt", "a", "--prompt", "b"]) == 0
     out = capsysbinary.readouterr().out

@@ -100,7 +100,8 @@ def cmd_generate(args) -> int:
     stream = not args.json and len(prompts) == 1
     stats = GenStats()
     kw = dict(max_bytes=args.max_bytes, temperature=args.temperature, top_p=args.top_p,
-              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, stats=stats)
+              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, lookup=args.lookup,
+              stats=stats)
 
     def on_bytes(b: bytes) -> None:
         sys.stdout.buffer.write(b)
@@ -116,9 +117,11 @@ def cmd_generate(args) -> int:
         outs = generate_batch(run.model, run.interface, prompts, seed=args.seed, batch_size=args.batch_size, **kw)
     seconds = time.perf_counter() - t0
     if stats.fallback:  # asked for with --speculative but impossible: say so, never silently
-        print(f"note: speculative decoding not used: {stats.fallback}", file=sys.stderr)
+        also = f"; drafts copied from the context are (--lookup {stats.lookup})" if stats.lookup else ""
+        print(f"note: speculative decoding with the heads' drafts not used: {stats.fallback}{also}", file=sys.stderr)
     info = {"speculative": stats.speculative, "speculative_fallback": stats.fallback or None,
             "forwards": stats.forwards, "kept_per_step": round(stats.as_dict()["kept_per_step"], 3),
+            "lookup": stats.lookup, "lookup_steps": stats.lookup_steps, "lookup_accepted": stats.lookup_accepted,
             "seconds": round(seconds, 3), "bytes_per_s": round(sum(map(len, outs)) / max(seconds, 1e-9), 1)}
     results = [{"prompt": p.decode("utf-8", "replace"), "completion": o.decode("utf-8", "replace"),
                 "completion_bytes": len(o)} for p, o in zip(prompts, outs)]
@@ -180,6 +183,9 @@ def add_commands(sub) -> None:
     p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=None,
                    help="draft with the model's extra heads and verify in one forward (default: on for greedy "
                         "decoding of a model with extra heads, where it is exact; --speculative also for sampling)")
+    p.add_argument("--lookup", type=at_least(0), default=8,
+                   help="greedy: at most this many drafts per forward copied from the context where its last ids "
+                        "occurred before (exact, any model; 0: off; --no-speculative turns it off too)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
