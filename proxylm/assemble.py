@@ -34,7 +34,7 @@ from proxylm.codecs.precomputed import PrecomputedViews
 from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
-from proxylm.core.errors import UserError
+from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
@@ -300,6 +300,21 @@ def _rmdir_quiet(path: Path) -> None:
         pass
 
 
+def new_model(cfg: RunConfig, rep, codec) -> Transformer:
+    """The run's Transformer (random weights), with its input-embedding composition when
+    model.compose_embedding asks for it: each compressed id's raw-byte ids, from the codec."""
+    model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
+    if cfg.model.compose_embedding:
+        pieces = codec.symbol_bytes() if codec is not None else None
+        if pieces is None:
+            raise ConfigError(f"model.compose_embedding=true: the codec {cfg.views.codec!r} has no bytes per symbol "
+                              "(only bpe has); set model.compose_embedding=false or views.codec=bpe")
+        ids = rep.compressed_ids(np.arange(len(pieces), dtype=np.int64))
+        model.set_composition({int(i): rep.raw_ids(b).tolist() for i, b in zip(ids, pieces)
+                               if not rep.is_raw_byte(int(i))})
+    return model
+
+
 def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
     t = cfg.train
     if t.threads:
@@ -315,7 +330,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
                         "writable folder or views.codec_dir to a writable directory") from None
 
     torch.manual_seed(t.seed)
-    model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size).to(device)
+    model = new_model(cfg, rep, codec).to(device)
     log = None
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
         log = load_init_from(model, t.init_from, rep)
@@ -393,7 +408,7 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
         raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no {CONFIG})")
     cfg = load_config(str(run_dir / CONFIG))
     codec, rep = codec_and_representation(cfg, run_dir)
-    model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
+    model = new_model(cfg, rep, codec)
     expect = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = latest_checkpoint(run_dir, with_optimizer=False, expect=expect)
     if found is None:

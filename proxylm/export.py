@@ -284,7 +284,9 @@ def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) ->
         raise ValueError(f"{out} exists and is not empty (use --force to write into it)")
     out.mkdir(parents=True, exist_ok=True)
 
-    weights = {k: t.to(DTYPES[dtype]).contiguous() for k, t in hf_llama_state_dict(model).items()}
+    state = hf_llama_state_dict(model)
+    state["model.embed_tokens.weight"] = model.input_embedding_table().detach()  # model.compose_embedding included
+    weights = {k: t.to(DTYPES[dtype]).contiguous() for k, t in state.items()}
     save_file(weights, str(out / WEIGHTS), metadata={"format": "pt"})  # transformers requires format=pt
     stop = list(iface.stop_ids)
     config = transformers.LlamaConfig(**hf_llama_config(model.cfg, rep.vocab_size), bos_token_id=rep.bos_id,

@@ -38,6 +38,11 @@ class Codec:
     def decode(self, symbols) -> bytes:
         raise NotImplementedError
 
+    def symbol_bytes(self) -> list[bytes] | None:
+        """The bytes each symbol stands for, when symbols decode one by one (BPE: a token's bytes); None when a
+        symbol has no bytes of its own (arithmetic coding, gzip, BPE ids written as bytes)."""
+        return None
+
     def encode_many(self, datas: list[bytes]) -> list[np.ndarray | None]:
         """Encode a batch of documents; None where this codec raises `CannotEncode` (the caller uses raw).
 

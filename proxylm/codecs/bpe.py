@@ -139,6 +139,9 @@ class BpeCodec(Codec):
     def alphabet_size(self) -> int:
         return len(self.token_bytes)
 
+    def symbol_bytes(self) -> list[bytes]:
+        return self.token_bytes
+
     def _text(self, data: bytes) -> str:
         text = _utf8_or_raise(data)
         return " " + text if self.surface.double_space and text.startswith(" ") else text

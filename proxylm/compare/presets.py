@@ -39,12 +39,15 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "proxy-bpe-rawhead0": ("proxy-bpe", ["model.n_raw_heads=0"]),
     "proxy-bpe-vocab512": ("proxy-bpe", ["views.codec_options.bpe.vocab_size=512"]),
     "proxy-bpe-tuned": ("proxy-bpe", TUNED),
+    # our own idea: a BPE id's input embedding = its row + the mean of its bytes' rows (model.compose_embedding)
+    "proxy-bpe-tuned-composed": ("proxy-bpe", TUNED + ["model.compose_embedding=true"]),
 }
 ALL_MODELS = list(MODELS)
 
 # What each variant is judged against (paired per-seed differences): its recipe without the change.
 REFERENCE = {"bytes-mbp": "bytes", "tokens": "bytes", "proxy-bpe": "bytes",
-             **{m: "proxy-bpe" for m in MODELS if m.startswith("proxy-") and m != "proxy-bpe"}}
+             **{m: "proxy-bpe" for m in MODELS if m.startswith("proxy-") and m != "proxy-bpe"},
+             "proxy-bpe-tuned-composed": "proxy-bpe-tuned"}
 
 
 @dataclasses.dataclass

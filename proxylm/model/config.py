@@ -26,6 +26,10 @@ class ModelConfig:
     depth_scaled_init: bool = True  # residual output projections (attention o, mlp down): std / sqrt(2 n_layers)
     attention: str = "auto"  # auto | sdpa | flex  (auto: flex on CUDA, sdpa with a mask on CPU)
     ce_chunk: int = 2048  # positions per chunk in the chunked cross-entropy
+    # the input embedding of a compressed id = its own row + the mean of the rows of the raw bytes it stands for
+    # (codecs whose symbols stand for bytes one by one: bpe), so a compressed view is read through raw-byte
+    # embeddings that raw text trains too; raw and special ids are unchanged
+    compose_embedding: bool = False
 
     def __post_init__(self):
         for key in ("dim", "n_layers", "n_heads", "n_pred_heads", "ce_chunk"):

@@ -313,6 +313,9 @@ class Transformer(nn.Module):
                                        for _ in range(cfg.n_raw_heads))
         # (hd/2,) derived from the config, not saved
         self.register_buffer("rope_inv_freq", rope_inv_freq(cfg.head_dim, cfg.rope_theta), persistent=False)
+        # cfg.compose_embedding: the raw ids behind each id, CSR (set_composition; derived from the codec, not saved)
+        for name in ("compose_start", "compose_count", "compose_raw"):
+            self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
         self.init_weights()
 
     # ---- init ---------------------------------------------------------------------------------
@@ -332,6 +335,50 @@ class Transformer(nn.Module):
             else:
                 p.normal_(0.0, cfg.init_std)
         self.rope_inv_freq.copy_(rope_inv_freq(cfg.head_dim, cfg.rope_theta, device=self.rope_inv_freq.device))
+
+    # ---- input embedding ----------------------------------------------------------------------
+    def set_composition(self, raw_ids_of: dict[int, list[int]]) -> None:
+        """Compose the input embedding of each id in raw_ids_of (model id -> the raw-byte ids it stands for)
+        as its own row plus the mean of those rows (cfg.compose_embedding)."""
+        count = torch.zeros(self.vocab_size, dtype=torch.long)
+        for i, raw in raw_ids_of.items():
+            count[i] = len(raw)
+        device = self.embed.weight.device
+        self.compose_count = count.to(device)  # (V,) 0: the id's row alone
+        self.compose_start = (count.cumsum(0) - count).to(device)  # (V,) into compose_raw
+        flat = [r for i in range(self.vocab_size) for r in raw_ids_of.get(i, ())]
+        self.compose_raw = torch.tensor(flat, dtype=torch.long, device=device)  # (sum(count),) raw ids
+
+    def _byte_means(self, ids: torch.Tensor) -> torch.Tensor | None:
+        """ids (N,) -> (N, D) mean raw-byte embedding behind each id (0 for raw and special ids); None when no
+        id has bytes behind it."""
+        n = self.compose_count[ids]  # (N,)
+        total = int(n.sum())
+        if total == 0:
+            return None
+        offsets = n.cumsum(0) - n  # (N,) where each id's bag starts
+        within = torch.arange(total, device=ids.device) - offsets.repeat_interleave(n)
+        raw = self.compose_raw[self.compose_start[ids].repeat_interleave(n) + within]  # (total,)
+        weight = (1.0 / n.clamp(min=1)).to(self.embed.weight.dtype).repeat_interleave(n)
+        return F.embedding_bag(raw, self.embed.weight, offsets, mode="sum", per_sample_weights=weight)
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, S) -> input embeddings (B, S, D)."""
+        x = self.embed(ids)
+        if self.compose_count.numel():
+            means = self._byte_means(ids.reshape(-1))
+            if means is not None:
+                x = x + means.view_as(x).to(x.dtype)
+        return x
+
+    def input_embedding_table(self) -> torch.Tensor:
+        """(V, D): the input embedding of every id, composition included (what an export writes)."""
+        table = self.embed.weight
+        if self.compose_count.numel():
+            means = self._byte_means(torch.arange(self.vocab_size, device=table.device))
+            if means is not None:
+                table = table + means
+        return table
 
     # ---- forward ------------------------------------------------------------------------------
     def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
@@ -363,7 +410,7 @@ class Transformer(nn.Module):
                 positions = kv_cache.positions(S, ids.device)  # (B, S)
             else:
                 positions = torch.arange(past, past + S, device=ids.device).expand(B, S)
-        x = self.embed(ids)  # (B, S, D)
+        x = self.embed_ids(ids)  # (B, S, D)
         cos, sin = rope_cos_sin(positions, self.rope_inv_freq)
         cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
         if doc_ids is not None:
