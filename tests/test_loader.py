@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ def corpus_dir(tmp_path_factory):
     return d
 
 
-def _cfgs(corpus_dir, seq_len=32, batch_size=3, seed=0, **views):
-    data = DataConfig(corpus=str(corpus_dir), val_fraction=0.0, seq_len=seq_len, batch_size=batch_size, seed=seed)
+def _cfgs(corpus_dir, seq_len=32, batch_size=3, seed=0, shuffle_buffer=64, **views):
+    data = DataConfig(corpus=str(corpus_dir), val_fraction=0.0, seq_len=seq_len, batch_size=batch_size, seed=seed,
+                      shuffle_buffer=shuffle_buffer)
     v = {"codec": "half", "rate": 0.6, "mode": "translation_random", **views}
     return data, ViewsConfig(**v)
 
@@ -124,7 +126,7 @@ def _documents_of_stream(loader, steps):
 
 @pytest.mark.parametrize("mode", ["sentinel", "translation_random", "parallel_random"])
 def test_stream_holds_every_document_once_per_epoch(corpus_dir, mode):
-    loader = _loader(corpus_dir, batch_size=1, rate=0.5, mode=mode)
+    loader = _loader(corpus_dir, batch_size=1, rate=0.5, mode=mode, shuffle_buffer=0)  # the stream's own order
     units = loader.stream.units
     corpus = loader.corpus
     docs = _documents_of_stream(loader, 250)
@@ -181,7 +183,7 @@ def test_epoch_order_is_a_pure_permutation(corpus_dir):
 
 def _epoch_keys(loader) -> list[str]:
     """Keys of the documents one epoch of a loader's stream hands out."""
-    keys, stream = [], loader.stream
+    keys, stream = [], getattr(loader.stream, "stream", loader.stream)  # the DocStream under the shuffle buffer
     while True:
         item = stream.next()
         if item.epoch > 0:
@@ -246,7 +248,7 @@ from test_loader import _loader
 from pathlib import Path
 L = _loader(Path({str(corpus_dir)!r}), workers=2)
 L.next_batch(0)
-print(" ".join(str(p.pid) for p in L.stream._procs), flush=True)
+print(" ".join(str(p.pid) for p in L.stream.stream._procs), flush=True)
 time.sleep(60)
 """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
@@ -322,3 +324,41 @@ def test_format_ids_shows_views():
     r = render(Decision.from_layout("raw+compressed"), b"hi there", CODEC, REP)
     text = format_ids(r.ids, r.is_compressed, REP, codec=CODEC)
     assert text.startswith("<bos><raw>hi there</raw><compressed>") and text.endswith("</compressed><eos>")
+
+
+# ---- the shuffle buffer ---------------------------------------------------------------------------------
+def test_shuffle_buffer_draws_every_document_and_spreads_the_pieces_of_a_file(corpus_dir):
+    from proxylm.data.shuffle import ShuffleBuffer
+    from proxylm.data.stream import DocStream
+
+    corpus = open_corpus(str(corpus_dir), DataConfig(val_fraction=0.0, max_doc_bytes=64))
+    inner = [it.key for it, _ in zip(iter(DocStream(corpus, "train").next, None), range(400))]
+    buf = ShuffleBuffer(DocStream(corpus, "train"), size=16, seed=0)
+    drawn = [buf.next().key for _ in range(300)]
+    # a permutation with bounded displacement: the first n drawn are among the first n + size read
+    for n in (50, 150, 300):
+        assert not Counter(drawn[:n]) - Counter(inner[:n + 16])
+    assert drawn != inner[:300]
+    # consecutive pieces of one file ("f.py#0", "f.py#1") rarely stay neighbours
+    def file_of(key):
+        return key.rsplit("#", 1)[0]
+
+    same_file_neighbours = lambda keys: sum(file_of(a) == file_of(b) for a, b in zip(keys, keys[1:]))  # noqa: E731
+    assert same_file_neighbours(drawn) < same_file_neighbours(inner[:300]) / 3
+    other_seed = ShuffleBuffer(DocStream(corpus, "train"), size=16, seed=1)
+    assert [other_seed.next().key for _ in range(300)] != drawn
+
+
+def test_resume_with_a_shuffle_buffer_equals_uninterrupted(corpus_dir):
+    full = _loader(corpus_dir, shuffle_buffer=8)
+    ref = [full.next_batch(s) for s in range(25)]
+    a = _loader(corpus_dir, shuffle_buffer=8)
+    for s in range(9):
+        a.next_batch(s)
+    state = json.loads(json.dumps(a.state_dict()))
+    assert len(state["stream"]["buffer"]) == 8
+    b = _loader(corpus_dir, shuffle_buffer=8)
+    b.load_state_dict(state)
+    assert all(_same(b.next_batch(s), ref[s]) for s in range(9, 25))
+    with pytest.raises(ValueError, match="shuffle_buffer"):
+        _loader(corpus_dir, shuffle_buffer=4).load_state_dict(state)

@@ -62,7 +62,8 @@ def headline_lines(h: dict | None) -> list[str]:
         return " (upper bound)" if p.get("early") else "" if p["reached"] else " (lower bound)"
 
     seeds = ", ".join(f"{p['ratio']:.3f}{bound(p)}" for p in h["per_seed"])
-    interval = "" if math.isinf(h["high"]) else f", 95% interval [{h['low']:.3f}, {h['high']:.3f}]"
+    bounded = all(p.get("early") or not p["reached"] for p in h["per_seed"])  # no seed has a measured value
+    interval = "" if math.isinf(h["high"]) or bounded else f", 95% interval [{h['low']:.3f}, {h['high']:.3f}]"
     text = f"bytes_flops_to_match_proxy = {h['ratio']:.3f}{interval} (per seed: {seeds})"
     if not h["reached"]:
         text += "; a lower bound where the byte baseline never reached proxy-BPE's final BPB within its budget"

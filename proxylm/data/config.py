@@ -18,6 +18,9 @@ class DataConfig:
     seq_len: int = 512  # symbols per packed window (model context)
     batch_size: int = 8  # windows per micro-batch (per rank)
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
+    # documents (pieces) read ahead and drawn from at random (proxylm/data/shuffle.py), so the consecutive pieces
+    # of one file spread over many batches; memory ~ shuffle_buffer x max_doc_bytes; 0 (or shuffle off): none
+    shuffle_buffer: int = 2048
     seed: int = 0
     text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")
     exclude: str = ""  # files of a folder or glob corpus to leave out, e.g. "**/tests/**,**/*.min.js"
@@ -26,6 +29,7 @@ class DataConfig:
 
     def __post_init__(self):
         require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
+        require(self.shuffle_buffer >= 0, "shuffle_buffer", self.shuffle_buffer, "must be >= 0 (0: no buffer)")
         require(self.codec_sample_bytes >= 0, "codec_sample_bytes", self.codec_sample_bytes, "must be >= 0 (0: all)")
         require(bool(self.text_field), "text_field", self.text_field, "must name a field (default: text)")
         require(0.0 <= self.val_fraction < 1.0, "val_fraction", self.val_fraction, "must be in [0, 1)")

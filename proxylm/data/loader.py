@@ -11,7 +11,8 @@
 
 Order: the rank's document stream (proxylm/data/stream.py: units of files dealt to ranks, read in a per-epoch
 order that is a pure function of (data.seed, epoch), optionally by `data.num_workers` background processes that
-also encode) feeds B rows; each row is its own packer and pulls the next document whenever it runs short, so a
+also encode), drawn at random from a buffer of `data.shuffle_buffer` documents (proxylm/data/shuffle.py), feeds
+B rows; each row is its own packer and pulls the next document whenever it runs short, so a
 long document continues in one row over consecutive batches instead of filling a whole batch. The stream loops
 forever; the epoch counter is in the state.
 
@@ -35,6 +36,7 @@ import torch
 from proxylm.data.config import DataConfig, ViewsConfig
 from proxylm.data.corpus import Corpus, open_corpus
 from proxylm.data.packing import Packer
+from proxylm.data.shuffle import ShuffleBuffer
 from proxylm.data.stream import STATE_VERSION, UNPREPARED, DocStream
 from proxylm.data.views import (COMPRESSED, RAW, Decision, Part, decide, encode_or_none, is_translation, render,
                                 render_fitted, schedule_at)
@@ -85,6 +87,8 @@ class TrainLoader:
         self.corpus = corpus if corpus is not None else open_corpus(data_cfg.corpus, data_cfg)
         self.stream = DocStream(self.corpus, split, rank, world_size, data_cfg.seed, data_cfg.shuffle,
                                 data_cfg.num_workers, self._prepare if data_cfg.num_workers else None)
+        if data_cfg.shuffle and data_cfg.shuffle_buffer:
+            self.stream = ShuffleBuffer(self.stream, data_cfg.shuffle_buffer, data_cfg.seed)
         # max_position: pass the model's RoPE table size (model.max_seq_len); see packing.py
         self.rows = [Packer(data_cfg.seq_len, n_future, rep.bos_id, max_position) for _ in range(data_cfg.batch_size)]
         self.counts: Counter = Counter()  # stream statistics (see stats()), saved in the state

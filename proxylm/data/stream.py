@@ -36,7 +36,7 @@ import numpy as np
 from proxylm.core.errors import UserError
 from proxylm.data.corpus import count_problem, stable_hash64
 
-STATE_VERSION = 2
+STATE_VERSION = 3  # 3: the loader state holds the shuffle buffer
 STRIDED_BELOW = 4  # units per rank under which every rank takes a strided part of every unit
 QUEUE_MESSAGES = 64  # documents a worker may read ahead
 _ORDER_SALT = "proxylm-order-v1"
@@ -239,13 +239,21 @@ class DocStream:
 
     def reread(self, unit_key: str, ordinal: int) -> tuple[str, bytes]:
         """(key, bytes) of document `ordinal` of a unit of this stream (resume: re-render a buffered document)."""
+        return self.reread_many(unit_key, {ordinal})[ordinal]
+
+    def reread_many(self, unit_key: str, ordinals) -> dict[int, tuple[str, bytes]]:
+        """{ordinal: (key, bytes)} of several documents of one unit, reading the unit once."""
         unit = self._by_key.get(unit_key)
         if unit is None:
             raise ValueError(f"cannot resume: unit '{unit_key}' is not in this rank's share of the corpus any more")
+        wanted, found = set(ordinals), {}
         for i, doc in enumerate(self.corpus.iter_unit(unit, self.split, problem=lambda *a: None)):
-            if i == ordinal:
-                return doc.key, doc.data
-        raise ValueError(f"cannot resume: unit '{unit_key}' has no document {ordinal} any more (corpus changed)")
+            if i in wanted:
+                found[i] = (doc.key, doc.data)
+                if len(found) == len(wanted):
+                    return found
+        missing = min(wanted - set(found))
+        raise ValueError(f"cannot resume: unit '{unit_key}' has no document {missing} any more (corpus changed)")
 
     # ---- state -------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
