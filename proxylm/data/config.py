@@ -20,7 +20,7 @@ class DataConfig:
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
     # documents (pieces) read ahead and drawn from at random (proxylm/data/shuffle.py), so the consecutive pieces
     # of one file spread over many batches; memory ~ shuffle_buffer x max_doc_bytes; 0 (or shuffle off): none
-    shuffle_buffer: int = 2048
+    shuffle_buffer: int = 8192
     seed: int = 0
     text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")
     exclude: str = ""  # files of a folder or glob corpus to leave out, e.g. "**/tests/**,**/*.min.js"
