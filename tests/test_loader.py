@@ -362,3 +362,10 @@ def test_resume_with_a_shuffle_buffer_equals_uninterrupted(corpus_dir):
     assert all(_same(b.next_batch(s), ref[s]) for s in range(9, 25))
     with pytest.raises(ValueError, match="shuffle_buffer"):
         _loader(corpus_dir, shuffle_buffer=4).load_state_dict(state)
+
+
+def test_the_shuffle_buffer_holds_at_most_one_epoch(corpus_dir):
+    loader = _loader(corpus_dir, shuffle_buffer=100_000)  # far more than the corpus holds
+    loader.next_batch(0)
+    n_docs = len(list(loader.corpus.iter_documents("train")))
+    assert n_docs <= len(loader.stream.buffer) <= n_docs + 1 and loader.stream.epoch <= 1

@@ -15,7 +15,7 @@ The draw is a pure function of (seed, number of draws so far): slot = hash(seed,
 not depend on workers or timing and a resumed run draws what the uninterrupted one would have. Documents the
 workers prepared (encoded) keep their symbols; after a resume the re-read ones are encoded again in-process
 (the same symbols: codecs are deterministic). The buffer holds `size` documents, or fewer when they reach
-MAX_BUFFER_BYTES (a corpus of very long documents).
+MAX_BUFFER_BYTES (a corpus of very long documents) or one epoch of the stream (a small corpus).
 """
 
 from __future__ import annotations
@@ -58,10 +58,12 @@ class ShuffleBuffer:
 
     def next(self) -> Item:
         if not self.buffer:  # the first call fills the buffer; then one in for one out (the stream loops)
-            held = 0
+            held, epoch = 0, self.stream.epoch
             while len(self.buffer) < self.size and held < MAX_BUFFER_BYTES:
                 self.buffer.append(self.stream.next())
                 held += len(self.buffer[-1].data)
+                if self.buffer[-1].epoch != epoch:  # at most one epoch: a small corpus is not read many times over
+                    break
         slot = stable_hash64(_SHUFFLE_SALT, self.seed, self.draws) % len(self.buffer)
         self.draws += 1
         item, self.buffer[slot] = self.buffer[slot], self.stream.next()
