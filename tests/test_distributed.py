@@ -156,7 +156,7 @@ def test_ranks_read_disjoint_shares_covering_the_split(corpus):
         loader = TrainLoader(cfg.data, cfg.views, rep, rank=r, world_size=RANKS, total_steps=STEPS)
         epoch0 = []
         while True:
-            item = loader.stream.next()
+            item = loader.doc_stream.next()
             if item.epoch > 0:
                 break
             epoch0.append(item.key)

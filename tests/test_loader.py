@@ -183,7 +183,7 @@ def test_epoch_order_is_a_pure_permutation(corpus_dir):
 
 def _epoch_keys(loader) -> list[str]:
     """Keys of the documents one epoch of a loader's stream hands out."""
-    keys, stream = [], getattr(loader.stream, "stream", loader.stream)  # the DocStream under the shuffle buffer
+    keys, stream = [], loader.doc_stream  # the unit order, before the shuffle buffer
     while True:
         item = stream.next()
         if item.epoch > 0:
@@ -248,7 +248,7 @@ from test_loader import _loader
 from pathlib import Path
 L = _loader(Path({str(corpus_dir)!r}), workers=2)
 L.next_batch(0)
-print(" ".join(str(p.pid) for p in L.stream.stream._procs), flush=True)
+print(" ".join(str(p.pid) for p in L.doc_stream._procs), flush=True)
 time.sleep(60)
 """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}

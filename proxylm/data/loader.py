@@ -85,10 +85,12 @@ class TrainLoader:
         if views_cfg.schedule.enabled and not total_steps:
             raise ValueError("views.schedule.enabled needs total_steps (the run's optimizer steps)")
         self.corpus = corpus if corpus is not None else open_corpus(data_cfg.corpus, data_cfg)
-        self.stream = DocStream(self.corpus, split, rank, world_size, data_cfg.seed, data_cfg.shuffle,
-                                data_cfg.num_workers, self._prepare if data_cfg.num_workers else None)
+        # doc_stream: the rank's documents in unit order; stream: what the rows read (through the shuffle buffer)
+        self.doc_stream = DocStream(self.corpus, split, rank, world_size, data_cfg.seed, data_cfg.shuffle,
+                                    data_cfg.num_workers, self._prepare if data_cfg.num_workers else None)
+        self.stream = self.doc_stream
         if data_cfg.shuffle and data_cfg.shuffle_buffer:
-            self.stream = ShuffleBuffer(self.stream, data_cfg.shuffle_buffer, data_cfg.seed)
+            self.stream = ShuffleBuffer(self.doc_stream, data_cfg.shuffle_buffer, data_cfg.seed)
         # max_position: pass the model's RoPE table size (model.max_seq_len); see packing.py
         self.rows = [Packer(data_cfg.seq_len, n_future, rep.bos_id, max_position) for _ in range(data_cfg.batch_size)]
         self.counts: Counter = Counter()  # stream statistics (see stats()), saved in the state
