@@ -119,26 +119,6 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-SMALL_QUERIES = 16  # at most this many new positions per row over a cache: cached_attention, not SDPA
-
-
-def cached_attention(q, k, v, visible=None):
-    """Attention of a few new positions over the cached keys, as two small matmuls (decode steps, speculative
-    verification, ragged batches): q (B, H, S, hd), k, v (B, Hkv, T, hd), visible (B, 1, S, T) bool or None
-    (every key) -> (B, H, S, hd). CPU SDPA kernels tile over queries: ~100x this for one query, ~5x for 4."""
-    B, H, S, hd = q.shape
-    n_kv = k.shape[1]
-    rep = H // n_kv
-    qg = q.reshape(B, n_kv, rep * S, hd)  # query heads grouped by their kv head (as HF repeat_kv), then positions
-    scores = (qg @ k.transpose(-1, -2)).float() / math.sqrt(hd)  # (B, Hkv, rep*S, T)
-    if visible is not None:
-        T = scores.shape[-1]
-        scores = scores.view(B, n_kv, rep, S, T).masked_fill(~visible.unsqueeze(1), float("-inf"))
-        scores = scores.view(B, n_kv, rep * S, T)
-    y = scores.softmax(dim=-1).to(v.dtype) @ v  # (B, Hkv, rep*S, hd)
-    return y.view(B, H, S, hd)
-
-
 class KVCache:
     """Keys and values of every layer for generation, preallocated to `max_len` positions; one document per
     row, each row with its own length (batched and speculative decoding).
@@ -261,12 +241,11 @@ class Attention(nn.Module):
         if BlockMask is not None and isinstance(mask, BlockMask):
             y = _flex(q, k, v, mask, gqa)
         elif mask is None:  # one decode step: attend to every cached key
-            y = cached_attention(q, k, v)
+            # (torch 2.13's CPU SDPA beats two explicit matmuls here: 11 vs 26 us at dim 128, 200 keys)
+            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
         elif mask == CAUSAL:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        elif kv_cache is not None and S <= SMALL_QUERIES:  # a few new positions per row (batched/speculative)
-            y = cached_attention(q, k, v, mask)
-        else:  # a document mask, or many new positions over a cache
+        else:  # a document mask, or a few new positions per row over the cache (batched/speculative)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
 
