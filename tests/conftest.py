@@ -3,6 +3,11 @@
 import os
 
 import pytest
+import torch
+
+# One torch thread: the tests' models are tiny, and on a loaded 2-core machine two threads made some tests
+# 20-50x slower (thread contention), one thread keeps the suite at ~2 minutes. Subprocesses set their own.
+torch.set_num_threads(1)
 
 
 def batched(generate_one):
