@@ -100,8 +100,9 @@ def cmd_generate(args) -> int:
     stream = not args.json and len(prompts) == 1
     stats = GenStats()
     kw = dict(max_bytes=args.max_bytes, temperature=args.temperature, top_p=args.top_p,
-              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, lookup=args.lookup,
-              stats=stats)
+              stop=tuple(shell_bytes(s) for s in args.stop), speculative=args.speculative, stats=stats)
+    if args.lookup is not None:  # else the library's default (LOOKUP_DRAFTS)
+        kw["lookup"] = args.lookup
 
     def on_bytes(b: bytes) -> None:
         sys.stdout.buffer.write(b)
@@ -183,9 +184,10 @@ def add_commands(sub) -> None:
     p.add_argument("--speculative", action=argparse.BooleanOptionalAction, default=None,
                    help="draft with the model's extra heads and verify in one forward (default: on for greedy "
                         "decoding of a model with extra heads, where it is exact; --speculative also for sampling)")
-    p.add_argument("--lookup", type=at_least(0), default=8,
+    p.add_argument("--lookup", type=at_least(0), default=None,
                    help="greedy: at most this many drafts per forward copied from the context where its last ids "
-                        "occurred before (exact, any model; 0: off; --no-speculative turns it off too)")
+                        "occurred before (exact, any model; default: proxylm.eval.generate.LOOKUP_DRAFTS; 0: off; "
+                        "--no-speculative turns it off too)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")

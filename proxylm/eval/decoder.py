@@ -103,8 +103,7 @@ class Row:
         self.out_ids: list[int] = []
         self.text, self.emitted, self.done = b"", 0, False
         self.nxt, self.drafts, self.q = 0, [], None  # the chosen next id, its drafts, their distributions
-        self.lookup: ContextLookup | None = None  # context-lookup drafts (greedy), set by the Decoder
-        self.looked_up = 0  # out_ids already in self.lookup
+        self.lookup: ContextLookup | None = None  # greedy drafts from prompt ids + out_ids (set by the Decoder)
 
     def push(self, tok: int) -> bool:
         """Take one decoded id; True when the row is done (a stop id ends it without being emitted)."""
@@ -150,6 +149,7 @@ class Decoder:
                  lookup: int = 0):
         self.model, self.stats = model, stats
         self.lookup = lookup if temperature == 0 else 0  # exact for greedy only (drafts without a distribution)
+        stats.lookup = self.lookup
         self.temperature, self.top_p = temperature, top_p
         self.device = next(model.parameters()).device
         allowed = interface.allowed_ids(model.vocab_size).to(self.device)  # (V,)
@@ -208,8 +208,7 @@ class Decoder:
             return [r.drafts for r in rows], [False] * len(rows)
         fed, copied = [], []
         for r in rows:
-            r.lookup.extend(r.out_ids[r.looked_up:])
-            r.looked_up = len(r.out_ids)
+            r.lookup.extend(r.out_ids[len(r.lookup.ids) - len(r.ids):])  # the ids emitted since the last forward
             found = r.lookup.propose()
             fed.append(found or r.drafts)
             copied.append(bool(found))

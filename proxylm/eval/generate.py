@@ -64,16 +64,11 @@ def _speculative_heads(model, interface, temperature: float, speculative: bool |
     return heads
 
 
-def _lookup(temperature: float, speculative: bool | None, lookup: int, stats: GenStats) -> int:
-    if lookup < 0:
-        raise ValueError(f"lookup must be >= 0, got {lookup}")
-    stats.lookup = 0 if speculative is False or temperature > 0 else lookup
-    return stats.lookup
-
-
-def _check(temperature: float, top_p: float, max_bytes: int) -> None:
+def _check(temperature: float, top_p: float, max_bytes: int, lookup: int) -> None:
     if temperature < 0 or not 0.0 < top_p <= 1.0:
         raise ValueError(f"need temperature >= 0 and 0 < top_p <= 1, got {temperature}, {top_p}")
+    if lookup < 0:
+        raise ValueError(f"lookup must be >= 0, got {lookup}")
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be >= 1, got {max_bytes}")
 
@@ -102,7 +97,7 @@ def generate_batch(model, interface, prompts: list[bytes], max_bytes: int = 256,
     seeds: one per prompt (default seed + i); stop: stop strings of every row, row_stop[i]: more for row i;
     batch_size: rows decoded per forward; on_done(i, out): called as soon as prompt i is finished (e.g. to
     start executing it); stats: a GenStats to fill. Other arguments as generate()."""
-    _check(temperature, top_p, max_bytes)
+    _check(temperature, top_p, max_bytes, lookup)
     prompts = [bytes(p) for p in prompts]
     n = len(prompts)
     seeds = list(seeds) if seeds is not None else [seed + i for i in range(n)]
@@ -130,7 +125,7 @@ def generate_batch(model, interface, prompts: list[bytes], max_bytes: int = 256,
     model.eval()
     try:
         Decoder(model, interface, heads, temperature, top_p, stats,
-                _lookup(temperature, speculative, lookup, stats)).run(rows, batch_size, done)
+                0 if speculative is False else lookup).run(rows, batch_size, done)
     finally:
         model.train(was_training)
     return outs
@@ -147,7 +142,7 @@ def generate(model, interface, prompt: bytes, max_bytes: int = 256, temperature:
     max_new_tokens: model steps allowed (default max_bytes: every id decodes to >= 1 byte);
     max_drafts: use at most this many extra heads as drafts (default all); lookup: at most this many drafts
     copied from the context (greedy; 0: off)."""
-    _check(temperature, top_p, max_bytes)
+    _check(temperature, top_p, max_bytes, lookup)
     stats = stats if stats is not None else GenStats()
     if use_cache:
         was_training = model.training
@@ -158,7 +153,7 @@ def generate(model, interface, prompt: bytes, max_bytes: int = 256, temperature:
             stats.prompts += 1
             heads = _speculative_heads(model, interface, temperature, speculative, True, max_drafts, stats)
             Decoder(model, interface, heads, temperature, top_p, stats,
-                    _lookup(temperature, speculative, lookup, stats)).run(rows, 1, None)
+                    0 if speculative is False else lookup).run(rows, 1, None)
         finally:
             model.train(was_training)
         return rows[0].text
