@@ -144,6 +144,23 @@ def scaling_lines(s: dict) -> list[str]:
     return lines
 
 
+def _log_x(ax, xlabel: str, ylabel: str, title: str, **legend) -> None:
+    """Label a plot over a log x axis, with a legend and a light grid."""
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(**{"fontsize": 8, **legend})
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: Path, plt) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(report: dict, out: Path) -> list[Path]:
     import matplotlib
 
@@ -157,16 +174,9 @@ def write_plots(report: dict, out: Path) -> list[Path]:
             xs, ys = zip(*r["curve"])
             label = r["model"] + (f" {r['size']}" if r.get("size") and report.get("scaling") else "")
             ax.plot(xs, ys, marker="o", markersize=3, label=label)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("validation raw-byte BPB")
-    ax.set_title("Validation BPB against training compute (seed 0)")
-    ax.legend(fontsize=6, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    paths.append(out / "bpb_vs_flops.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    _log_x(ax, "training FLOPs", "validation raw-byte BPB", "Validation BPB against training compute (seed 0)",
+           fontsize=6, ncol=2)
+    paths.append(_save(fig, out / "bpb_vs_flops.png", plt))
 
     table = report["table"]
     models = sorted(table, key=lambda m: table[m]["bpb_val"])
@@ -176,10 +186,7 @@ def write_plots(report: dict, out: Path) -> list[Path]:
     ax.invert_yaxis()
     ax.set_xlabel("final validation raw-byte BPB (lower is better; bars: stdev over seeds)")
     ax.set_title("Final BPB at equal training FLOPs")
-    fig.tight_layout()
-    paths.append(out / "final_bpb.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    paths.append(_save(fig, out / "final_bpb.png", plt))
     if report.get("scaling"):
         paths += scaling_plots(report, out, plt)
     return paths
@@ -201,12 +208,8 @@ def scaling_plots(report: dict, out: Path, plt) -> list[Path]:
         if fit:
             grid = np.geomspace(min(xs) / 2, max(xs) * 30, 100)
             ax.plot(grid, power_law(fit, grid), color=color, lw=1)
-    ax.set_xscale("log")
-    ax.set_xlabel("training FLOPs")
-    ax.set_ylabel("final validation raw-byte BPB")
-    ax.set_title("Final BPB per size and seed, saturating power-law fits")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+    _log_x(ax, "training FLOPs", "final validation raw-byte BPB",
+           "Final BPB per size and seed, saturating power-law fits")
     params = [sz["non_embedding_params"] for sz in s["sizes"]]
     for i, (fam, gaps) in enumerate(s["gaps"].items()):
         pts = [(p, g["mean"], g["std"]) for p, g in zip(params, gaps) if g is not None]
@@ -214,14 +217,6 @@ def scaling_plots(report: dict, out: Path, plt) -> list[Path]:
             xs, ys, es = zip(*pts)
             bx.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{fam} − bytes", color=f"C{i + 2}")
     bx.axhline(0, color="k", lw=0.8)
-    bx.set_xscale("log")
-    bx.set_xlabel("non-embedding parameters")
-    bx.set_ylabel("BPB gap (proxy − bytes; below 0: the proxy wins)")
-    bx.set_title("The proxy's gap against model size")
-    bx.legend(fontsize=8)
-    bx.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out / "scaling.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return [path]
+    _log_x(bx, "non-embedding parameters", "BPB gap (proxy − bytes; below 0: the proxy wins)",
+           "The proxy's gap against model size")
+    return [_save(fig, out / "scaling.png", plt)]
