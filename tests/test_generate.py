@@ -60,6 +60,9 @@ def favour(model, ids, bonus=100.0):
     extra = torch.zeros(model.vocab_size)
     extra[ids] = bonus
     model.logits = lambda hidden, ids=None: base(hidden, ids) + (extra if ids is None else extra[ids])
+    base_head = model.head_logits
+    model.head_logits = lambda ids=None: (lambda hidden, f=base_head(ids): f(hidden) + (extra if ids is None
+                                                                                       else extra[ids]))
 
 
 # ---- interfaces -------------------------------------------------------------------------------------------

@@ -176,7 +176,7 @@ def _generate_recompute(model, interface, prompt, max_bytes, temperature, top_p,
         while True:
             h = model(x)[:, -1]  # (1, D): full recompute
             stats.forwards += 1
-            tok = dec._sample(model.logits(h, dec.ids)[0], row)
+            tok = dec._sample(dec.logits(h)[0], row)
             if row.push(tok):
                 break
             x = torch.cat([x, torch.tensor([[tok]], dtype=torch.long, device=device)], dim=1)

@@ -170,17 +170,22 @@ class KVCache:
             start = self.pos
             self.k[layer][:, :, start:end] = k
             self.v[layer][:, :, start:end] = v
-        else:  # each row writes at its own length
-            rows, idx = self._write_index(S, k.device)  # (B, 1), (B, S)
-            self.k[layer][rows, :, idx] = k.transpose(1, 2)  # indexed view is (B, S, kv_heads, hd)
-            self.v[layer][rows, :, idx] = v.transpose(1, 2)
+        else:  # each row writes at its own length: one index_copy_ into the flattened buffer
+            flat = self._write_index(n_kv, S, k.device)  # (B*kv_heads*S,)
+            self.k[layer].view(-1, hd).index_copy_(0, flat, k.reshape(-1, hd))
+            self.v[layer].view(-1, hd).index_copy_(0, flat, v.reshape(-1, hd))
         return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
-    def _write_index(self, S: int, device):
-        key = (tuple(self.lengths), S, device)  # the same for every layer of one forward: build it once
+    def _write_index(self, n_kv: int, S: int, device) -> torch.Tensor:
+        """(B*n_kv*S,) the rows of the (B*n_kv*max_len, hd) view that new position s of row b, kv head h goes to,
+        in (b, h, s) order; the same for every layer of one forward, so built once."""
+        key = (tuple(self.lengths), n_kv, S, device)
         if getattr(self, "_index_key", None) != key:
-            rows = torch.arange(len(self.lengths), device=device).unsqueeze(1)
-            self._index_key, self._index = key, (rows, self.positions(S, device))
+            B = len(self.lengths)
+            head_start = (torch.arange(B, device=device).view(B, 1, 1) * n_kv
+                          + torch.arange(n_kv, device=device).view(1, n_kv, 1)) * self.max_len  # (B, n_kv, 1)
+            self._index_key = key
+            self._index = (head_start + self.positions(S, device).unsqueeze(1)).view(-1)
         return self._index
 
     def advance(self, n: int) -> None:
@@ -410,9 +415,13 @@ class Transformer(nn.Module):
     def logits(self, hidden: torch.Tensor, ids: torch.Tensor | None = None) -> torch.Tensor:
         """hidden (B, S, D) -> head-0 logits (B, S, V) float32; with ids (n,) only those columns (B, S, n)
         (generation: the ids it may emit, e.g. 258 of a proxy model's thousands)."""
-        if ids is None:
-            return self.output(hidden).float()
-        return F.linear(hidden, self.output.weight[ids]).float()
+        return self.head_logits(ids)(hidden)
+
+    def head_logits(self, ids: torch.Tensor | None = None):
+        """-> a function hidden (B, S, D) -> head-0 logits (B, S, n) float32 over ids (n,) (default all), with
+        head 0's rows of those ids gathered once (a decoding loop calls it every forward)."""
+        weight = self.output.weight if ids is None else self.output.weight[ids]  # (n, D)
+        return lambda hidden: F.linear(hidden, weight).float()
 
     def main_head_weights(self) -> list[torch.Tensor]:
         return [self.output.weight] + [h.weight for h in self.pred_heads]
