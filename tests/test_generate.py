@@ -4,48 +4,19 @@ import numpy as np
 import pytest
 import torch
 
-from proxylm.codecs.base import CannotEncode, Codec
 from proxylm.data.config import ViewsConfig
 from proxylm.core.representation import Representation
 from proxylm.eval.generate import generate, generate_batch, sample_next
 from proxylm.core.interface import ByteInterface, TokenInterface, interface_for
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
+from toys import REP, PairCodec, random_model
 
 
-class PairCodec(Codec):
-    """Toy codec: b"ab" -> symbol 256, any other byte -> itself; cannot encode inputs containing 0xff."""
-
-    name = "pair-test"
-
-    @property
-    def alphabet_size(self) -> int:
-        return 257
-
-    def encode(self, data: bytes) -> np.ndarray:
-        if b"\xff" in data:
-            raise CannotEncode("0xff")
-        out, i = [], 0
-        while i < len(data):
-            if data[i:i + 2] == b"ab":
-                out.append(256)
-                i += 2
-            else:
-                out.append(data[i])
-                i += 1
-        return np.array(out, dtype=np.int64)
-
-    def decode(self, symbols) -> bytes:
-        return b"".join(b"ab" if s == 256 else bytes([s]) for s in np.asarray(symbols).tolist())
-
-
-REP = Representation.bytes_only()
 
 
 def tiny_model(rep=REP, max_seq_len=96) -> Transformer:
-    torch.manual_seed(0)
-    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=max_seq_len, init_std=0.3)
-    return Transformer(cfg, rep.vocab_size, rep.raw_vocab_size).eval()
+    return random_model(rep, max_seq_len=max_seq_len)
 
 
 def no_stop_bytes() -> ByteInterface:
@@ -80,7 +51,7 @@ def test_byte_interface_ids_and_mask():
 
 
 def test_token_interface_ids_and_mask():
-    codec = PairCodec()
+    codec = PairCodec(refuse=True)
     rep = Representation.for_codec(codec)
     iface = TokenInterface(rep, codec)
     ids, counted, n_bytes = iface.score_ids(b"xab")
@@ -96,7 +67,7 @@ def test_token_interface_ids_and_mask():
 
 
 def test_interface_for_picks_token_only_for_vanilla_rate_one():
-    codec = PairCodec()
+    codec = PairCodec(refuse=True)
     rep = Representation.for_codec(codec)
     assert isinstance(interface_for(rep, codec, ViewsConfig(codec="gzip", mode="vanilla", rate=1.0)),
                       TokenInterface)
@@ -174,7 +145,7 @@ def test_long_prompt_is_truncated_to_the_context():
 
 
 def test_token_interface_generation_and_batch():
-    codec = PairCodec()
+    codec = PairCodec(refuse=True)
     rep = Representation.for_codec(codec)
     model, iface = tiny_model(rep), TokenInterface(rep, codec)
     iface.stop_ids = ()

@@ -8,44 +8,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from proxylm.codecs.base import Codec
 from proxylm.core.representation import Representation
 from proxylm.eval.generate import GenStats, generate, generate_batch, sampling_probs
 from proxylm.core.interface import ByteInterface, TokenInterface
 from proxylm.eval.speculative import ContextLookup, accept_drafts, accepted_greedy, draft_heads
 from proxylm.model.config import ModelConfig
 from proxylm.model.transformer import Transformer
+import toys
+from toys import REP, PairCodec
 
-REP = Representation.bytes_only()
 PROMPTS = [b"def f(x):\n", b"import os", b"", b"\x00\xff binary \x80", "çé ünïcode".encode()]
 
 
-class PairCodec(Codec):
-    """b"ab" -> symbol 256, any other byte -> itself (a codec with one compressed symbol)."""
-
-    name = "pair-spec"
-
-    @property
-    def alphabet_size(self) -> int:
-        return 257
-
-    def encode(self, data: bytes) -> np.ndarray:
-        out, i = [], 0
-        while i < len(data):
-            two = data[i:i + 2] == b"ab"
-            out.append(256 if two else data[i])
-            i += 2 if two else 1
-        return np.array(out, dtype=np.int64)
-
-    def decode(self, symbols) -> bytes:
-        return b"".join(b"ab" if s == 256 else bytes([s]) for s in np.asarray(symbols).tolist())
-
-
-def random_model(rep=REP, n_pred=4, n_raw=0, std=0.3, max_seq_len=96, seed=0) -> Transformer:
-    torch.manual_seed(seed)
-    cfg = ModelConfig(dim=32, n_layers=2, n_heads=4, n_kv_heads=2, max_seq_len=max_seq_len, init_std=std,
-                      n_pred_heads=n_pred, n_raw_heads=n_raw)
-    return Transformer(cfg, rep.vocab_size, rep.raw_vocab_size).eval()
+def random_model(rep=REP, n_pred=4, *args, **kw) -> Transformer:
+    return toys.random_model(rep, n_pred, *args, **kw)
 
 
 def counting_model(rep=REP, n_pred=4, wrong_every=5, stop_after=b"z") -> Transformer:
