@@ -29,8 +29,9 @@ heads: 4.9M parameters, ~75 min on one core; `--byte-model 128 4 4` is the 1M-pa
 runs, ~20 min) and the proxy model at dim 128 x 4 layers (~20 min). Same command, same models; --work keeps
 them for the next call. Batching pays on a CPU only once a batch-1 step is bound by reading the weights
 rather than by arithmetic: a 1M-parameter model's weights sit in cache, its matmuls at 8 rows cost ~3x one
-row's, and batch 8 stays near 3x batch 1 whatever the decoder does. Times are the median of --rounds
-rounds, the paths alternating within each round.
+row's, and batch 8 stays near 3x batch 1 whatever the decoder does. Each ratio is the median over --rounds
+rounds of the ratio within a round (the paths alternate within each round; on a shared machine the speed
+drifts between rounds by up to half), printed with its range; bytes/s are from the median times.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float,
         total = dict.fromkeys(paths, 0.0)
         outs = {k: [] for k in paths}
         for p in prompts:
-            for k, extra in paths.items():  # the paths alternate prompt by prompt (a noisy machine)
+            # the paths alternate prompt by prompt (a noisy machine), their order flipping every round
+            for k, extra in (list(paths.items()) if r % 2 == 0 else reversed(paths.items())):
                 st = stats[k] if r == 0 else GenStats()
                 out, t = timed(lambda: generate(model, iface, p, stats=st, **kw, **extra), args.device)
                 outs[k].append(out)
@@ -162,13 +164,14 @@ def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float,
     n_bytes = sum(map(len, outs["plain"]))
     same = {k: sum(a == b for a, b in zip(outs["plain"], outs[k])) for k in paths}
     med = {k: statistics.median(v) for k, v in times.items()}
+    speedup = {k: round_ratios(times["plain"], times[k]) for k in paths}
     cfg = model.cfg
     print(f"\n[speculative] {name}: dim {cfg.dim} x {cfg.n_layers} layers, {cfg.n_pred_heads} main head(s) + "
           f"{cfg.n_raw_heads} raw head(s), {model.num_params() / 1e6:.2f}M params, {len(prompts)} prompts x "
           f"{args.new_bytes} bytes, greedy")
     for k in paths:
         d = stats[k].as_dict()
-        line = (f"{k:15s} {med[k]:7.3f} s  {n_bytes / med[k]:8.1f} bytes/s  {med['plain'] / med[k]:5.2f}x  "
+        line = (f"{k:15s} {med[k]:7.3f} s  {n_bytes / med[k]:8.1f} bytes/s  {show(speedup[k])}  "
                 f"identical {same[k]}/{len(prompts)}  {d['forwards']} forwards, kept per forward "
                 f"{d['kept_per_step']:.2f}")
         if k != "plain":
@@ -183,8 +186,18 @@ def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float,
     text = text_acceptance(run, args)
     print(f"kept per forward if greedy output were the real continuation (teacher-forced): heads only "
           f"{text['heads']:.2f}, heads + lookup {text['heads + lookup']:.2f}, lookup only {text['lookup']:.2f}")
-    return med["plain"] / med["heads + lookup"], med["plain"] / med["heads only"], same["heads + lookup"] == \
+    return speedup["heads + lookup"][0], speedup["heads only"][0], same["heads + lookup"] == \
         same["heads only"] == len(prompts)
+
+
+def round_ratios(base: list[float], other: list[float]) -> tuple[float, float, float]:
+    """Per-round time ratios base/other -> (median, min, max)."""
+    r = [b / o for b, o in zip(base, other)]
+    return statistics.median(r), min(r), max(r)
+
+
+def show(ratio: tuple[float, float, float]) -> str:
+    return f"{ratio[0]:5.2f}x ({ratio[1]:.2f}-{ratio[2]:.2f})"
 
 
 def text_acceptance(run, args) -> dict[str, float]:
@@ -240,33 +253,35 @@ def batch_part(run, prompts: list[bytes], args, name: str = "byte model") -> tup
     iface = run.interface
     iface.stop_ids = ()
     model = run.model
-    kw = dict(max_bytes=args.new_bytes)
-    generate_batch(model, iface, prompts[:2], batch_size=2, speculative=False, **kw)  # warm-up
-    t1, t8, t8s, tpre = [], [], [], []
-    for _ in range(args.rounds):
-        _, t = timed(lambda: generate_batch(model, iface, prompts, batch_size=1, speculative=False, max_bytes=1),
-                     args.device)
-        tpre.append(t)
-        one, t = timed(lambda: generate_batch(model, iface, prompts, batch_size=1, speculative=False, **kw),
-                       args.device)
-        t1.append(t)
-        eight, t = timed(lambda: generate_batch(model, iface, prompts, batch_size=8, speculative=False, **kw),
-                         args.device)
-        t8.append(t)
-        eight_s, t = timed(lambda: generate_batch(model, iface, prompts, batch_size=8, **kw), args.device)
-        t8s.append(t)
+    generate_batch(model, iface, prompts[:2], batch_size=2, speculative=False, max_bytes=args.new_bytes)  # warm-up
+    paths = {  # name -> (batch_size, speculative, max_bytes); "prompts" is the prompt forwards alone
+        "prompts": (1, False, 1), "batch 1": (1, False, args.new_bytes), "batch 8": (8, False, args.new_bytes),
+        "batch 8 speculative": (8, None, args.new_bytes)}
+    times = {k: [] for k in paths}
+    outs = {}
+    for r in range(args.rounds):
+        for k in (list(paths) if r % 2 == 0 else reversed(paths)):  # the order flips every round (drift)
+            size, spec, max_bytes = paths[k]
+            outs[k], t = timed(lambda: generate_batch(model, iface, prompts, batch_size=size, speculative=spec,
+                                                      max_bytes=max_bytes), args.device)
+            times[k].append(t)
+    t1, t8, t8s, tpre = times["batch 1"], times["batch 8"], times["batch 8 speculative"], times["prompts"]
+    one, eight, eight_s = outs["batch 1"], outs["batch 8"], outs["batch 8 speculative"]
     n_bytes = sum(map(len, one))
     a, b, c, pre = (statistics.median(x) for x in (t1, t8, t8s, tpre))
+    ratio, spec_ratio = round_ratios(t1, t8), round_ratios(t1, t8s)
+    decode_ratio = round_ratios([x - p for x, p in zip(t1, tpre)], [x - p for x, p in zip(t8, tpre)])
     print(f"\n[batch] {name}, {model.num_params() / 1e6:.2f}M params, {len(prompts)} prompts x {args.new_bytes} "
           f"bytes, greedy; prompt forwards "
           f"{pre:.3f} s of each total")
     print(f"batch 1             {a:7.3f} s  {n_bytes / a:8.1f} bytes/s  (decoding alone {n_bytes / (a - pre):8.1f})")
     print(f"batch 8             {b:7.3f} s  {n_bytes / b:8.1f} bytes/s  (decoding alone {n_bytes / (b - pre):8.1f})"
-          f"  identical: {eight == one}")
+          f"  identical: {eight == one}  {show(ratio)} batch 1, decoding alone {show(decode_ratio)}")
     print(f"batch 8 speculative {c:7.3f} s  {n_bytes / c:8.1f} bytes/s  identical: {eight_s == one}  "
-          f"({a / c:.2f}x batch 1 plain)")
+          f"{show(spec_ratio)} batch 1 plain")
+    print(f"rounds (s): batch 1 {[round(t, 3) for t in t1]}, batch 8 {[round(t, 3) for t in t8]}")
     ok = eight == one
-    return (a / b if ok else 0.0), ((a - pre) / (b - pre) if ok else 0.0)
+    return (ratio[0] if ok else 0.0), (decode_ratio[0] if ok else 0.0)
 
 
 def main() -> None:
@@ -284,7 +299,7 @@ def main() -> None:
     p.add_argument("--context", type=int, default=120,
                    help="prompt bytes (cut at a line break); prompt + output should fit the models' training window")
     p.add_argument("--new-bytes", type=int, default=128)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--large", type=int, nargs=2, default=[384, 6], metavar=("DIM", "LAYERS"),
                    help="the larger (random) byte model of the batch part (batching pays more as the model grows)")
     args = p.parse_args()
