@@ -1,6 +1,6 @@
 """Generation speed side by side: KV cache vs recompute, plain vs self-speculative greedy, batch 8 vs batch 1.
 
-    python bench/generate.py --threads 1                     # trains the two small models first (see below)
+    python bench/generate.py --threads 2                     # trains its two models first (~80 min on one core; below)
     python bench/generate.py --work runs/bench-generate      # keep the trained models; a later call reuses them
     python bench/generate.py --byte-run runs/compare-demo/bytes-mbp --proxy-run runs/compare-demo/proxy-bpe
     python bench/generate.py --device cuda --new-bytes 256
