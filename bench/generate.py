@@ -25,7 +25,7 @@
    batch-1 forward; the larger model's ~1.7x).
 Without --byte-run / --proxy-run the models are trained here, from the stdlib corpus with seed 0 for
 --steps steps (seq 256, batch 8): the byte model at --byte-model (default dim 256 x 6 layers, 8 attention
-heads: 4.9M parameters, ~75 min on one core; `--byte-model 128 4 4` is the 1M-parameter model of the first
+heads: 5.2M parameters, ~60 min on one quiet core; `--byte-model 128 4 4` is the 1M-parameter model of the first
 runs, ~20 min) and the proxy model at dim 128 x 4 layers (~20 min). Same command, same models; --work keeps
 them for the next call. Batching pays on a CPU only once a batch-1 step is bound by reading the weights
 rather than by arithmetic: a 1M-parameter model's weights sit in cache, its matmuls at 8 rows cost ~3x one

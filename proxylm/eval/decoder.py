@@ -157,7 +157,7 @@ class Decoder:
         self.id_list = self.ids.tolist()
         self.every = torch.ones(len(self.ids), dtype=torch.bool, device=self.device)  # (n,) all allowed
         # hidden (..., D) -> head-0 logits (..., n) float32 over those ids; their rows of head 0 gathered once
-        # (gathering them at every forward cost ~8% of a small model's decode step)
+        # (not a 25 us gather at every forward)
         self.logits = model.head_logits(self.ids)
         self.k = len(heads)
         self.drafter = Drafter(heads, self.ids)
