@@ -15,10 +15,6 @@ from toys import REP, PairCodec, random_model
 
 
 
-def tiny_model(rep=REP, max_seq_len=96) -> Transformer:
-    return random_model(rep, max_seq_len=max_seq_len)
-
-
 def no_stop_bytes() -> ByteInterface:
     iface = ByteInterface(REP)
     iface.stop_ids = ()  # a random model may pick a stop id; these tests want full-length output
@@ -27,13 +23,11 @@ def no_stop_bytes() -> ByteInterface:
 
 def favour(model, ids, bonus=100.0):
     """Make `ids` the model's overwhelming favourites (a logit bonus on head 0)."""
-    base = model.logits
     extra = torch.zeros(model.vocab_size)
     extra[ids] = bonus
-    model.logits = lambda hidden, ids=None: base(hidden, ids) + (extra if ids is None else extra[ids])
-    base_head = model.head_logits
-    model.head_logits = lambda ids=None: (lambda hidden, f=base_head(ids): f(hidden) + (extra if ids is None
-                                                                                       else extra[ids]))
+    base = model.head_logits  # model.logits goes through head_logits too
+    model.head_logits = lambda ids=None: (lambda hidden, f=base(ids): f(hidden) + (extra if ids is None
+                                                                                  else extra[ids]))
 
 
 # ---- interfaces -------------------------------------------------------------------------------------------
@@ -81,7 +75,7 @@ def test_interface_for_picks_token_only_for_vanilla_rate_one():
 # ---- generation -------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("temperature,top_p", [(0.0, 1.0), (1.0, 0.9)])
 def test_cache_and_recompute_generate_the_same_bytes(temperature, top_p):
-    model, iface = tiny_model(), no_stop_bytes()
+    model, iface = random_model(), no_stop_bytes()
     kw = dict(max_bytes=24, temperature=temperature, top_p=top_p, seed=3)
     cached = generate(model, iface, b"def f(x):", use_cache=True, **kw)
     full = generate(model, iface, b"def f(x):", use_cache=False, **kw)
@@ -89,7 +83,7 @@ def test_cache_and_recompute_generate_the_same_bytes(temperature, top_p):
 
 
 def test_sampling_is_seeded():
-    model, iface = tiny_model(), no_stop_bytes()
+    model, iface = random_model(), no_stop_bytes()
     runs = [generate(model, iface, b"x = ", max_bytes=20, temperature=1.5, top_p=0.95, seed=s) for s in (1, 1, 2)]
     assert runs[0] == runs[1] != runs[2]
     # a tiny top_p keeps only the most likely id: the same as greedy
@@ -98,7 +92,7 @@ def test_sampling_is_seeded():
 
 
 def test_allowed_ids_restrict_output():
-    model = tiny_model()
+    model = random_model()
     favour(model, [REP.bos_id, REP.vocab_size - 1])  # unrestricted, the model would only say these
     seen = []
 
@@ -119,7 +113,7 @@ def test_allowed_ids_restrict_output():
 
 
 def test_stop_ids_strings_streaming_and_max_bytes():
-    model, iface = tiny_model(), no_stop_bytes()
+    model, iface = random_model(), no_stop_bytes()
     free = generate(model, iface, b"print(", max_bytes=40)
     assert len(free) == 40
     stop = free[10:13]
@@ -137,7 +131,7 @@ def test_stop_ids_strings_streaming_and_max_bytes():
 
 
 def test_long_prompt_is_truncated_to_the_context():
-    model, iface = tiny_model(max_seq_len=32), no_stop_bytes()
+    model, iface = random_model(max_seq_len=32), no_stop_bytes()
     long_prompt = bytes(range(65, 91)) * 10  # 260 bytes > 32 positions
     a = generate(model, iface, long_prompt, max_bytes=8)
     b = generate(model, iface, long_prompt, max_bytes=8, use_cache=False)
@@ -147,7 +141,7 @@ def test_long_prompt_is_truncated_to_the_context():
 def test_token_interface_generation_and_batch():
     codec = PairCodec(refuse=True)
     rep = Representation.for_codec(codec)
-    model, iface = tiny_model(rep), TokenInterface(rep, codec)
+    model, iface = random_model(rep), TokenInterface(rep, codec)
     iface.stop_ids = ()
     outs = generate_batch(model, iface, [b"ab", b"cd"], max_bytes=12, temperature=0.8, seed=1)
     assert [len(o) for o in outs] == [12, 12]
