@@ -33,7 +33,7 @@ from proxylm.codecs.base import CODEC_FILE
 from proxylm.codecs.precomputed import PrecomputedViews
 from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
 from proxylm.config import RunConfig, load_config, save_config, to_dict
-from proxylm.core.device import pick_device
+from proxylm.core.device import autocast, pick_device, resolve_dtype
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
@@ -357,6 +357,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
         if ctx.is_main:  # only now: a resume that fails leaves config.yaml as it was
             write_run_files(cfg, run_dir, rep, codec, resume)
         dist_utils.barrier()
+    trainer.log(trainer.dtype_line())  # after restore(): a resumed run keeps its checkpoints' dtype
     return trainer
 
 
@@ -399,13 +400,24 @@ class LoadedRun:
     interface: object
     step: int
     state: dict
+    dtype: str = "float32"  # the resolved compute dtype of evaluation and generation
+
+    def compute(self):
+        """The mixed-precision region to evaluate or decode in: hold it around the whole loop (weights are
+        cast once per region). Parameters stay float32; logits are float32."""
+        return autocast(next(self.model.parameters()).device, self.dtype)
 
 
-def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
-    """Rebuild a trained model from its run directory (weights only; no optimizer state)."""
+def load_run(run_dir, device: str | torch.device = "cpu", dtype: str = "auto", decoding: bool = False) -> LoadedRun:
+    """Rebuild a trained model from its run directory (weights only; no optimizer state). `dtype` (auto |
+    float32 | bfloat16) is the compute dtype of `run.compute()`: auto takes bfloat16 where it is native,
+    except for `decoding`, where auto is float32: bfloat16 decoding is not batch-invariant (a row's greedy
+    output could change with the batch or the number of drafts verified; see BENCHMARKS.md)."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no {CONFIG})")
+    device = torch.device(device)
+    resolved = "float32" if decoding and dtype == "auto" else resolve_dtype(dtype, device)
     cfg = load_config(str(run_dir / CONFIG))
     codec, rep = codec_and_representation(cfg, run_dir)
     model = new_model(cfg, rep, codec)
@@ -416,10 +428,10 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
     path, weights, _, state = found
     model.load_state_dict(weights)
     model.to(device).eval()
-    return LoadedRun(run_dir, cfg, rep, codec, model, interface_for(rep, codec, cfg.views), state["step"], state)
+    return LoadedRun(run_dir, cfg, rep, codec, model, interface_for(rep, codec, cfg.views), state["step"], state,
+                     resolved)
 
 
-# ---- train.init_from ----------------------------------------------------------------------------------------------
 def _check_representation(source: Path, rep: Representation | None) -> None:
     """Raw bytes must keep their ids; a different codec behind the compressed ids is only reported."""
     path = source / REPRESENTATION

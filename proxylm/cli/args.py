@@ -36,3 +36,13 @@ def in_range(low: float, high: float, kind=float):
 
     parse.__name__ = f"{kind.__name__} in [{low}, {high}]"
     return parse
+
+
+def add_dtype_flag(p: argparse.ArgumentParser, decoding: bool = False) -> None:
+    """`--dtype auto|float32|bfloat16` for the verbs that run a model (auto: bfloat16 where it is native,
+    float32 for decoding)."""
+    auto = ("float32: bfloat16 greedy decoding is not batch-invariant" if decoding else
+            "bfloat16 autocast where the device computes it natively, e.g. a CPU with avx512_bf16 or AMX; "
+            "float32 elsewhere")
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help=f"compute dtype (default auto: {auto})")

@@ -69,8 +69,9 @@ def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 
     for m in chosen:
         run_dir = next(r["run_dir"] for r in report["runs"] if r["model"] == m and r.get("seed", 0) == 0
                        and r.get("size", "") == top)
-        run = load_run(run_dir)
-        out = generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes)
+        run = load_run(run_dir, decoding=True)
+        with run.compute():
+            out = generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes)
         texts[m] = (prompt.encode() + out).decode("utf-8", "replace")
     columns = []
     for m in chosen:

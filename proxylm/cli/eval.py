@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from proxylm.cli.args import at_least, in_range
+from proxylm.cli.args import add_dtype_flag, at_least, in_range
 
 
 def cmd_bpb(args) -> int:
@@ -23,7 +23,7 @@ def cmd_bpb(args) -> int:
     from proxylm.core.errors import UserError
 
     device = pick_device(args.device)
-    run = load_run(args.run, device)
+    run = load_run(args.run, device, args.dtype)
     seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
     if seq_len < 2:
         raise UserError(f"--seq-len {seq_len}: must be >= 2")
@@ -32,8 +32,9 @@ def cmd_bpb(args) -> int:
         raise UserError(f"--stride {stride}: must be <= the window ({seq_len})")
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
-    result = evaluate_bpb(run.model, run.interface, docs, seq_len, stride, args.batch_size, device)
-    result.update({"run": str(args.run), "step": run.step, "corpus": corpus, "split": args.split})
+    with run.compute():
+        result = evaluate_bpb(run.model, run.interface, docs, seq_len, stride, args.batch_size, device)
+    result.update({"run": str(args.run), "step": run.step, "corpus": corpus, "split": args.split, "dtype": run.dtype})
     if args.json:
         print_json(result)
     else:
@@ -53,11 +54,12 @@ def cmd_translation(args) -> int:
     if args.limit < 1 or args.piece_bytes < 0:
         raise UserError(f"--limit must be >= 1 and --piece-bytes >= 0 (got {args.limit}, {args.piece_bytes})")
     device = pick_device(args.device)
-    run = load_run(args.run, device)
+    run = load_run(args.run, device, args.dtype)
     check_translatable(run)  # before reading any text
     docs = read_eval_docs(args.corpus or run.cfg.data.corpus, args.split, run.cfg.data, args.max_bytes)
-    result = translation_probe(run, docs, args.limit, args.piece_bytes, greedy=not args.no_greedy, device=device)
-    result.update({"corpus": args.corpus or run.cfg.data.corpus, "split": args.split})
+    with run.compute():
+        result = translation_probe(run, docs, args.limit, args.piece_bytes, greedy=not args.no_greedy, device=device)
+    result.update({"corpus": args.corpus or run.cfg.data.corpus, "split": args.split, "dtype": run.dtype})
     if args.json:
         print_json(result)
     else:
@@ -93,7 +95,7 @@ def cmd_generate(args) -> int:
     from proxylm.core.io import print_json
     from proxylm.eval.generate import GenStats, generate, generate_batch
 
-    run = load_run(args.run, pick_device(args.device))
+    run = load_run(args.run, pick_device(args.device), args.dtype, decoding=True)
     prompts = [shell_bytes(p) for p in args.prompt]
     for prompt in prompts:
         check_generation_room(run, prompt, args.max_bytes)
@@ -109,20 +111,22 @@ def cmd_generate(args) -> int:
         sys.stdout.flush()
 
     t0 = time.perf_counter()
-    if len(prompts) == 1:
-        if stream:
-            sys.stdout.buffer.write(prompts[0])
-        outs = [generate(run.model, run.interface, prompts[0], seed=args.seed,
-                         on_bytes=on_bytes if stream else None, **kw)]
-    else:
-        outs = generate_batch(run.model, run.interface, prompts, seed=args.seed, batch_size=args.batch_size, **kw)
+    with run.compute():
+        if len(prompts) == 1:
+            if stream:
+                sys.stdout.buffer.write(prompts[0])
+            outs = [generate(run.model, run.interface, prompts[0], seed=args.seed,
+                             on_bytes=on_bytes if stream else None, **kw)]
+        else:
+            outs = generate_batch(run.model, run.interface, prompts, seed=args.seed, batch_size=args.batch_size,
+                                  **kw)
     seconds = time.perf_counter() - t0
     if stats.fallback:  # asked for with --speculative but impossible: say so, never silently
         also = f"; drafts copied from the context are (--lookup {stats.lookup})" if stats.lookup else ""
         print(f"note: speculative decoding with the heads' drafts not used: {stats.fallback}{also}", file=sys.stderr)
     info = {"speculative": stats.speculative, "speculative_fallback": stats.fallback or None,
             "forwards": stats.forwards, "kept_per_step": round(stats.as_dict()["kept_per_step"], 3),
-            "lookup": stats.lookup, "lookup_steps": stats.lookup_steps, "lookup_accepted": stats.lookup_accepted,
+            "dtype": run.dtype, "lookup": stats.lookup, "lookup_steps": stats.lookup_steps, "lookup_accepted": stats.lookup_accepted,
             "seconds": round(seconds, 3), "bytes_per_s": round(sum(map(len, outs)) / max(seconds, 1e-9), 1)}
     results = [{"prompt": p.decode("utf-8", "replace"), "completion": o.decode("utf-8", "replace"),
                 "completion_bytes": len(o)} for p, o in zip(prompts, outs)]
@@ -150,6 +154,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-bytes", type=at_least(0, note="0: all"), default=0,
                    help="score at most this many bytes (0: all)")
     p.add_argument("--device", default="auto")
+    add_dtype_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_bpb, command="eval bpb")
@@ -167,6 +172,7 @@ def add_commands(sub) -> None:
     p.add_argument("--max-bytes", type=int, default=200_000, help="held-out text read (0: the whole split)")
     p.add_argument("--no-greedy", action="store_true", help="BPB only, no greedy translation")
     p.add_argument("--device", default="auto")
+    add_dtype_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_translation, command="eval translation")
@@ -190,6 +196,7 @@ def add_commands(sub) -> None:
                         "--no-speculative turns it off too)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
+    add_dtype_flag(p, decoding=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
     p.set_defaults(func=cmd_generate)

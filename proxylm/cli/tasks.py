@@ -12,7 +12,7 @@ import sys
 
 from proxylm.core.device import pick_device
 from proxylm.core.io import print_json
-from proxylm.cli.args import at_least, in_range
+from proxylm.cli.args import add_dtype_flag, at_least, in_range
 from proxylm.tasks import codegen
 from proxylm.tasks.datasets import BENCHMARKS
 from proxylm.tasks.humaneval import (DEFAULT_MAX_NEW_BYTES, DEFAULT_SAMPLING_TOP_P, PASS_AT_K, SAMPLES_FILE,
@@ -38,6 +38,7 @@ def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str,
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-new-bytes", type=at_least(1), default=max_new_bytes)
     parser.add_argument("--device", default="auto")
+    add_dtype_flag(parser, decoding=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
 
@@ -50,7 +51,7 @@ def _scoring_kwargs(args) -> dict:
     return dict(completions_path=args.completions, n_samples=args.n_samples, temperature=args.temperature,
                 top_p=top_p, limit=args.limit or None, out=args.out, workers=args.workers or None,
                 timeout_s=args.timeout or None, seed=args.seed, max_new_bytes=args.max_new_bytes,
-                device=pick_device(args.device) if not args.completions else "cpu",
+                device=pick_device(args.device) if not args.completions else "cpu", dtype=args.dtype,
                 progress=sys.stderr.isatty(), partial=args.partial)
 
 
@@ -123,6 +124,7 @@ def add_robustness_args(parser) -> None:
     parser.add_argument("--seq-len", type=at_least(0), default=0, help="BPB window (0: the run's eval/training seq_len)")
     parser.add_argument("--batch-size", type=at_least(0, note="0: the run's eval batch size"), default=0)
     parser.add_argument("--device", default="auto")
+    add_dtype_flag(parser, decoding=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
 
@@ -142,7 +144,7 @@ def run_robustness_cli(args) -> int:
                              limit=args.limit or None, execute=not args.no_exec, bpb=not args.no_bpb,
                              out=args.out, workers=args.workers or None, timeout_s=args.timeout or None,
                              max_new_bytes=args.max_new_bytes or None, seq_len=args.seq_len,
-                             batch_size=args.batch_size, device=pick_device(args.device),
+                             batch_size=args.batch_size, device=pick_device(args.device), dtype=args.dtype,
                              progress=sys.stderr.isatty())
     if args.json:
         print_json(summary)

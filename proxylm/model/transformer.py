@@ -421,7 +421,14 @@ class Transformer(nn.Module):
         """-> a function hidden (B, S, D) -> head-0 logits (B, S, n) float32 over ids (n,) (default all), with
         head 0's rows of those ids gathered once (a decoding loop calls it every forward)."""
         weight = self.output.weight if ids is None else self.output.weight[ids]  # (n, D)
-        return lambda hidden: F.linear(hidden, weight).float()
+
+        def logits(hidden: torch.Tensor) -> torch.Tensor:
+            # float32 even under autocast: bfloat16 logits (8-bit mantissa) tie often, so greedy decoding would
+            # depend on how many rows a forward had, and BPB would be rounded
+            with torch.autocast(hidden.device.type, enabled=False):
+                return F.linear(hidden.float(), weight.float())
+
+        return logits
 
     def main_head_weights(self) -> list[torch.Tensor]:
         return [self.output.weight] + [h.weight for h in self.pred_heads]

@@ -26,7 +26,9 @@ summary.json, config.json; resumable): default RUN/eval/codegen-<benchmark>-<dec
 
 from __future__ import annotations
 
+
 import base64
+import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -195,7 +197,7 @@ def _sandboxes(timeout_s: float | None):
 def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_path=None, n_samples: int = 1,
                      temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                      workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
-                     max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", progress: bool = True,
+                     max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", dtype: str = "auto", progress: bool = True,
                      run=None, partial: bool = False) -> dict:
     """Score completions (completions_path) or generate them with a run; returns the summary (benchmark,
     pass@1 [pass@10, pass@100], passed, total, missing_count, plus_tests, pass@1_base, ...), also written to
@@ -237,11 +239,13 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
         wanted = {(t["task_id"], s) for t, s, *_ in items}
     else:
         if run is None:
-            run = load_run(run_dir, device)
+            run = load_run(run_dir, device, dtype, decoding=True)
         jobs = _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, STOPS[benchmark], done)
         wanted = {(t["task_id"], s) for t in tasks for s in range(n_samples)}
-    _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, progress,
-             "executing" if items is not None else "generating")
+    # jobs generate lazily, inside _run_all: hold a LoadedRun's mixed-precision region around it
+    with getattr(run, "compute", contextlib.nullcontext)():
+        _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, progress,
+                 "executing" if items is not None else "generating")
     records = [rec for key, rec in done.items() if key in wanted]
     records += [{"task_id": t, "sample": 0, "completion": None, "passed": False, "base_passed": False,
                  "status": "missing", "result": "no completion in the file"} for t in missing]

@@ -23,6 +23,7 @@ pass@k: the unbiased estimator of Chen et al. (2021), for k in (1, 10, 100) wher
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import importlib.util
@@ -295,7 +296,7 @@ def check_request(completions_path, run, n_samples: int, temperature: float) -> 
 def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=None, n_samples: int = 1,
                        temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                        workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
-                       max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", progress: bool = True,
+                       max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", dtype: str = "auto", progress: bool = True,
                        run=None, partial: bool = False) -> dict:
     """Score completions (completions_path) or generate them with a run (run_dir, or an already loaded
     `run`); returns the summary (pass@1, passed, total, pass@k, n_samples, ...), also written to out/.
@@ -330,10 +331,11 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                      "result": "no completion in the file"} for t in missing]
     else:
         if run is None:
-            run = load_run(run_dir, device)
-        records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
-                                     top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,
-                                     samples_path=samples_path, workers=workers, progress=progress)
+            run = load_run(run_dir, device, dtype, decoding=True)
+        with getattr(run, "compute", contextlib.nullcontext)():  # a LoadedRun's mixed-precision region
+            records = generate_and_score(run, problems, sandbox, n_samples=n_samples, temperature=temperature,
+                                         top_p=top_p, seed=seed, max_new_bytes=max_new_bytes,
+                                         samples_path=samples_path, workers=workers, progress=progress)
     summary = summarize(records)
     summary.update({"missing": missing, "missing_count": len(missing), "problems": str(problems_file), "out": str(out) if out else None,
                     "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})

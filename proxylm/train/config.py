@@ -29,7 +29,7 @@ class TrainConfig:
     ckpt_every: int = 200  # 0: only at the end
     keep_ckpts: int = 2
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | bfloat16 (autocast on CUDA)
+    dtype: str = "auto"  # auto (bfloat16 autocast where the device computes it natively) | float32 | bfloat16
     compile: bool = False
     distributed: str = "ddp"  # ddp | fsdp  (only used under torchrun with world size > 1)
     activation_checkpointing: bool = False
@@ -39,7 +39,7 @@ class TrainConfig:
     def __post_init__(self):
         require(self.lr_schedule in ("cosine", "wsd", "constant"), "lr_schedule", self.lr_schedule,
                 "must be cosine, wsd or constant")
-        require(self.dtype in ("float32", "bfloat16"), "dtype", self.dtype, "must be float32 or bfloat16")
+        require(self.dtype in ("auto", "float32", "bfloat16"), "dtype", self.dtype, "must be auto, float32 or bfloat16")
         require(self.distributed in ("ddp", "fsdp"), "distributed", self.distributed, "must be ddp or fsdp")
         require(self.device == "auto" or self.device == "cpu" or self.device.startswith("cuda"), "device",
                 self.device, "must be auto, cpu, cuda or cuda:N")

@@ -135,10 +135,11 @@ def checkpoint_block(block: torch.nn.Module) -> None:
     block.forward = checkpointed_forward
 
 
-def wrap_model(model: torch.nn.Module, train_cfg, ctx: DistContext) -> torch.nn.Module:
+def wrap_model(model: torch.nn.Module, train_cfg, ctx: DistContext, dtype: str = "float32") -> torch.nn.Module:
     """Apply train.activation_checkpointing, train.compile and train.distributed (ddp | fsdp) to a
     Transformer already on its device. Returns the module to call for training; under FSDP it is
-    `model` itself (sharded in place), under DDP a wrapper whose `.module` is `model`."""
+    `model` itself (sharded in place), under DDP a wrapper whose `.module` is `model`. `dtype` is the
+    resolved compute dtype (FSDP gathers bfloat16 parameters for a bfloat16 run)."""
     blocks = list(model.layers)
     if train_cfg.activation_checkpointing:
         for block in blocks:
@@ -153,15 +154,15 @@ def wrap_model(model: torch.nn.Module, train_cfg, ctx: DistContext) -> torch.nn.
         from torch.nn.parallel import DistributedDataParallel as DDP
 
         return DDP(model, device_ids=[ctx.local_rank] if ctx.device.type == "cuda" else None)
-    return _fully_shard(model, blocks, train_cfg, ctx)
+    return _fully_shard(model, blocks, dtype, ctx)
 
 
-def _fully_shard(model, blocks, train_cfg, ctx: DistContext):
+def _fully_shard(model, blocks, dtype: str, ctx: DistContext):
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
-    bf16 = train_cfg.dtype == "bfloat16"
+    bf16 = dtype == "bfloat16"
     # bf16 compute, fp32 gradient reduction (bf16 sums over many ranks lose bits); fp32 runs stay fp32
     mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16 if bf16 else None, reduce_dtype=torch.float32)
     for i, block in enumerate(blocks):

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from proxylm.config import RunConfig
+from proxylm.core.device import autocast, describe_dtype, native_bf16, resolve_dtype
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
 
@@ -78,7 +79,9 @@ class Trainer:
         self.device = device or next(model.parameters()).device
         self.rep, self.loader, self.evaluator = rep, loader, evaluator
         self.raw_model = model
-        self.model = dist_utils.wrap_model(self.raw_model, cfg.train, self.ctx)
+        # the compute dtype; a resumed run keeps the one its checkpoints were trained in (restore())
+        self.dtype = resolve_dtype(t.dtype, self.device)
+        self.model = dist_utils.wrap_model(self.raw_model, cfg.train, self.ctx, dtype=self.dtype)
         self.optimizer = self._make_optimizer()
         self.total_steps = total_steps or planned_steps(cfg, rep, self.ctx.world_size)
         self.eval_every = (-(-self.total_steps // t.evals_per_run)) if t.evals_per_run > 0 else t.eval_every
@@ -105,7 +108,7 @@ class Trainer:
                 "raw_view_bytes": self.raw_view_bytes, "compressed_view_bytes": self.compressed_view_bytes,
                 "compressed_symbols": self.compressed_symbols,
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
-                "world_size": self.ctx.world_size}
+                "world_size": self.ctx.world_size, "dtype": self.dtype}
 
     def restore(self, reset_optimizer: bool = False) -> dict:
         """Load the newest usable checkpoint (model and optimizer; sharded under FSDP); `state` is this rank's
@@ -123,7 +126,7 @@ class Trainer:
         self.compressed_symbols = state.get("compressed_symbols", 0)
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
-        notes = []
+        notes = self._resume_dtype(state.get("dtype", "float32"))  # absent: trained before dtype=auto
         if report["skipped"]:
             notes.append(f"skipped {len(report['skipped'])} newer checkpoint(s): "
                          + "; ".join(reason for _, reason in report["skipped"]))
@@ -138,6 +141,23 @@ class Trainer:
             with open(self.run_dir / "resume.jsonl", "a") as f:
                 f.write(json.dumps({"step": self.step, **report, "skipped_count": len(report["skipped"])}) + "\n")
         return report
+
+    def _resume_dtype(self, recorded: str) -> list[str]:
+        """Keep the dtype the run was trained in (resume equals an uninterrupted run within a dtype) unless
+        train.dtype names another; say what that costs on this machine."""
+        notes = []
+        if self.cfg.train.dtype == "auto":
+            self.dtype = recorded
+        elif self.dtype != recorded:
+            notes.append(f"train.dtype={self.dtype} but the checkpoints were trained in {recorded}: the run "
+                         "continues in another dtype and will not equal an uninterrupted run")
+        if self.dtype == "bfloat16" and not native_bf16(self.device):
+            notes.append(f"this {self.device.type} has no native bfloat16: the run continues in bfloat16 "
+                         "(emulated, slower) to stay equal to an uninterrupted run; train.dtype=float32 changes it")
+        return notes
+
+    def dtype_line(self) -> str:
+        return describe_dtype(self.cfg.train.dtype, self.dtype, self.device)
 
     def save(self) -> None:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
@@ -161,7 +181,8 @@ class Trainer:
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> dict:
-        return self.evaluator(self.raw_model)
+        with autocast(self.device, self.dtype):
+            return self.evaluator(self.raw_model)
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -173,13 +194,13 @@ class Trainer:
         S = self.cfg.data.seq_len
         sums = torch.zeros(6, dtype=torch.float64)  # loss, weight, raw nll, raw n, comp nll, comp n
         n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols = 0, 0, 0, 0, 0
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=t.dtype == "bfloat16")
+        mixed = autocast(self.device, self.dtype)
         for micro in range(t.grad_accum):
             batch = self.loader.next_batch(self.step)
             tokens = batch.tokens.to(self.device, non_blocking=True)        # (B, S+F)
             doc_ids = batch.doc_ids.to(self.device, non_blocking=True)      # (B, S+F)
             positions = batch.positions.to(self.device, non_blocking=True)  # (B, S)
-            with dist_utils.no_sync_unless(self.model, last=micro == t.grad_accum - 1), autocast:
+            with dist_utils.no_sync_unless(self.model, last=micro == t.grad_accum - 1), mixed:
                 hidden = self.model(tokens[:, :S], positions=positions, doc_ids=doc_ids[:, :S])
                 out = self.raw_model.loss(hidden, tokens, doc_ids)
                 out.loss_sum.backward()
@@ -278,7 +299,7 @@ class Trainer:
                    "symbols": self.symbols, "raw_bytes": self.raw_bytes, "raw_view_bytes": self.raw_view_bytes,
                    "compressed_view_bytes": self.compressed_view_bytes,
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
-                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
+                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "dtype": self.dtype, "loader_stats": self.loader.stats()}
         if self.ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -49,7 +50,7 @@ def _bpb_all(run, texts: list[str], seq_len: int, batch_size: int, device, progr
 def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds: int = DEFAULT_SEEDS,
                    limit: int | None = None, execute: bool = True, bpb: bool = True, out=None,
                    workers: int | None = None, timeout_s: float | None = None,
-                   max_new_bytes: int | None = None, seq_len: int = 0, batch_size: int = 0, device: str = "cpu",
+                   max_new_bytes: int | None = None, seq_len: int = 0, batch_size: int = 0, device: str = "cpu", dtype: str = "auto",
                    progress: bool = True, run=None) -> dict:
     """Perturb, generate greedily, execute, measure BPB; returns {"rows": [...], settings...} and writes
     out/robustness.json + out/robustness.md."""
@@ -59,9 +60,10 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
     problems = load_problems(problems_path, limit)
     variants = make_variants(problems, families, seeds)
     if run is None:
-        run = load_run(run_dir, device)
+        run = load_run(run_dir, device, dtype, decoding=True)
     out = Path(out) if out else Path(run_dir or run.run_dir) / "eval" / "robustness"
     out.mkdir(parents=True, exist_ok=True)
+    compute = getattr(run, "compute", contextlib.nullcontext)  # a LoadedRun's mixed-precision region
     results = None
     if execute:
         nominals = [nominal_variant(p, partial) for p in problems
@@ -72,14 +74,16 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
         # generations are keyed by prompt, so --limit/--seeds/--families may change between reruns; these may not
         open_results_dir(out, {"run": str(run_dir or run.run_dir), "max_new_bytes": max_new_bytes,
                        "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb})
-        results = _exec_all(run, to_run, out, Sandbox(limits), max_new_bytes, workers, progress)
+        with compute():
+            results = _exec_all(run, to_run, out, Sandbox(limits), max_new_bytes, workers, progress)
     scores = None
     if bpb:
         cfg = getattr(run, "cfg", None)
         seq_len = seq_len or (getattr(getattr(cfg, "eval", None), "seq_len", 0) or cfg.data.seq_len)
         batch_size = batch_size or getattr(getattr(cfg, "eval", None), "batch_size", 0) or 8
         texts = [t for v in variants if v["valid"] for t in (v["text"], v["clean_text"])]
-        scores = _bpb_all(run, texts, seq_len, batch_size, device, progress)
+        with compute():
+            scores = _bpb_all(run, texts, seq_len, batch_size, device, progress)
         with open(out / BPB_FILE, "w", encoding="utf-8") as f:   # BPB of each perturbed text vs its clean text
             for v in variants:
                 if v["valid"] and v["text"] != v["clean_text"]:
