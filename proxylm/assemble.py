@@ -30,8 +30,8 @@ import torch
 
 from proxylm.codecs import load_codec
 from proxylm.codecs.base import CODEC_FILE
-from proxylm.codecs.precomputed import PrecomputedViews
-from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
+from proxylm.prepare.precomputed import PrecomputedViews
+from proxylm.prepare.codec_cache import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
 from proxylm.core.errors import ConfigError, UserError

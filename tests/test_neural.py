@@ -20,7 +20,7 @@ import proxylm.cli
 from proxylm.codecs.base import load_codec
 from proxylm.codecs.neural import coder
 from proxylm.codecs.neural.codec import NeuralCodec
-from proxylm.codecs.precomputed import EncodeJob, MissingView, PrecomputedViews, encode_corpus, shard_name
+from proxylm.prepare.precomputed import EncodeJob, MissingView, PrecomputedViews, encode_corpus, shard_name
 from proxylm.data.config import DataConfig
 from proxylm.core.representation import Representation
 

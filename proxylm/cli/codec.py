@@ -24,7 +24,7 @@ from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_cod
 from proxylm.cli import neural as neural_cli
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
-from proxylm.codecs.train import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
+from proxylm.prepare.codec_cache import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
                                   save_atomic, train_codec)
 from proxylm.data.config import DataConfig, ViewsConfig
 

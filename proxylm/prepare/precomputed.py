@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from proxylm.codecs.base import CannotEncode
-from proxylm.codecs.train import open_corpus, resolve_codec
+from proxylm.prepare.codec_cache import open_corpus, resolve_codec
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
 from proxylm.data.config import DataConfig
