@@ -175,7 +175,7 @@ def check_encode_kill(corpus, encoded, tmp_path, seed):
 
 def test_a_worker_dies_with_its_parent():
     """The mechanism alone (fast): a process that called die_with_parent() is killed with its parent."""
-    worker_code = ("from proxylm.prepare.precomputed import die_with_parent; import time; die_with_parent(); "
+    worker_code = ("from proxylm.core.process import die_with_parent; import time; die_with_parent(); "
                    "print('armed', flush=True); time.sleep(60)")
     parent_code = ("import subprocess, sys, time; "
                    f"w = subprocess.Popen([sys.executable, '-c', {worker_code!r}], stdout=subprocess.PIPE, text=True); "

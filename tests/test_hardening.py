@@ -121,10 +121,10 @@ def test_bad_numeric_flags_are_refused_in_one_line(args, flag, trained, tmp_path
 
 
 def test_neural_codec_refuses_zero_steps():
-    from proxylm.codecs.neural.codec import NeuralCodec
+    from proxylm.prepare.m1 import train_neural_codec
 
     with pytest.raises(ValueError, match="steps=0"):
-        NeuralCodec.train([b"x" * 100], steps=0)
+        train_neural_codec([b"x" * 100], steps=0)
 
 
 def test_generate_max_bytes_beyond_the_context_is_refused(trained, capsys):

@@ -9,7 +9,7 @@
     proxylm codec import --tokenizer tokenizer.json --out codecs/mine   # then views.codec_dir=codecs/mine
 
 `--codec` takes a codec directory, or the name of a codec that needs no training (gzip, halfbyte, ...).
-Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/codecs/train.py).
+Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/prepare/codec_cache.py).
 """
 
 from __future__ import annotations

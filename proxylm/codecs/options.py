@@ -7,7 +7,7 @@
         neural: {window_bits: 16, m1: {steps: 2000, dim: 96}}
 
 `CodecOptions.for_codec(name)` gives the keyword arguments the codec is trained (or built) with; they are
-also part of the codec's cache key (proxylm/codecs/train.py).
+also part of the codec's cache key (proxylm/prepare/codec_cache.py).
 """
 
 from __future__ import annotations

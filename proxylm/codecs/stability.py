@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxylm.codecs.base import Codec
-from proxylm.data.corpus import stable_hash64
+from proxylm.core.hashing import stable_hash64
 
 EDIT_FAMILIES = ("delete", "insert", "replace", "whitespace")
 INSERT_ALPHABET = string.ascii_letters + string.digits + string.punctuation + " "

@@ -32,7 +32,7 @@ import numpy as np
 from proxylm.core.errors import CannotEncode
 from proxylm.data.config import ScheduleConfig, ViewsConfig
 from proxylm.data.modes import COMPRESSED, COMPRESSED_FIRST, MIX_MODES, RANDOM, RAW, RAW_FIRST, mix_mode  # noqa: F401
-from proxylm.data.corpus import stable_unit
+from proxylm.core.hashing import stable_unit
 
 _DECISION_SALT = "proxylm-view-v1"
 

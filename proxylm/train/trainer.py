@@ -18,7 +18,6 @@ from pathlib import Path
 
 import torch
 
-from proxylm.config import RunConfig
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
 
@@ -41,7 +40,7 @@ def lr_at(cfg, step: int, total_steps: int) -> float:
     return t.lr + (floor - t.lr) * min(1.0, progress)
 
 
-def step_flops(cfg: RunConfig, rep, world_size: int, n_raw_positions: int) -> float:
+def step_flops(cfg, rep, world_size: int, n_raw_positions: int) -> float:
     """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
     `n_raw_positions` positions in all (those whose targets are all raw)."""
     d, m = cfg.data, cfg.model
@@ -51,7 +50,7 @@ def step_flops(cfg: RunConfig, rep, world_size: int, n_raw_positions: int) -> fl
     return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
 
 
-def planned_steps(cfg: RunConfig, rep, world_size: int = 1) -> int:
+def planned_steps(cfg, rep, world_size: int = 1) -> int:
     """Steps the LR and views schedules span: max_steps, or fewer if the FLOP budget ends first."""
     t = cfg.train
     if t.max_flops <= 0:
@@ -63,14 +62,15 @@ def planned_steps(cfg: RunConfig, rep, world_size: int = 1) -> int:
 
 class Trainer:
     """The loop, handed its parts (proxylm/assemble.py builds them for a corpus run; M1 training in
-    proxylm/codecs/neural/m1.py hands in its own loader and evaluator):
+    proxylm/prepare/m1.py hands in its own loader and evaluator):
 
+        cfg        the run's RunConfig (proxylm/config.py, a layer below this one: read, never imported)
         model      the unwrapped Transformer, already on `device` (wrapped here for DDP/FSDP)
         loader     next_batch(step) -> Batch, schedule(step), state_dict(), load_state_dict(), stats()
         evaluator  evaluator(model) -> {"bpb": float, "bytes": int, ...}
     """
 
-    def __init__(self, cfg: RunConfig, run_dir, model, rep, loader, evaluator, ctx=None, device=None,
+    def __init__(self, cfg, run_dir, model, rep, loader, evaluator, ctx=None, device=None,
                  total_steps: int | None = None, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
         t = cfg.train

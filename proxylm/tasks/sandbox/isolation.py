@@ -11,6 +11,8 @@ import platform
 import resource
 import signal
 
+from proxylm.core import process
+
 _libc = None
 
 
@@ -152,12 +154,9 @@ def install_seccomp(block_sockets: bool = True) -> None:
     _check(libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0), "seccomp")   # 2: SECCOMP_MODE_FILTER
 
 
-_PR_SET_PDEATHSIG = 1
-
-
 def die_with_parent() -> None:
     """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child)."""
-    _check(_c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
+    process.die_with_parent(strict=True)
 
 
 def _user_tasks() -> int:
