@@ -27,7 +27,6 @@ import torch
 
 from proxylm.codecs.base import load_codec
 from proxylm.codecs.neural import coder
-from proxylm.codecs.neural.codec import NeuralCodec
 from proxylm.data.config import DataConfig
 from proxylm.data.corpus import open_corpus
 from proxylm.prepare.m1 import train_neural_codec

@@ -31,7 +31,7 @@ import torch
 from proxylm.codecs import load_codec
 from proxylm.codecs.base import CODEC_FILE
 from proxylm.prepare.precomputed import PrecomputedViews
-from proxylm.prepare.codec_cache import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
+from proxylm.prepare.codec_cache import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
 from proxylm.core.errors import ConfigError, UserError

@@ -30,12 +30,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from proxylm.assemble import load_run
 from proxylm.codecs.bpe import byte_level_chars
@@ -44,7 +43,7 @@ from proxylm.core.errors import UserError
 from proxylm.core.interface import TokenInterface
 from proxylm.core.representation import Representation
 from proxylm.data.corpus import open_corpus
-from proxylm.model.hf import HF_CONFIG, WEIGHTS, hf_llama_config, hf_llama_state_dict
+from proxylm.model.hf import WEIGHTS, hf_llama_config, hf_llama_state_dict
 
 REPRESENTATION = "representation.json"
 RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
@@ -195,7 +194,6 @@ def _data_summary(cfg) -> str:
 
 def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
     import yaml
-
 
     cfg, rep, iface = run.cfg, run.rep, run.interface
     v, m = cfg.views, cfg.model

@@ -13,8 +13,6 @@ from proxylm.model.transformer import Transformer
 from toys import REP, PairCodec, random_model
 
 
-
-
 def no_stop_bytes() -> ByteInterface:
     iface = ByteInterface(REP)
     iface.stop_ids = ()  # a random model may pick a stop id; these tests want full-length output

@@ -14,13 +14,12 @@ Without `--out`, `train` writes to the same cache directory a run would use (see
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from proxylm.codecs.options import BpeBytesOptions, BpeOptions, CodecOptions, GzipOptions
 from proxylm.core.io import print_json
-from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.codecs.base import CODEC_FILE, codec_class
 from proxylm.cli import neural as neural_cli
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced

@@ -66,11 +66,6 @@ def levenshtein(a, b) -> int:
     return int(row[-1])
 
 
-def normalized_distance(a, b) -> float:
-    longest = max(len(a), len(b))
-    return levenshtein(a, b) / longest if longest else 0.0
-
-
 # ---- edits ---------------------------------------------------------------------------------------------
 def _random_chars(rng: np.random.Generator, n: int, avoid: str = "") -> str:
     out = []

@@ -106,7 +106,6 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
     """
     import dataclasses
 
-
     cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
     corpus = open_corpus(corpus_spec, cfg)
     docs, total, seen = [], 0, 0

@@ -158,5 +158,3 @@ def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None 
     return model, {"steps": summary["steps"], "window_bits_per_byte": summary["val_bpb"],
                    "train_loss": summary["loss"], "seconds": round(summary["elapsed_s"], 1),
                    "parameters": model.num_params(), "options": asdict(o)}
-
-

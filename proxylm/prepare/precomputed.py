@@ -197,9 +197,6 @@ def _open(job: EncodeJob):
 _worker: dict = {}
 
 
-
-
-
 def _worker_init(job: EncodeJob, threads: int, counter, parent_pid: int | None = None) -> None:
     import torch
 

@@ -153,7 +153,6 @@ def _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, 
 
     from tqdm import tqdm
 
-
     pending = set()
 
     def harvest(block: bool) -> None:

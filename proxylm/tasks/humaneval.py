@@ -250,7 +250,6 @@ def generate_and_score(run, problems: list[dict], sandbox, *, n_samples: int = 1
 
     from tqdm import tqdm
 
-
     done = read_done(samples_path)
     todo = [(p, s) for p in problems for s in range(n_samples) if (p["task_id"], s) not in done]
     stop = tuple(s.encode() for s in STOP_STRINGS)

@@ -37,7 +37,6 @@ def _bpb_all(run, texts: list[str], seq_len: int, batch_size: int, device, progr
     """text -> {nats, bytes}, one evaluate_bpb call per distinct text."""
     from tqdm import tqdm
 
-
     out = {}
     for text in tqdm(sorted(set(texts)), desc="bpb", disable=not progress, leave=False):
         r = evaluate_bpb(run.model, run.interface, [text.encode("utf-8")], seq_len, max(1, seq_len // 2),
@@ -53,7 +52,7 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
                    progress: bool = True, run=None) -> dict:
     """Perturb, generate greedily, execute, measure BPB; returns {"rows": [...], settings...} and writes
     out/robustness.json + out/robustness.md."""
-    
+
     if not execute and not bpb:
         raise ValueError("nothing to do: both execution and BPB are off")
     problems = load_problems(problems_path, limit)

@@ -190,4 +190,3 @@ def set_limits(limits: dict, own_user_namespace: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # an oversized write raises OSError (EFBIG) instead of killing the process silently
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-
