@@ -11,8 +11,6 @@ import platform
 import resource
 import signal
 
-from proxylm.core import process
-
 _libc = None
 
 
@@ -154,9 +152,14 @@ def install_seccomp(block_sockets: bool = True) -> None:
     _check(libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0), "seccomp")   # 2: SECCOMP_MODE_FILTER
 
 
+_PR_SET_PDEATHSIG = 1
+
+
 def die_with_parent() -> None:
-    """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child)."""
-    process.die_with_parent(strict=True)
+    """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child).
+    The library's workers use proxylm/core/process.py; this child-side copy exists because the sandboxed
+    interpreter imports nothing from proxylm (harness.py), and it raises where that one may not."""
+    _check(_c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
 
 
 def _user_tasks() -> int:
