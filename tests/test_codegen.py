@@ -13,13 +13,13 @@ import pytest
 
 from conftest import batched
 
-import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
+import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.cli import main
 from proxylm.cli.tasks import add_codegen_args, run_codegen_cli
 from proxylm.core.errors import UserError
 from proxylm.tasks import codegen as cg
 from proxylm.tasks import datasets as ds
-from proxylm.tasks import humaneval as he
+from proxylm.tasks import results
 from proxylm.tasks import plus_check
 
 HE_IDS = ("HumanEval/0", "HumanEval/2", "HumanEval/32")
@@ -56,7 +56,7 @@ def _write_jsonl(path, rows, gz=False):
 def files(tmp_path_factory):
     """One fixture file per benchmark, in the format of the real one."""
     d = tmp_path_factory.mktemp("codegen-data")
-    problems = {p["task_id"]: p for p in he.load_problems()}
+    problems = {p["task_id"]: p for p in ds.load_problems()}
     he_rows = [problems[t] for t in HE_IDS]
     plus_rows = [{**{k: problems[t][k] for k in ("task_id", "prompt", "entry_point", "canonical_solution", "test")},
                   "contract": "", "base_input": b, "plus_input": p, "atol": a}
@@ -83,7 +83,7 @@ def score(tmp_path, benchmark, files, rows, **kw):
 
 
 def by_sample(out_dir):
-    return {(r["task_id"], r["sample"]): r for r in map(json.loads, (out_dir / he.SAMPLES_FILE).open())}
+    return {(r["task_id"], r["sample"]): r for r in map(json.loads, (out_dir / results.SAMPLES_FILE).open())}
 
 
 # ---- datasets ----
@@ -250,7 +250,7 @@ def test_generation_prompt_stops_and_indent(files, tmp_path, monkeypatch):
     s = cg.evaluate_codegen("humaneval+", dataset=files["humaneval+"], run=run, progress=False)
     assert s["pass@1"] == 1.0 and s["step"] == 3 and s["out"].endswith("codegen-humanevalplus-greedy")
     assert all(stop == tuple(x.encode() for x in cg.HUMANEVAL_STOPS) for _, stop, _ in calls)
-    assert calls[0][2] == he.sample_seed(0, "HumanEval/0", 0)
+    assert calls[0][2] == results.sample_seed(0, "HumanEval/0", 0)
     rec = by_sample(tmp_path / "eval" / "codegen-humanevalplus-greedy")[("HumanEval/0", 0)]
     assert "unrelated" not in rec["completion"] and "\n   " not in rec["completion"].replace("\n    ", "")
     calls.clear()

@@ -14,9 +14,10 @@ import pytest
 from conftest import batched
 
 import proxylm.tasks.robustness.run as bpb_module  # where evaluate_bpb() is called
-import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
+import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.tasks import robustness as rb
-from proxylm.tasks.humaneval import build_program, load_problems
+from proxylm.tasks.datasets import load_problems
+from proxylm.tasks.humaneval import build_program
 from proxylm.tasks.sandbox import Sandbox
 
 FEW = 4   # problems in the quick execution checks

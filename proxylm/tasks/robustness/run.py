@@ -7,7 +7,10 @@ from pathlib import Path
 
 from proxylm.assemble import load_run
 from proxylm.eval.bpb import evaluate_bpb
-from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES, generate_and_score, load_problems, open_results_dir
+from proxylm.tasks.codegen import generate_and_score
+from proxylm.tasks.datasets import load_problems
+from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES
+from proxylm.tasks.results import ORIGINAL_HUMANEVAL, open_results_dir
 from proxylm.tasks.sandbox import Limits, Sandbox
 
 from .metrics import _bits, markdown_table, summarize_robustness
@@ -29,7 +32,7 @@ def _exec_all(run, variants: list[dict], out: Path | None, sandbox, max_new_byte
                 for k, v in distinct.items()]
     records = generate_and_score(run, problems, sandbox, n_samples=1, temperature=0.0, top_p=1.0,
                                  max_new_bytes=max_new_bytes, samples_path=samples_path, workers=workers,
-                                 progress=progress)
+                                 progress=progress, harness=ORIGINAL_HUMANEVAL)
     return {r["task_id"]: r for r in records}
 
 

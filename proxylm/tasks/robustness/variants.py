@@ -7,7 +7,7 @@ import hashlib
 import json
 import random
 
-from proxylm.tasks.humaneval import load_problems
+from proxylm.tasks.datasets import load_problems
 
 from . import syntax, text as text_perturbations  # noqa: F401  (importing them registers their perturbations)
 from .source import (DEFAULT_SEEDS, FAMILIES, PARTIAL_FAMILIES, REGISTRY, Edit, Perturbation, Source, apply_edits,
