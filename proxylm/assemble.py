@@ -232,10 +232,9 @@ class ValidationBPB:
         e, d = self.cfg.eval, self.cfg.data
         if self.docs is None:
             self.prepare()
-        seq_len = e.seq_len or d.seq_len
+        seq_len = e.window(d.seq_len)
         # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
-        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride or max(1, seq_len // 2),
-                            e.batch_size, self.device)
+        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride_for(seq_len), e.batch_size, self.device)
 
 
 # ---- the trainer ------------------------------------------------------------------------------------------------

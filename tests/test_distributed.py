@@ -194,8 +194,8 @@ def test_consolidated_checkpoint_loads_in_one_process(runs, mode):
     assert run.step == STEPS
     cfg = run.cfg
     docs = read_eval_docs(cfg.data.corpus, "val", cfg.data, cfg.eval.max_bytes)
-    seq_len = cfg.eval.seq_len or cfg.data.seq_len
-    bpb = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride or max(1, seq_len // 2),
+    seq_len = cfg.eval.window(cfg.data.seq_len)
+    bpb = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride_for(seq_len),
                        cfg.eval.batch_size)["bpb"]
     assert bpb == pytest.approx(final_bpb(run_dir), rel=LOSS_RTOL)
 

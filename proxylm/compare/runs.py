@@ -146,10 +146,9 @@ def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], qu
     extra_sets = {k: v for k, v in eval_sets.items() if k != "val"}
     if extra_sets:
         run = load_run(run_dir)
-        seq_len = cfg.eval.seq_len or cfg.data.seq_len
+        seq_len = cfg.eval.window(cfg.data.seq_len)
         for set_name, docs in extra_sets.items():
-            r = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride or seq_len // 2,
-                             cfg.eval.batch_size)
+            r = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride_for(seq_len), cfg.eval.batch_size)
             scores[set_name] = {"bpb": r["bpb"], "bytes": r["bytes"]}
     stats = summary.get("loader_stats", {})
     result = {"model": name, "run_dir": str(run_dir), "fingerprint": fp, "code": code_version(),

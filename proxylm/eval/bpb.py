@@ -49,9 +49,8 @@ def _windows(n: int, seq_len: int, stride: int):
 
 
 @torch.no_grad()
-def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: int | None = None,
+def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: int,
                  batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
-    stride = stride or seq_len
     if not 0 < stride <= seq_len:
         raise ValueError(f"stride must be in (0, seq_len], got {stride} for seq_len {seq_len}")
     ids, doc_idx, pos, counted, n_bytes = _stream(interface, docs)

@@ -8,6 +8,7 @@ from pathlib import Path
 from proxylm.assemble import load_run
 from proxylm.eval.bpb import evaluate_bpb
 from proxylm.tasks.codegen import generate_and_score
+from proxylm.train.config import EvalConfig
 from proxylm.tasks.datasets import load_problems
 from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES
 from proxylm.tasks.results import ORIGINAL_HUMANEVAL, open_results_dir
@@ -42,7 +43,7 @@ def _bpb_all(run, texts: list[str], seq_len: int, batch_size: int, device, progr
 
     out = {}
     for text in tqdm(sorted(set(texts)), desc="bpb", disable=not progress, leave=False):
-        r = evaluate_bpb(run.model, run.interface, [text.encode("utf-8")], seq_len, max(1, seq_len // 2),
+        r = evaluate_bpb(run.model, run.interface, [text.encode("utf-8")], seq_len, EvalConfig().stride_for(seq_len),
                          batch_size, device)
         out[text] = {"nats": r["nats"], "bytes": r["bytes"]}
     return out
@@ -78,8 +79,9 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
     scores = None
     if bpb:
         cfg = getattr(run, "cfg", None)
-        seq_len = seq_len or (getattr(getattr(cfg, "eval", None), "seq_len", 0) or cfg.data.seq_len)
-        batch_size = batch_size or getattr(getattr(cfg, "eval", None), "batch_size", 0) or 8
+        e = getattr(cfg, "eval", None) or EvalConfig()
+        seq_len = seq_len or e.window(cfg.data.seq_len)
+        batch_size = batch_size or e.batch_size
         texts = [t for v in variants if v["valid"] for t in (v["text"], v["clean_text"])]
         scores = _bpb_all(run, texts, seq_len, batch_size, device, progress)
         with open(out / BPB_FILE, "w", encoding="utf-8") as f:   # BPB of each perturbed text vs its clean text
