@@ -38,19 +38,16 @@ from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
+from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, LOCK, REPRESENTATION
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
 from proxylm.model import hf
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
-from proxylm.train.checkpoint import CKPT_DIR, latest_checkpoint
+from proxylm.train.checkpoint import latest_checkpoint
 from proxylm.train.trainer import Trainer, planned_steps
 
-CODEC_DIR = "codec"
-REPRESENTATION = "representation.json"
-CONFIG = "config.yaml"
-LOCK = ".lock"
 # what `proxylm resume RUN key=value` may change: everything that leaves the run's shapes, data and views alone
 RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name")
 

@@ -39,13 +39,14 @@ from safetensors.torch import save_file
 from proxylm.assemble import load_run
 from proxylm.codecs.bpe import byte_level_chars
 from proxylm.config import save_config, to_dict
+from proxylm.core import rundir
 from proxylm.core.errors import UserError
 from proxylm.core.interface import TokenInterface
 from proxylm.core.representation import Representation
+from proxylm.core.rundir import REPRESENTATION
 from proxylm.data.corpus import open_corpus
 from proxylm.model.hf import WEIGHTS, hf_llama_config, hf_llama_state_dict
 
-REPRESENTATION = "representation.json"
 RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -159,19 +160,12 @@ def suppressed_ids(interface, vocab_size: int) -> list[int]:
 def _validation_bpb(run_dir: Path, step: int) -> dict | None:
     """The validation BPB logged at `step` (else the last one before it), from metrics.jsonl or summary.json."""
     best = None
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if "val_bpb" in rec and rec.get("step", 0) <= step:
-                best = rec
-    if best is None and (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("steps") == step and summary.get("val_bpb") is not None:
-            best = {"step": step, "val_bpb": summary["val_bpb"]}
+    for rec in rundir.read_metrics(run_dir):
+        if "val_bpb" in rec and rec.get("step", 0) <= step:
+            best = rec
+    summary = rundir.read_summary(run_dir) if best is None else None
+    if summary is not None and summary.get("steps") == step and summary.get("val_bpb") is not None:
+        best = {"step": step, "val_bpb": summary["val_bpb"]}
     return best
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from proxylm.core import rundir
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
 
@@ -152,8 +153,7 @@ class Trainer:
     def _metrics(self, record: dict) -> None:
         if not self.ctx.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        rundir.append_metrics(self.run_dir, record)
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -235,7 +235,7 @@ class Trainer:
         if self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            self._tb = SummaryWriter(str(self.run_dir / rundir.TB_DIR))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
@@ -280,7 +280,7 @@ class Trainer:
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
                    "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
         if self.ctx.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            (self.run_dir / rundir.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
 
 
