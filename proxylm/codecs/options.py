@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-BYTE_VALUES = 256
+from proxylm.codecs.gzip_codec import check_level
+from proxylm.core.representation import N_BYTES as BYTE_VALUES
 
 
 @dataclass
@@ -36,8 +37,7 @@ class GzipOptions:
     level: int = 9
 
     def __post_init__(self):
-        if not 0 <= self.level <= 9:
-            raise ValueError(f"level must be in 0..9, got {self.level}")
+        check_level(self.level)
 
 
 @dataclass

@@ -12,12 +12,14 @@ to the loss; BPB = sum of nats / (ln 2 * raw bytes), exactly.
 
 from __future__ import annotations
 
-from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 import math
 from typing import Iterable
 
 import numpy as np
 import torch
+
+from proxylm.core.representation import N_BYTES
+from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 
 
 def _stream(interface, docs: Iterable[bytes]):
@@ -129,11 +131,11 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
 def unigram_bpb(train_docs: Iterable[bytes], eval_docs: list[bytes]) -> float:
     """BPB of a context-free byte model fit on `train_docs` (add-one smoothing): the floor any
     sequence model must clearly beat."""
-    counts = np.ones(256, dtype=np.float64)
+    counts = np.ones(N_BYTES, dtype=np.float64)
     for doc in train_docs:
-        counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+        counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=N_BYTES)
     log_p = np.log2(counts / counts.sum())
-    eval_counts = np.zeros(256, dtype=np.float64)
+    eval_counts = np.zeros(N_BYTES, dtype=np.float64)
     for doc in eval_docs:
-        eval_counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+        eval_counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=N_BYTES)
     return float(-(eval_counts * log_p).sum() / eval_counts.sum())

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from proxylm.codecs.base import Codec, register_codec
+from proxylm.core.representation import N_BYTES
 
 WEIGHTS_FILE = "m1.safetensors"
 TABLE_PREFIX = "table."
@@ -65,7 +66,7 @@ def coder_format() -> dict:
 @register_codec
 class NeuralCodec(Codec):
     name = "neural"
-    passthrough = 256
+    passthrough = N_BYTES
 
     def __init__(self, model_config: dict, weights: dict, tables: dict | None = None,
                  window_bits: int = DEFAULT_WINDOW_BITS, max_window_bytes: int | None = None,

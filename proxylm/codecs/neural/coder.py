@@ -49,7 +49,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from proxylm.codecs.neural.m1 import EXP_FRAC_BITS, N_BYTES, FixedPointM1
+from proxylm.codecs.neural.m1 import EXP_FRAC_BITS, FixedPointM1
+from proxylm.core.representation import N_BYTES
 
 PRECISION_BITS = 16  # P: M1's distribution in units of 2^-16
 STATE_BITS = 46  # K: coder interval inside [0, 2^46); width * cum < 2^62 fits int64
