@@ -170,17 +170,19 @@ def _validation_bpb(run_dir: Path, step: int) -> dict | None:
 
 
 def _data_summary(cfg) -> str:
-    """Corpus spec, train size and the validation split's manifest digest (never fails the export)."""
+    """Corpus spec, its listing (files and bytes on disk: no document is read) and the validation split's manifest
+    digest (the val split alone is read); never fails the export."""
     d = cfg.data
     line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
             f"{d.max_doc_bytes} bytes)\n")
     try:
         corpus = open_corpus(d.corpus, d)
-        train = corpus.documents("train")
+        listing = corpus.summary()
         m = corpus.manifest("val")
     except Exception as e:  # the corpus may not exist on the exporting machine
         return line + f"- corpus not readable at export time ({type(e).__name__}: {e})\n"
-    line += f"- train split: {len(train)} pieces, {sum(r.size for r in train)} bytes\n"
+    on_disk = sum(t["bytes"] for t in listing["types"].values())
+    line += f"- corpus listing: {listing['units']} units, {on_disk} bytes on disk (fingerprint `{corpus.fingerprint()}`)\n"
     line += (f"- val split manifest: {m['n_documents']} documents, {m['total_bytes']} bytes, sha256 `{m['sha256']}`"
              + (f" (Python {m['python']} standard library)" if "python" in m else "") + "\n")
     return line

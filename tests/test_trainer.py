@@ -100,3 +100,17 @@ def test_lr_schedules():
     assert lr_at(cfg, 55, 100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     cfg.train.lr_schedule = "wsd"
     assert lr_at(cfg, 50, 100) == 1.0 and lr_at(cfg, 90, 100) == pytest.approx(0.55)
+
+
+def test_the_corpus_is_opened_once_per_run(corpus, tmp_path, monkeypatch):
+    """Building a run that trains its codec lists the corpus once: the codec cache, the codec training, the
+    round-trip check, the loader and the validation set all read the one opened corpus."""
+    import proxylm.data.corpus as corpus_module
+
+    listed = []
+    list_units = corpus_module.list_units
+    monkeypatch.setattr(corpus_module, "list_units", lambda *a, **k: listed.append(a[0]) or list_units(*a, **k))
+    monkeypatch.setenv("PROXYLM_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(corpus, "proxy-bpe-micro", ["train.max_steps=1", "train.eval_every=0", "train.ckpt_every=0"])
+    build_trainer(cfg, tmp_path / "run", quiet=True)
+    assert listed == [corpus]

@@ -97,18 +97,19 @@ def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: 
             "targets": n_targets, "documents": int(doc_idx[-1]) + 1, "seq_len": seq_len, "stride": stride}
 
 
-def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -> list[bytes]:
+def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0, corpus=None) -> list[bytes]:
     """Whole documents of a corpus split until `max_bytes` (0: all, in corpus order).
 
     With a budget, the documents are a sample spread over the whole split (`Corpus.sample`: units in the order
     of a fixed hash of their keys, then documents by the hash of their keys), the same for every model and
     seed. The document that would overflow the budget is cut after its last newline that fits (never inside a
-    UTF-8 character, which the token baseline could not encode), and reading stops there.
+    UTF-8 character, which the token baseline could not encode), and reading stops there. `corpus`: the
+    corpus_spec corpus already opened with data_cfg (else opened here).
     """
     import dataclasses
 
     cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
-    corpus = open_corpus(corpus_spec, cfg)
+    corpus = corpus if corpus is not None else open_corpus(corpus_spec, cfg)
     docs, total, seen = [], 0, 0
     for doc in corpus.sample(split, max_bytes, oversample=EVAL_OVERSAMPLE):
         seen += 1

@@ -176,8 +176,9 @@ def _check_loaded(codec: Codec, name: str, options: dict, directory: Path) -> Co
     return codec
 
 
-def ensure_codec(views_cfg, data_cfg) -> Codec:
-    """The run's codec: loaded from `views.codec_dir` or the cache, else trained on the train split once."""
+def ensure_codec(views_cfg, data_cfg, corpus=None) -> Codec:
+    """The run's codec: loaded from `views.codec_dir` or the cache, else trained on the train split once.
+    corpus: the run's opened corpus (else opened here, only when the cache key or the training needs it)."""
     if views_cfg.codec is None:
         raise ValueError("views.codec is not set: a raw-bytes run has no codec")
     name, options = views_cfg.codec, codec_options(views_cfg)
@@ -186,7 +187,7 @@ def ensure_codec(views_cfg, data_cfg) -> Codec:
         return _check_loaded(load_codec(directory), name, options, directory)
     if not needs_training(name):
         return train_codec(name, **options)  # nothing to learn, nothing to cache
-    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    corpus = corpus if corpus is not None else open_corpus(data_cfg.corpus, data_cfg)
     if views_cfg.codec_dir:
         directory = Path(views_cfg.codec_dir).expanduser()
     else:
