@@ -13,8 +13,6 @@ import pytest
 
 import proxylm.cli
 
-pytest.importorskip("proxylm.data.corpus", reason="the corpus reader (proxylm/data/corpus.py) is not built yet")
-
 SMALL_VOCAB = 300
 STATS_KEYS = {"bytes_per_symbol", "roundtrip_failures", "encode_mb_per_s", "decode_mb_per_s", "documents", "bytes",
               "symbols", "fallback_documents", "passthrough_share"}

@@ -284,7 +284,6 @@ def test_train_codec_dispatch():
 @pytest.fixture
 def folder_corpus(tmp_path, monkeypatch):
     """A small folder corpus, and a cache dir of its own."""
-    pytest.importorskip("proxylm.data.corpus")
     root = tmp_path / "corpus"
     root.mkdir()
     for i, data in enumerate(TRAIN_TEXT * 3):
