@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 
 import proxylm.cli
 from proxylm.assemble import build_trainer, load_run

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import batched
+from helpers import batched, write_jsonl
 
 import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
@@ -26,11 +26,6 @@ FEW = 10   # problems in the quick end-to-end tests
 @pytest.fixture(scope="module")
 def problems():
     return datasets.load_problems()
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
 
 
 def _cli(argv):
@@ -49,12 +44,12 @@ def test_load_problems_from_package(problems):
 
 
 def test_load_problems_any_file(tmp_path, problems):
-    plain = _write_jsonl(tmp_path / "p.jsonl", problems[:3])
+    plain = write_jsonl(tmp_path / "p.jsonl", problems[:3])
     packed = tmp_path / "p.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
     assert datasets.load_problems(plain) == problems[:3] == datasets.load_problems(packed)
     assert datasets.load_problems(plain, limit=2) == problems[:2]
-    broken = _write_jsonl(tmp_path / "bad.jsonl", [{"task_id": "x", "prompt": ""}])
+    broken = write_jsonl(tmp_path / "bad.jsonl", [{"task_id": "x", "prompt": ""}])
     with pytest.raises(ValueError, match="lacks"):
         datasets.load_problems(broken)
 
@@ -113,14 +108,14 @@ def test_summarize_reports_available_k():
 # ---- scoring completions ----
 
 def test_canonical_solutions_all_pass(problems, tmp_path):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems])
     s = he.evaluate_humaneval(completions_path=comps, progress=False)
     assert (s["passed"], s["total"], s["pass@1"]) == (164, 164, 1.0), s["statuses"]
 
 
 def test_empty_completions_fail(problems, tmp_path):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": ""} for p in problems[:FEW]])
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": ""} for p in problems[:FEW]])
     s = he.evaluate_humaneval(completions_path=comps, limit=FEW, progress=False)
     assert (s["passed"], s["total"], s["pass@1"]) == (0, FEW, 0.0)
 
@@ -128,7 +123,7 @@ def test_empty_completions_fail(problems, tmp_path):
 def test_completions_cli_json(problems, tmp_path, capsys):
     rows = [{"task_id": p["task_id"], "completion": p["canonical_solution"] if i % 2 == 0 else "    return None\n"}
             for i, p in enumerate(problems[:4])]
-    comps = _write_jsonl(tmp_path / "c.jsonl", rows)
+    comps = write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
     assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
                                       "--workers", "2"])) == 0
@@ -146,7 +141,7 @@ def test_cli_needs_run_or_completions():
 
 
 def test_scoring_resumes(problems, tmp_path, monkeypatch):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems[:3]])
     out = tmp_path / "out"
     first = he.evaluate_humaneval(completions_path=comps, limit=3, out=out, progress=False)
@@ -205,14 +200,14 @@ def test_always_equal_result_does_not_pass(problems, tmp_path):
     """A wrong solution returning an object equal to everything (issue 13) fails, the canonical one passes."""
     p = problems[0]
     evil = "    class Yes:\n        __eq__ = lambda self, other: True\n        __bool__ = lambda self: True\n    return Yes()\n"
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
                                                 {"task_id": p["task_id"], "completion": p["canonical_solution"]}])
     s = he.evaluate_humaneval(completions_path=comps, limit=1, out=tmp_path / "o", progress=False)
     assert (s["samples_passed"], s["samples_total"]) == (1, 2)
 
 
 def test_partial_completions_refused_or_scored_out_of_all(problems, tmp_path, capsys):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems[:2]])
     with pytest.raises(ValueError, match="2 of the 5 problems.*--partial"):
         he.evaluate_humaneval(completions_path=comps, limit=5, progress=False)

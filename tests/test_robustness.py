@@ -11,7 +11,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import batched
+from helpers import batched
 
 import proxylm.tasks.robustness.run as bpb_module  # where evaluate_bpb() is called
 import proxylm.tasks.codegen as generate_module  # where generate_batch() is called

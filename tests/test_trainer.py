@@ -1,10 +1,9 @@
 """End to end on a tiny model over a tiny folder corpus: resume == uninterrupted, FLOP budget, run dir."""
 
-import json
 import math
 
 import pytest
-from conftest import write_code_corpus
+from helpers import metric_records, write_code_corpus
 
 from proxylm.config import load_config
 from proxylm.assemble import load_run
@@ -26,7 +25,7 @@ def _cfg(corpus, name="bytes-micro", extra=()):
 
 
 def _losses(run_dir):
-    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [r["loss"] for r in metric_records(run_dir) if "loss" in r]
 
 
 def test_run_dir_contents_and_learning(corpus, tmp_path):
@@ -40,7 +39,7 @@ def test_run_dir_contents_and_learning(corpus, tmp_path):
     losses = _losses(run)
     assert len(losses) == 30 and losses[-1] < losses[0] - 1.0
     assert summary["val_bpb"] < 8.0
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = metric_records(run)
     assert [r["step"] for r in records if "val_bpb" in r] == [15, 30]
     assert load_run(run).step == 30
 
