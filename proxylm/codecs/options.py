@@ -42,9 +42,8 @@ class GzipOptions:
 
 @dataclass
 class M1Options:
-    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes), 3
-    minutes on one CPU core; on stdlib: 1.89 bits per byte inside windows, 4.12 raw bytes per 16-bit symbol on the
-    val split (a 0.94M model trained 1500 steps gave the same 4.12; 3000 steps of this one 4.22)."""
+    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes); what
+    they give and cost on stdlib, and the sizes tried: BENCHMARKS.md, "Neural codec"."""
 
     dim: int = 96
     n_layers: int = 3

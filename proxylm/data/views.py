@@ -167,7 +167,7 @@ def spread_bytes(n_bytes: int, n_symbols: int) -> np.ndarray:
 
 def encode_or_none(codec, data: bytes):
     """codec's symbols for data, or None when it raises CannotEncode. Prefers `encode_many` (BPE's batch path
-    skips offset tracking: ~1.5x faster than `encode` even for one document)."""
+    skips offset tracking, so it is faster than `encode` even for one document: BENCHMARKS.md)."""
     many = getattr(codec, "encode_many", None)
     if many is not None:
         return many([data])[0]

@@ -9,16 +9,16 @@
     assert codec.decode(symbols) == b"import os\n"
 
 alphabet_size = 256 + 2^B, passthrough = 256 (the Representation maps symbols < 256 onto the raw-byte ids).
-Any input is encodable (improbable bytes pass through), so `CannotEncode` is never raised. With the default M1
-(trained in 3 minutes on stdlib's train split) the stdlib val split gives 4.12 raw bytes per 16-bit symbol.
+Any input is encodable (improbable bytes pass through), so `CannotEncode` is never raised. What the default M1
+gives on stdlib (bytes per symbol, training time, speed): BENCHMARKS.md, "Neural codec".
 
 Codec directory: codec.json ({"name": "neural", "window_bits", "max_window_bytes", "model": M1's ModelConfig,
 "format": the coder's constants, "m1_training": how M1 was trained}) and m1.safetensors (M1's float32 weights
 plus the fixed-point lookup tables under "table.*"). A codec written with other coder constants refuses to load
 rather than decode wrongly. max_window_bytes (default 2 * B) is also M1's training context.
 
-Speed: `encode_many` codes all ~1 KB segments of all given documents in parallel lanes (coder.py), ~35 KB/s on
-one core; encoding one short document alone is slow (few lanes). For whole corpora use the offline encoder
+Speed: `encode_many` codes all ~1 KB segments of all given documents in parallel lanes (coder.py); encoding one
+short document alone is slow (few lanes). For whole corpora use the offline encoder
 (proxylm/prepare/precomputed.py), which also spreads the work over processes and machines; the training loader reads its shards.
 """
 
