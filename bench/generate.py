@@ -181,7 +181,7 @@ def speculative_part(name: str, run, prompts: list[bytes], args) -> tuple[float,
         print(line)
     d = stats["heads only"].as_dict()
     print(f"heads only: draft i kept in {[round(a / max(1, d['row_steps']), 3) for a in d['accepted_at']]} of forwards")
-    print(f"rounds (s): " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in times.items()))
+    print("rounds (s): " + ", ".join(f"{k} {[round(t, 3) for t in v]}" for k, v in times.items()))
     print(f"sample: {outs['plain'][0][:100]!r}")
     text = text_acceptance(run, args)
     print(f"kept per forward if greedy output were the real continuation (teacher-forced): heads only "

@@ -27,9 +27,9 @@ import torch
 
 from proxylm.codecs.base import load_codec
 from proxylm.codecs.neural import coder
-from proxylm.codecs.neural.codec import NeuralCodec
 from proxylm.data.config import DataConfig
 from proxylm.data.corpus import open_corpus
+from proxylm.prepare.m1 import train_neural_codec
 
 BASELINE_PIECE = 1000  # bytes of each document the baseline encodes
 
@@ -49,7 +49,7 @@ def main() -> None:
         codec = load_codec(args.codec)
     else:
         texts = [corpus.read(r) for r in corpus.documents("train")]
-        codec = NeuralCodec.train(texts, steps=args.train_steps, threads=args.threads)
+        codec = train_neural_codec(texts, steps=args.train_steps, threads=args.threads)
         codec.save(tempfile.mkdtemp(prefix="neural-bench-"))
     docs, total = [], 0
     for ref in corpus.documents("val"):

@@ -19,12 +19,13 @@ all-reduce runs on the same cores as the compute.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from proxylm.core.rundir import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 WARMUP_STEPS = 5
@@ -43,7 +44,7 @@ def run(ranks: int, config: list[str], steps: int, distributed: str, out: Path) 
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-4000:]}")
-    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    records = read_metrics(out)
     by_step = {r["step"]: r for r in records if "symbols" in r}
     first, last = by_step[WARMUP_STEPS], by_step[max(by_step)]
     rate = (last["symbols"] - first["symbols"]) / (last["elapsed"] - first["elapsed"])

@@ -30,27 +30,24 @@ import torch
 
 from proxylm.codecs import load_codec
 from proxylm.codecs.base import CODEC_FILE
-from proxylm.codecs.precomputed import PrecomputedViews
-from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
+from proxylm.prepare.precomputed import PrecomputedViews
+from proxylm.prepare.codec_cache import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import autocast, pick_device, resolve_dtype
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
+from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, LOCK, REPRESENTATION
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
 from proxylm.model import hf
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
-from proxylm.train.checkpoint import CKPT_DIR, latest_checkpoint
+from proxylm.train.checkpoint import latest_checkpoint
 from proxylm.train.trainer import Trainer, planned_steps
 
-CODEC_DIR = "codec"
-REPRESENTATION = "representation.json"
-CONFIG = "config.yaml"
-LOCK = ".lock"
 # what `proxylm resume RUN key=value` may change: everything that leaves the run's shapes, data and views alone
 RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name")
 
@@ -122,8 +119,9 @@ def probe_writable(directory: Path, what: str) -> None:
         raise UserError(f"cannot write to {directory} ({e.strerror}): {what}") from None
 
 
-def check_codec_cache(cfg: RunConfig) -> None:
-    """A codec that must be trained is cached; find an unwritable cache before the corpus is read."""
+def check_codec_cache(cfg: RunConfig, corpus=None) -> None:
+    """A codec that must be trained is cached; find an unwritable cache before the corpus is read.
+    corpus: the run's opened corpus (else opened here)."""
 
     v = cfg.views
     if v.codec is None or not needs_training(v.codec):
@@ -134,7 +132,8 @@ def check_codec_cache(cfg: RunConfig) -> None:
             probe_writable(directory.parent, f"views.codec_dir={v.codec_dir}: the codec is trained there; "
                                              "choose a writable views.codec_dir")
         return
-    directory = default_codec_dir(v.codec, codec_options(v), open_corpus(cfg.data.corpus, cfg.data), cfg.data)
+    directory = default_codec_dir(v.codec, codec_options(v),
+                                  corpus if corpus is not None else open_corpus(cfg.data.corpus, cfg.data), cfg.data)
     if not (directory / CODEC_FILE).exists():  # a cache hit may well be read-only
         probe_writable(directory.parent, f"the codec cache ({cache_root()}) receives the trained codec; set "
                                          "PROXYLM_CACHE to a writable folder or views.codec_dir to a writable directory")
@@ -171,9 +170,9 @@ def check_resume_config(cfg: RunConfig, run_dir: Path) -> None:
 
 
 # ---- codec and representation ---------------------------------------------------------------------------
-def build_codec(cfg: RunConfig):
-    """The config's codec (None for raw bytes), trained and cached on first use."""
-    return None if cfg.views.codec is None else ensure_codec(cfg.views, cfg.data)
+def build_codec(cfg: RunConfig, corpus=None):
+    """The config's codec (None for raw bytes), trained and cached on first use (corpus: the opened one)."""
+    return None if cfg.views.codec is None else ensure_codec(cfg.views, cfg.data, corpus)
 
 
 def representation_for(cfg: RunConfig, codec) -> Representation:
@@ -182,13 +181,14 @@ def representation_for(cfg: RunConfig, codec) -> Representation:
     return Representation.for_codec(codec, separate_embedding=cfg.views.separate_embedding)
 
 
-def codec_and_representation(cfg: RunConfig, run_dir=None):
-    """(codec or None, Representation): the run's own saved ones when `run_dir` holds them, else built."""
+def codec_and_representation(cfg: RunConfig, run_dir=None, corpus=None):
+    """(codec or None, Representation): the run's own saved ones when `run_dir` holds them, else built (from
+    `corpus`, the run's opened corpus, when given)."""
     if run_dir is not None and (Path(run_dir) / REPRESENTATION).exists():
         codec_dir = Path(run_dir) / CODEC_DIR
         codec = load_codec(codec_dir) if codec_dir.exists() else None
         return codec, Representation.load(Path(run_dir) / REPRESENTATION)
-    codec = build_codec(cfg)
+    codec = build_codec(cfg, corpus)
     return codec, representation_for(cfg, codec)
 
 
@@ -210,10 +210,11 @@ def write_run_files(cfg: RunConfig, run_dir: Path, rep: Representation, codec, r
 
 # ---- evaluation during training -----------------------------------------------------------------------------
 class ValidationBPB:
-    """evaluator(model) -> {"bpb", "bytes", ...}: raw-byte BPB on the val split, documents read once."""
+    """evaluator(model) -> {"bpb", "bytes", ...}: raw-byte BPB on the val split, documents read once (from
+    `corpus`, the run's opened corpus, when given)."""
 
-    def __init__(self, cfg: RunConfig, rep: Representation, codec, device: torch.device):
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: RunConfig, rep: Representation, codec, device: torch.device, corpus=None):
+        self.cfg, self.device, self.corpus = cfg, device, corpus
         self.interface = interface_for(rep, codec, cfg.views)
         self.docs = None
 
@@ -222,7 +223,7 @@ class ValidationBPB:
         first evaluation."""
         e, d = self.cfg.eval, self.cfg.data
         try:
-            self.docs = read_eval_docs(d.corpus, "val", d, e.max_bytes)
+            self.docs = read_eval_docs(d.corpus, "val", d, e.max_bytes, corpus=self.corpus)
         except ValueError as err:
             raise UserError(f"corpus {d.corpus} has no validation text to evaluate ({err}); raise "
                             f"data.val_fraction (now {d.val_fraction}) or eval.max_bytes (now {e.max_bytes}), "
@@ -232,10 +233,9 @@ class ValidationBPB:
         e, d = self.cfg.eval, self.cfg.data
         if self.docs is None:
             self.prepare()
-        seq_len = e.seq_len or d.seq_len
+        seq_len = e.window(d.seq_len)
         # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
-        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride or max(1, seq_len // 2),
-                            e.batch_size, self.device)
+        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride_for(seq_len), e.batch_size, self.device)
 
 
 # ---- the trainer ------------------------------------------------------------------------------------------------
@@ -321,10 +321,11 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
         torch.set_num_threads(t.threads)
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
+    corpus = open_corpus(cfg.data.corpus, cfg.data)  # lists units only; opened once, handed to every part
     if not resume:
-        check_codec_cache(cfg)
+        check_codec_cache(cfg, corpus)
     try:
-        codec, rep = codec_and_representation(cfg, run_dir if resume else None)
+        codec, rep = codec_and_representation(cfg, run_dir if resume else None, corpus)
     except PermissionError as e:
         raise UserError(f"cannot write the codec cache at {e.filename} ({e.strerror}); set PROXYLM_CACHE to a "
                         "writable folder or views.codec_dir to a writable directory") from None
@@ -335,14 +336,13 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
         log = load_init_from(model, t.init_from, rep)
     total_steps = planned_steps(cfg, rep, ctx.world_size)
-    corpus = open_corpus(cfg.data.corpus, cfg.data)
     lossless = None
     if codec is not None and getattr(codec, "roundtrip_check", False) and not resume:
         lossless = check_lossless(codec, corpus, cfg.views.codec_dir or f"codec {cfg.views.codec}")
     loader = TrainLoader(cfg.data, cfg.views, rep, training_codec(cfg, codec), split="train", rank=ctx.rank,
                          world_size=ctx.world_size, total_steps=total_steps, n_future=cfg.model.n_future,
                          corpus=corpus)
-    evaluator = ValidationBPB(cfg, rep, codec, device)
+    evaluator = ValidationBPB(cfg, rep, codec, device, corpus)
     evaluator.prepare()  # an empty val split fails here, before training
     if ctx.is_main and not resume:
         write_run_files(cfg, run_dir, rep, codec, resume)

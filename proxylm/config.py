@@ -249,8 +249,8 @@ def validate_run(cfg: RunConfig) -> None:
     """Checks that span sections (each section checks its own keys when it is built)."""
     d, e = cfg.data, cfg.eval
     # (data.seq_len may exceed model.max_seq_len: RoPE is computed per position, max_seq_len bounds generation)
-    if e.stride and e.stride > (e.seq_len or d.seq_len):
-        raise ConfigError(f"eval.stride={e.stride}: must be <= the eval window ({e.seq_len or d.seq_len})")
+    if e.stride and e.stride > e.window(d.seq_len):
+        raise ConfigError(f"eval.stride={e.stride}: must be <= the eval window ({e.window(d.seq_len)})")
     if cfg.model.compose_embedding and cfg.views.codec != "bpe":
         raise ConfigError(f"model.compose_embedding=true: needs views.codec=bpe (a codec whose symbols stand for bytes "
                           f"one by one), got {cfg.views.codec!r}; set model.compose_embedding=false")

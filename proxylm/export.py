@@ -30,23 +30,23 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from proxylm.assemble import load_run
 from proxylm.codecs.bpe import byte_level_chars
 from proxylm.config import save_config, to_dict
+from proxylm.core import rundir
 from proxylm.core.errors import UserError
 from proxylm.core.interface import TokenInterface
 from proxylm.core.representation import Representation
+from proxylm.core.rundir import REPRESENTATION
 from proxylm.data.corpus import open_corpus
-from proxylm.model.hf import HF_CONFIG, WEIGHTS, hf_llama_config, hf_llama_state_dict
+from proxylm.model.hf import WEIGHTS, hf_llama_config, hf_llama_state_dict
 
-REPRESENTATION = "representation.json"
 RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -160,34 +160,29 @@ def suppressed_ids(interface, vocab_size: int) -> list[int]:
 def _validation_bpb(run_dir: Path, step: int) -> dict | None:
     """The validation BPB logged at `step` (else the last one before it), from metrics.jsonl or summary.json."""
     best = None
-    metrics = run_dir / "metrics.jsonl"
-    if metrics.exists():
-        for line in metrics.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:  # a line cut by a kill
-                continue
-            if "val_bpb" in rec and rec.get("step", 0) <= step:
-                best = rec
-    if best is None and (run_dir / "summary.json").exists():
-        summary = json.loads((run_dir / "summary.json").read_text())
-        if summary.get("steps") == step and summary.get("val_bpb") is not None:
-            best = {"step": step, "val_bpb": summary["val_bpb"]}
+    for rec in rundir.read_metrics(run_dir):
+        if "val_bpb" in rec and rec.get("step", 0) <= step:
+            best = rec
+    summary = rundir.read_summary(run_dir) if best is None else None
+    if summary is not None and summary.get("steps") == step and summary.get("val_bpb") is not None:
+        best = {"step": step, "val_bpb": summary["val_bpb"]}
     return best
 
 
 def _data_summary(cfg) -> str:
-    """Corpus spec, train size and the validation split's manifest digest (never fails the export)."""
+    """Corpus spec, its listing (files and bytes on disk: no document is read) and the validation split's manifest
+    digest (the val split alone is read); never fails the export."""
     d = cfg.data
     line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
             f"{d.max_doc_bytes} bytes)\n")
     try:
         corpus = open_corpus(d.corpus, d)
-        train = corpus.documents("train")
+        listing = corpus.summary()
         m = corpus.manifest("val")
     except Exception as e:  # the corpus may not exist on the exporting machine
         return line + f"- corpus not readable at export time ({type(e).__name__}: {e})\n"
-    line += f"- train split: {len(train)} pieces, {sum(r.size for r in train)} bytes\n"
+    on_disk = sum(t["bytes"] for t in listing["types"].values())
+    line += f"- corpus listing: {listing['units']} units, {on_disk} bytes on disk (fingerprint `{corpus.fingerprint()}`)\n"
     line += (f"- val split manifest: {m['n_documents']} documents, {m['total_bytes']} bytes, sha256 `{m['sha256']}`"
              + (f" (Python {m['python']} standard library)" if "python" in m else "") + "\n")
     return line
@@ -195,7 +190,6 @@ def _data_summary(cfg) -> str:
 
 def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
     import yaml
-
 
     cfg, rep, iface = run.cfg, run.rep, run.interface
     v, m = cfg.views, cfg.model

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 import proxylm.cli
-
-pytest.importorskip("proxylm.data.corpus", reason="the corpus reader (proxylm/data/corpus.py) is not built yet")
+from helpers import run_cli
 
 SMALL_VOCAB = 300
 STATS_KEYS = {"bytes_per_symbol", "roundtrip_failures", "encode_mb_per_s", "decode_mb_per_s", "documents", "bytes",
@@ -44,22 +43,16 @@ def corpus(tmp_path) -> str:
     return str(root)
 
 
-def run(capsys, *argv) -> tuple[int, str, str]:
-    rc = proxylm.cli.main([str(a) for a in argv])
-    out = capsys.readouterr()
-    return rc, out.out, out.err
-
-
 @pytest.fixture
 def bpe_dir(corpus, tmp_path, capsys) -> str:
     out = tmp_path / "bpe"
-    rc, _, err = run(capsys, "codec", "train", "bpe", "--corpus", corpus, "--vocab-size", SMALL_VOCAB, "--out", out)
+    rc, _, err = run_cli(capsys, "codec", "train", "bpe", "--corpus", corpus, "--vocab-size", SMALL_VOCAB, "--out", out)
     assert rc == 0, err
     return str(out)
 
 
 def stats(capsys, codec, corpus, *extra) -> dict:
-    rc, out, err = run(capsys, "codec", "stats", "--codec", codec, "--corpus", corpus, "--split", "all", "--json",
+    rc, out, err = run_cli(capsys, "codec", "stats", "--codec", codec, "--corpus", corpus, "--split", "all", "--json",
                        *extra)
     assert rc == 0, err
     return json.loads(out)  # exactly one JSON object on stdout
@@ -90,32 +83,32 @@ def test_stats_of_untrained_codecs_by_name(capsys, corpus, name, bytes_per_symbo
 
 
 def test_stats_human_output(capsys, bpe_dir, corpus):
-    rc, out, _ = run(capsys, "codec", "stats", "--codec", bpe_dir, "--corpus", corpus, "--split", "all")
+    rc, out, _ = run_cli(capsys, "codec", "stats", "--codec", bpe_dir, "--corpus", corpus, "--split", "all")
     assert rc == 0 and "raw bytes per symbol" in out and "round-trip failures   0" in out
 
 
 def test_train_bpe_bytes_gray_and_gzip(capsys, corpus, tmp_path):
-    rc, _, err = run(capsys, "codec", "train", "bpe-bytes", "--gray", "--corpus", corpus,
+    rc, _, err = run_cli(capsys, "codec", "train", "bpe-bytes", "--gray", "--corpus", corpus,
                      "--vocab-size", SMALL_VOCAB, "--out", tmp_path / "gray")
     assert rc == 0, err
     assert json.loads((tmp_path / "gray" / "codec.json").read_text())["gray"] is True
     assert stats(capsys, tmp_path / "gray", corpus)["roundtrip_failures"] == 0
-    rc, _, err = run(capsys, "codec", "train", "gzip", "--level", 6, "--out", tmp_path / "gz")
+    rc, _, err = run_cli(capsys, "codec", "train", "gzip", "--level", 6, "--out", tmp_path / "gz")
     assert rc == 0, err
     assert json.loads((tmp_path / "gz" / "codec.json").read_text()) == {"name": "gzip", "level": 6}
 
 
 def test_train_without_out_fills_the_run_cache(capsys, corpus, tmp_path):
-    rc, out, err = run(capsys, "codec", "train", "bpe", "--corpus", corpus, "--vocab-size", SMALL_VOCAB)
+    rc, out, err = run_cli(capsys, "codec", "train", "bpe", "--corpus", corpus, "--vocab-size", SMALL_VOCAB)
     assert rc == 0, err
     assert str(tmp_path / "cache" / "codecs" / "bpe-") in out
 
 
 def test_train_refuses_to_overwrite_without_force(capsys, bpe_dir, corpus):
     args = ["codec", "train", "bpe", "--corpus", corpus, "--vocab-size", SMALL_VOCAB + 4, "--out", bpe_dir]
-    rc, _, err = run(capsys, *args)
+    rc, _, err = run_cli(capsys, *args)
     assert rc == 2 and "--force" in err
-    rc, _, err = run(capsys, *args, "--force")
+    rc, _, err = run_cli(capsys, *args, "--force")
     assert rc == 0, err
     assert json.loads((Path(bpe_dir) / "codec.json").read_text())["vocab_size"] == SMALL_VOCAB + 4
 
@@ -123,17 +116,17 @@ def test_train_refuses_to_overwrite_without_force(capsys, bpe_dir, corpus):
 @pytest.mark.parametrize("codec,message", [("bpe", "must be trained first"), ("/nonexistent/dir", "no such codec"),
                                            ("nope", "not a codec name")])
 def test_bad_codec_arguments_are_clear_errors(capsys, corpus, codec, message):
-    rc, out, err = run(capsys, "codec", "stats", "--codec", codec, "--corpus", corpus)
+    rc, out, err = run_cli(capsys, "codec", "stats", "--codec", codec, "--corpus", corpus)
     assert rc == 2 and message in err and not out
 
 
 def test_unknown_codec_name_in_train(capsys, corpus):
-    rc, _, err = run(capsys, "codec", "train", "nope", "--corpus", corpus)
+    rc, _, err = run_cli(capsys, "codec", "train", "nope", "--corpus", corpus)
     assert rc == 2 and "unknown codec" in err
 
 
 def test_stability_json_bpe_more_stable_than_gzip(capsys, bpe_dir, corpus):
-    rc, out, err = run(capsys, "codec", "stability", "--codec", bpe_dir, "--codec", "gzip", "--corpus", corpus,
+    rc, out, err = run_cli(capsys, "codec", "stability", "--codec", bpe_dir, "--codec", "gzip", "--corpus", corpus,
                        "--split", "all", "--trials", 2, "--json")
     assert rc == 0, err
     report = json.loads(out)
@@ -145,16 +138,16 @@ def test_stability_json_bpe_more_stable_than_gzip(capsys, bpe_dir, corpus):
 
 
 def test_stability_table_and_bad_family(capsys, bpe_dir, corpus):
-    rc, out, _ = run(capsys, "codec", "stability", "--codec", bpe_dir, "--codec", "halfbyte", "--corpus", corpus,
+    rc, out, _ = run_cli(capsys, "codec", "stability", "--codec", bpe_dir, "--codec", "halfbyte", "--corpus", corpus,
                      "--split", "all", "--edits", "delete,whitespace")
     assert rc == 0 and "whitespace" in out and "halfbyte" in out
-    rc, _, err = run(capsys, "codec", "stability", "--codec", "gzip", "--corpus", corpus, "--split", "all",
+    rc, _, err = run_cli(capsys, "codec", "stability", "--codec", "gzip", "--corpus", corpus, "--split", "all",
                      "--edits", "shuffle")
     assert rc == 2 and "unknown edit family" in err
 
 
 def test_encode_verb(capsys, bpe_dir):
-    rc, out, _ = run(capsys, "codec", "encode", "--codec", bpe_dir, "--text", "def norm(self):", "--json")
+    rc, out, _ = run_cli(capsys, "codec", "encode", "--codec", bpe_dir, "--text", "def norm(self):", "--json")
     result = json.loads(out)
     assert rc == 0 and result["roundtrip_ok"] and result["symbols"] == len(result["ids"]) < result["bytes"]
 
@@ -162,9 +155,9 @@ def test_encode_verb(capsys, bpe_dir):
 @pytest.mark.slow
 def test_bpe_4096_on_stdlib(capsys, tmp_path):
     out = tmp_path / "bpe-4096"
-    rc, _, err = run(capsys, "codec", "train", "bpe", "--corpus", "stdlib", "--vocab-size", 4096, "--out", out)
+    rc, _, err = run_cli(capsys, "codec", "train", "bpe", "--corpus", "stdlib", "--vocab-size", 4096, "--out", out)
     assert rc == 0, err
-    rc, text, err = run(capsys, "codec", "stats", "--codec", out, "--corpus", "stdlib", "--split", "val", "--json")
+    rc, text, err = run_cli(capsys, "codec", "stats", "--codec", out, "--corpus", "stdlib", "--split", "val", "--json")
     result = json.loads(text)
     assert result["documents"] > 0 and result["roundtrip_failures"] == 0
     assert result["bytes_per_symbol"] >= STDLIB_MIN_BYTES_PER_SYMBOL
@@ -173,6 +166,6 @@ def test_bpe_4096_on_stdlib(capsys, tmp_path):
 def test_train_never_replaces_a_non_codec_directory(capsys, tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    rc, _, err = run(capsys, "codec", "train", "halfbyte", "--out", tmp_path / "notes", "--force")
+    rc, _, err = run_cli(capsys, "codec", "train", "halfbyte", "--out", tmp_path / "notes", "--force")
     assert rc == 2 and "not a codec directory" in err
     assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"

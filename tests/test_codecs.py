@@ -17,7 +17,7 @@ from proxylm.codecs.bits import BitCodec, DoubleBitCodec, DoubleByteCodec, HalfB
 from proxylm.codecs.bpe import BpeBytesCodec, BpeCodec, byte_level_chars, gray_code, id_width
 from proxylm.codecs.gzip_codec import GzipCodec
 from proxylm.codecs.stability import EDIT_FAMILIES, apply_edit, levenshtein, make_edit_pairs, stability
-from proxylm.codecs.train import cache_root, ensure_codec, needs_training, train_codec
+from proxylm.prepare.codec_cache import cache_root, ensure_codec, needs_training, train_codec
 from proxylm.codecs.options import codec_options_for
 from proxylm.data.config import DataConfig, ViewsConfig
 
@@ -284,7 +284,6 @@ def test_train_codec_dispatch():
 @pytest.fixture
 def folder_corpus(tmp_path, monkeypatch):
     """A small folder corpus, and a cache dir of its own."""
-    pytest.importorskip("proxylm.data.corpus")
     root = tmp_path / "corpus"
     root.mkdir()
     for i, data in enumerate(TRAIN_TEXT * 3):
@@ -350,7 +349,7 @@ def test_ensure_codec_crash_leaves_no_codec(folder_corpus, monkeypatch):
 
 
 def test_ensure_codec_fixed_codec_needs_no_corpus(monkeypatch):
-    monkeypatch.setattr("proxylm.codecs.train.open_corpus", lambda *a: pytest.fail("corpus opened"))
+    monkeypatch.setattr("proxylm.prepare.codec_cache.open_corpus", lambda *a: pytest.fail("corpus opened"))
     codec = ensure_codec(ViewsConfig(codec="gzip", codec_options=codec_options_for("gzip", level=4)), DataConfig(corpus="/nonexistent"))
     assert isinstance(codec, GzipCodec) and codec.level == 4
 

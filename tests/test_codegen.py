@@ -5,21 +5,20 @@ HumanEvalPlus JSONL.gz, sanitized-mbpp.json / mbpp.jsonl, MbppPlus JSONL), offli
 """
 
 import argparse
-import gzip
 import json
 from types import SimpleNamespace
 
 import pytest
 
-from conftest import batched
+from helpers import batched, write_jsonl
 
-import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
+import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.cli import main
 from proxylm.cli.tasks import add_codegen_args, run_codegen_cli
 from proxylm.core.errors import UserError
 from proxylm.tasks import codegen as cg
 from proxylm.tasks import datasets as ds
-from proxylm.tasks import humaneval as he
+from proxylm.tasks import results
 from proxylm.tasks import plus_check
 
 HE_IDS = ("HumanEval/0", "HumanEval/2", "HumanEval/32")
@@ -46,17 +45,11 @@ MBPP = [   # (number, description, canonical code, asserts, base_input, plus_inp
 ]
 
 
-def _write_jsonl(path, rows, gz=False):
-    text = "".join(json.dumps(r) + "\n" for r in rows)
-    path.write_bytes(gzip.compress(text.encode()) if gz else text.encode())
-    return path
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     """One fixture file per benchmark, in the format of the real one."""
     d = tmp_path_factory.mktemp("codegen-data")
-    problems = {p["task_id"]: p for p in he.load_problems()}
+    problems = {p["task_id"]: p for p in ds.load_problems()}
     he_rows = [problems[t] for t in HE_IDS]
     plus_rows = [{**{k: problems[t][k] for k in ("task_id", "prompt", "entry_point", "canonical_solution", "test")},
                   "contract": "", "base_input": b, "plus_input": p, "atol": a}
@@ -67,10 +60,10 @@ def files(tmp_path_factory):
     sanitized = [{"source_file": "x", "task_id": n, "prompt": desc, "code": code, "test_imports": [],
                   "test_list": asserts} for n, desc, code, asserts, _, _ in MBPP]
     (d / "sanitized-mbpp.json").write_text(json.dumps(sanitized))
-    return {"humaneval": _write_jsonl(d / "HumanEval.jsonl", he_rows),
-            "humaneval+": _write_jsonl(d / "HumanEvalPlus-v0.1.10.jsonl.gz", plus_rows, gz=True),
+    return {"humaneval": write_jsonl(d / "HumanEval.jsonl", he_rows),
+            "humaneval+": write_jsonl(d / "HumanEvalPlus-v0.1.10.jsonl.gz", plus_rows, gz=True),
             "mbpp": d / "sanitized-mbpp.json",
-            "mbpp+": _write_jsonl(d / "MbppPlus-v0.2.0.jsonl", mbpp_plus)}
+            "mbpp+": write_jsonl(d / "MbppPlus-v0.2.0.jsonl", mbpp_plus)}
 
 
 def canonical(tasks):
@@ -78,12 +71,12 @@ def canonical(tasks):
 
 
 def score(tmp_path, benchmark, files, rows, **kw):
-    comps = _write_jsonl(tmp_path / f"c-{benchmark.replace('+', 'p')}.jsonl", rows)
+    comps = write_jsonl(tmp_path / f"c-{benchmark.replace('+', 'p')}.jsonl", rows)
     return cg.evaluate_codegen(benchmark, dataset=files[benchmark], completions_path=comps, progress=False, **kw)
 
 
 def by_sample(out_dir):
-    return {(r["task_id"], r["sample"]): r for r in map(json.loads, (out_dir / he.SAMPLES_FILE).open())}
+    return {(r["task_id"], r["sample"]): r for r in map(json.loads, (out_dir / results.SAMPLES_FILE).open())}
 
 
 # ---- datasets ----
@@ -101,7 +94,7 @@ def test_loaders_read_each_format(files, benchmark):
 
 
 def test_full_mbpp_jsonl_and_bad_files(tmp_path):
-    full = _write_jsonl(tmp_path / "mbpp.jsonl", [{"task_id": n, "text": desc, "code": code, "test_setup_code": "",
+    full = write_jsonl(tmp_path / "mbpp.jsonl", [{"task_id": n, "text": desc, "code": code, "test_setup_code": "",
                                                    "test_list": a, "challenge_test_list": []}
                                                   for n, desc, code, a, _, _ in MBPP])
     tasks = ds.load_mbpp(full)
@@ -214,7 +207,7 @@ def test_hostile_solutions_are_contained(files, tmp_path):
 
 def test_partial_completions(files, tmp_path, capsys):
     tasks, _ = ds.load_benchmark("mbpp", files["mbpp"])
-    comps = _write_jsonl(tmp_path / "c.jsonl", canonical(tasks)[:2])
+    comps = write_jsonl(tmp_path / "c.jsonl", canonical(tasks)[:2])
     with pytest.raises(UserError, match="2 of the 3 mbpp tasks.*--partial"):
         cg.evaluate_codegen("mbpp", dataset=files["mbpp"], completions_path=comps, progress=False)
     parser = argparse.ArgumentParser()
@@ -250,7 +243,7 @@ def test_generation_prompt_stops_and_indent(files, tmp_path, monkeypatch):
     s = cg.evaluate_codegen("humaneval+", dataset=files["humaneval+"], run=run, progress=False)
     assert s["pass@1"] == 1.0 and s["step"] == 3 and s["out"].endswith("codegen-humanevalplus-greedy")
     assert all(stop == tuple(x.encode() for x in cg.HUMANEVAL_STOPS) for _, stop, _ in calls)
-    assert calls[0][2] == he.sample_seed(0, "HumanEval/0", 0)
+    assert calls[0][2] == results.sample_seed(0, "HumanEval/0", 0)
     rec = by_sample(tmp_path / "eval" / "codegen-humanevalplus-greedy")[("HumanEval/0", 0)]
     assert "unrelated" not in rec["completion"] and "\n   " not in rec["completion"].replace("\n    ", "")
     calls.clear()
@@ -269,7 +262,7 @@ def test_without_evalplus(files, tmp_path, monkeypatch, capsys):
     assert cg.evalplus_sanitizer() is None
     tasks, _ = ds.load_benchmark("mbpp+", files["mbpp+"])
     assert tasks[0]["base_input"][0] == [(3, 4, 5, 6), (5, 7, 4, 10)]
-    comps = _write_jsonl(tmp_path / "c.jsonl", canonical(tasks))
+    comps = write_jsonl(tmp_path / "c.jsonl", canonical(tasks))
     parser = argparse.ArgumentParser()
     add_codegen_args(parser)
     args = parser.parse_args(["--benchmark", "mbpp+", "--dataset", str(files["mbpp+"]), "--completions", str(comps)])
@@ -316,7 +309,7 @@ def test_real_dataset_canonical_solutions_all_pass(benchmark, expected, tmp_path
         tasks, path = ds.load_benchmark(benchmark)
     except UserError as e:
         pytest.skip(str(e))
-    comps = _write_jsonl(tmp_path / "c.jsonl", canonical(tasks))
+    comps = write_jsonl(tmp_path / "c.jsonl", canonical(tasks))
     s = cg.evaluate_codegen(benchmark, dataset=path, completions_path=comps, progress=False, out=tmp_path / "o")
     failed = [r["task_id"] for r in by_sample(tmp_path / "o").values() if not r["passed"]]
     assert (s["passed"], s["total"], failed) == (expected, expected, [])

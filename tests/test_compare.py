@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 
 from proxylm.compare import MODELS, PRESETS, Size, compare, fingerprint, flops_to_reach, model_config
 from proxylm.compare import stats

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import losses_by_step, metric_records
 
 from proxylm.config import load_config
 from proxylm.data.loader import TrainLoader
@@ -75,20 +76,6 @@ def torchrun(*args: str, nproc: int = RANKS) -> subprocess.CompletedProcess:
     return done
 
 
-def step_metrics(run_dir: Path) -> dict[int, dict]:
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return {m["step"]: m for m in lines if "loss" in m}
-
-
-def losses(run_dir: Path) -> dict[int, float]:
-    return {step: m["loss"] for step, m in step_metrics(run_dir).items()}
-
-
-def final_bpb(run_dir: Path) -> float:
-    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [m["val_bpb"] for m in lines if "val_bpb" in m][-1]
-
-
 @pytest.fixture(scope="module")
 def runs(corpus, tmp_path_factory):
     """mode -> run directory of one 2-rank launch (made on first use, shared by the tests)."""
@@ -130,6 +117,14 @@ def one_process(corpus, run_dir: Path, accum_per_rank: int = 1):
                                   for r in range(RANKS)])
     got = {m["step"]: m for m in (trainer.train_step() for _ in range(STEPS))}
     return got, trainer.evaluate()["bpb"]
+
+
+def step_metrics(run_dir: Path) -> dict[int, dict]:
+    return {m["step"]: m for m in metric_records(run_dir) if "loss" in m}
+
+
+def final_bpb(run_dir: Path) -> float:
+    return [m["val_bpb"] for m in metric_records(run_dir) if "val_bpb" in m][-1]
 
 
 @pytest.fixture(scope="module")
@@ -194,8 +189,8 @@ def test_consolidated_checkpoint_loads_in_one_process(runs, mode):
     assert run.step == STEPS
     cfg = run.cfg
     docs = read_eval_docs(cfg.data.corpus, "val", cfg.data, cfg.eval.max_bytes)
-    seq_len = cfg.eval.seq_len or cfg.data.seq_len
-    bpb = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride or max(1, seq_len // 2),
+    seq_len = cfg.eval.window(cfg.data.seq_len)
+    bpb = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride_for(seq_len),
                        cfg.eval.batch_size)["bpb"]
     assert bpb == pytest.approx(final_bpb(run_dir), rel=LOSS_RTOL)
 
@@ -211,8 +206,8 @@ def test_resume_under_two_ranks_continues_exactly(runs, mode, tmp_path):
     (run_dir / CKPT_DIR / LATEST).write_text(checkpoint_name(CKPT_EVERY) + "\n")
     (run_dir / "metrics.jsonl").write_text("")
     torchrun("resume", str(run_dir))
-    want = losses(full)
-    got = losses(run_dir)
+    want = losses_by_step(full)
+    got = losses_by_step(run_dir)
     assert sorted(got) == list(range(CKPT_EVERY + 1, STEPS + 1))
     for step, loss in got.items():
         assert loss == pytest.approx(want[step], rel=LOSS_RTOL), f"step {step}"

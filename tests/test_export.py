@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 from proxylm.cli import main  # noqa: E402
 from proxylm.codecs.bpe import BpeBytesCodec, BpeCodec  # noqa: E402
 from proxylm.config import RunConfig, save_config  # noqa: E402
-from proxylm.codecs.options import codec_options_for
+from proxylm.codecs.options import codec_options_for  # noqa: E402
 from proxylm.data.config import DataConfig, ViewsConfig  # noqa: E402
 from proxylm.core.representation import SPECIAL_TOKENS, Representation  # noqa: E402
 from proxylm.eval.generate import generate  # noqa: E402

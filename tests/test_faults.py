@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import processes_mentioning, write_code_corpus
+from helpers import alive, losses_by_step, processes_mentioning, val_by_step, wait_until, write_code_corpus
 
 from proxylm.tasks.sandbox import Sandbox, detect_isolation
 
@@ -52,37 +52,6 @@ def children(pid: int) -> list[int]:
         if int(fields[1]) == pid:
             out.append(int(stat.parent.name))
     return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
-def wait_until(cond, timeout: float = 120.0, poll: float = 0.01) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(poll)
-    return False
-
-
-def losses_by_step(run: Path) -> dict:
-    """step -> loss; a step logged twice (before a kill and again after the resume) must agree with itself."""
-    out = {}
-    for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()):
-        if "loss" in r:
-            assert out.setdefault(r["step"], r["loss"]) == r["loss"], f"step {r['step']} differs after resume"
-    return out
-
-
-def val_by_step(run: Path) -> dict:
-    return {r["step"]: r["val_bpb"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
-            if "val_bpb" in r}
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +144,7 @@ def check_encode_kill(corpus, encoded, tmp_path, seed):
 
 def test_a_worker_dies_with_its_parent():
     """The mechanism alone (fast): a process that called die_with_parent() is killed with its parent."""
-    worker_code = ("from proxylm.codecs.precomputed import die_with_parent; import time; die_with_parent(); "
+    worker_code = ("from proxylm.core.process import die_with_parent; import time; die_with_parent(); "
                    "print('armed', flush=True); time.sleep(60)")
     parent_code = ("import subprocess, sys, time; "
                    f"w = subprocess.Popen([sys.executable, '-c', {worker_code!r}], stdout=subprocess.PIPE, text=True); "
@@ -197,15 +166,6 @@ def test_kill_encode_workers_die_and_resume_is_identical(corpus, encoded, tmp_pa
 # ---- eval humaneval: the sandbox ------------------------------------------------------------------------------
 
 
-def _wait_for(cond, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux only")
 def test_kill_9_of_eval_humaneval_kills_the_candidate(tmp_path):
     root = tmp_path / "tmp"
@@ -224,12 +184,12 @@ def test_kill_9_of_eval_humaneval_kills_the_candidate(tmp_path):
         def running():
             dirs = [p for p in root.iterdir() if p.name.startswith(f"proxylm-sbx-{evaluator.pid}.")]
             return bool(dirs) and bool(processes_mentioning(str(dirs[0])))
-        assert _wait_for(running, 60), "the candidate never started"
+        assert wait_until(running, 60, 0.05), "the candidate never started"
         time.sleep(0.5)   # past the launcher, inside the program's sleep
     finally:
         evaluator.send_signal(signal.SIGKILL)
         evaluator.wait()
-    assert _wait_for(lambda: not processes_mentioning(str(root)), MARGIN_S), processes_mentioning(str(root))
+    assert wait_until(lambda: not processes_mentioning(str(root)), MARGIN_S, 0.05), processes_mentioning(str(root))
     assert [p.name for p in root.iterdir() if p.name.startswith("proxylm-sbx-")]   # left behind by the kill
     Sandbox(tmp_root=str(root)).run("pass")   # the next sandbox in that folder removes it
     assert [p.name for p in root.iterdir() if p.name.startswith("proxylm-sbx-")] == []

@@ -13,8 +13,6 @@ from proxylm.model.transformer import Transformer
 from toys import REP, PairCodec, random_model
 
 
-
-
 def no_stop_bytes() -> ByteInterface:
     iface = ByteInterface(REP)
     iface.stop_ids = ()  # a random model may pick a stop id; these tests want full-length output
@@ -212,7 +210,7 @@ def test_benchmark_generation_in_batches_equals_one_prompt_at_a_time(n_pred_head
     each completion must be the one plain one-prompt generation gives."""
     from types import SimpleNamespace
 
-    from proxylm.tasks.humaneval import generate_in_batches
+    from proxylm.tasks.codegen import generate_in_batches
 
     torch.manual_seed(0)
     cfg = ModelConfig(dim=32, n_layers=2, n_heads=2, max_seq_len=96, n_pred_heads=n_pred_heads)

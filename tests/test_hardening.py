@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 
 import proxylm.cli
 from proxylm.assemble import build_trainer, load_run
@@ -121,10 +121,10 @@ def test_bad_numeric_flags_are_refused_in_one_line(args, flag, trained, tmp_path
 
 
 def test_neural_codec_refuses_zero_steps():
-    from proxylm.codecs.neural.codec import NeuralCodec
+    from proxylm.prepare.m1 import train_neural_codec
 
     with pytest.raises(ValueError, match="steps=0"):
-        NeuralCodec.train([b"x" * 100], steps=0)
+        train_neural_codec([b"x" * 100], steps=0)
 
 
 def test_generate_max_bytes_beyond_the_context_is_refused(trained, capsys):
@@ -331,7 +331,7 @@ def test_a_second_writer_is_refused_naming_the_holder(run_copy, corpus, capsys):
 # ---- precomputed shards ----------------------------------------------------------------------------------------
 @pytest.fixture
 def shards(corpus, tmp_path):
-    from proxylm.codecs.precomputed import EncodeJob, encode_corpus
+    from proxylm.prepare.precomputed import EncodeJob, encode_corpus
     from proxylm.data.config import DataConfig
 
     data_cfg = DataConfig(corpus=corpus, val_fraction=0.2)
@@ -341,7 +341,7 @@ def shards(corpus, tmp_path):
 
 
 def test_truncated_shard_manifest(shards, capsys, corpus):
-    from proxylm.codecs.precomputed import MANIFEST as SHARD_MANIFEST, PrecomputedViews
+    from proxylm.prepare.precomputed import MANIFEST as SHARD_MANIFEST, PrecomputedViews
 
     out, _ = shards
     path = out / SHARD_MANIFEST
@@ -354,7 +354,7 @@ def test_truncated_shard_manifest(shards, capsys, corpus):
 
 
 def test_corrupt_and_foreign_shards_name_the_file_and_documents(shards):
-    from proxylm.codecs.precomputed import MissingView, PrecomputedViews, shard_name
+    from proxylm.prepare.precomputed import MissingView, PrecomputedViews, shard_name
 
     out, _ = shards
     views = PrecomputedViews(out)
@@ -371,7 +371,7 @@ def test_corrupt_and_foreign_shards_name_the_file_and_documents(shards):
 
 
 def test_missing_view_names_the_document_key(shards, corpus):
-    from proxylm.codecs.precomputed import MissingView, PrecomputedViews
+    from proxylm.prepare.precomputed import MissingView, PrecomputedViews
     from proxylm.data.corpus import open_corpus
 
     out, data_cfg = shards

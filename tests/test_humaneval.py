@@ -11,11 +11,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import batched
+from helpers import batched, write_jsonl
 
-import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
+import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.cli.tasks import add_humaneval_args, run_humaneval_cli
+from proxylm.tasks import datasets
 from proxylm.tasks import humaneval as he
+from proxylm.tasks import results
 from proxylm.tasks.sandbox import Limits, Sandbox
 
 FEW = 10   # problems in the quick end-to-end tests
@@ -23,12 +25,7 @@ FEW = 10   # problems in the quick end-to-end tests
 
 @pytest.fixture(scope="module")
 def problems():
-    return he.load_problems()
-
-
-def _write_jsonl(path, rows):
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return datasets.load_problems()
 
 
 def _cli(argv):
@@ -42,27 +39,27 @@ def _cli(argv):
 def test_load_problems_from_package(problems):
     assert len(problems) == 164
     assert problems[0]["task_id"] == "HumanEval/0"
-    assert all(k in problems[0] for k in he.REQUIRED_FIELDS)
-    assert he.default_problems_path().name == "HumanEval.jsonl.gz"
+    assert all(k in problems[0] for k in datasets.REQUIRED_FIELDS)
+    assert datasets.default_problems_path().name == "HumanEval.jsonl.gz"
 
 
 def test_load_problems_any_file(tmp_path, problems):
-    plain = _write_jsonl(tmp_path / "p.jsonl", problems[:3])
+    plain = write_jsonl(tmp_path / "p.jsonl", problems[:3])
     packed = tmp_path / "p.jsonl.gz"
     packed.write_bytes(gzip.compress(plain.read_bytes()))
-    assert he.load_problems(plain) == problems[:3] == he.load_problems(packed)
-    assert he.load_problems(plain, limit=2) == problems[:2]
-    broken = _write_jsonl(tmp_path / "bad.jsonl", [{"task_id": "x", "prompt": ""}])
+    assert datasets.load_problems(plain) == problems[:3] == datasets.load_problems(packed)
+    assert datasets.load_problems(plain, limit=2) == problems[:2]
+    broken = write_jsonl(tmp_path / "bad.jsonl", [{"task_id": "x", "prompt": ""}])
     with pytest.raises(ValueError, match="lacks"):
-        he.load_problems(broken)
+        datasets.load_problems(broken)
 
 
 def test_truncate_at_stop():
-    assert he.truncate_at_stop("    return 1\n\ndef other():\n") == "    return 1\n"
-    assert he.truncate_at_stop("    x = 1\nif __name__:\n") == "    x = 1"
-    assert he.truncate_at_stop("    return 1\n```\n") == "    return 1"
-    assert he.truncate_at_stop("    return 1\n    # fine\n") == "    return 1\n    # fine\n"   # indented: kept
-    assert he.truncate_at_stop("no stop") == "no stop"
+    assert results.truncate_at_stop("    return 1\n\ndef other():\n") == "    return 1\n"
+    assert results.truncate_at_stop("    x = 1\nif __name__:\n") == "    x = 1"
+    assert results.truncate_at_stop("    return 1\n```\n") == "    return 1"
+    assert results.truncate_at_stop("    return 1\n    # fine\n") == "    return 1\n    # fine\n"   # indented: kept
+    assert results.truncate_at_stop("no stop") == "no stop"
 
 
 def test_build_program(problems):
@@ -72,8 +69,8 @@ def test_build_program(problems):
 
 
 def test_sample_seeds_are_stable_and_distinct():
-    assert he.sample_seed(0, "HumanEval/1", 0) == he.sample_seed(0, "HumanEval/1", 0)
-    seeds = {he.sample_seed(s, t, i) for s in (0, 1) for t in ("A", "B") for i in range(3)}
+    assert results.sample_seed(0, "HumanEval/1", 0) == results.sample_seed(0, "HumanEval/1", 0)
+    seeds = {results.sample_seed(s, t, i) for s in (0, 1) for t in ("A", "B") for i in range(3)}
     assert len(seeds) == 12 and all(0 <= x < 2 ** 32 for x in seeds)
 
 
@@ -86,22 +83,22 @@ def test_sample_seeds_are_stable_and_distinct():
     (20, 2, 10, 1 - comb(18, 10) / comb(20, 10)),
 ])
 def test_pass_at_k_hand_values(n, c, k, expected):
-    assert he.pass_at_k(n, c, k) == pytest.approx(expected)
+    assert results.pass_at_k(n, c, k) == pytest.approx(expected)
 
 
 def test_pass_at_k_matches_combinatorics():
     for n in range(1, 12):
         for c in range(n + 1):
             for k in range(1, n + 1):
-                assert he.pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
+                assert results.pass_at_k(n, c, k) == pytest.approx(1 - comb(n - c, k) / comb(n, k))
     with pytest.raises(ValueError):
-        he.pass_at_k(3, 1, 4)
+        results.pass_at_k(3, 1, 4)
 
 
 def test_summarize_reports_available_k():
     recs = [{"task_id": t, "passed": i < p, "status": "passed" if i < p else "failed"}
             for t, p in (("a", 3), ("b", 0)) for i in range(10)]
-    s = he.summarize(recs)
+    s = results.summarize(recs)
     assert s["pass@1"] == pytest.approx((0.3 + 0.0) / 2)
     assert s["pass@10"] == pytest.approx(0.5) and "pass@100" not in s
     assert (s["passed"], s["total"], s["n_samples"], s["samples_passed"]) == (1, 2, 10, 3)
@@ -111,14 +108,14 @@ def test_summarize_reports_available_k():
 # ---- scoring completions ----
 
 def test_canonical_solutions_all_pass(problems, tmp_path):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems])
     s = he.evaluate_humaneval(completions_path=comps, progress=False)
     assert (s["passed"], s["total"], s["pass@1"]) == (164, 164, 1.0), s["statuses"]
 
 
 def test_empty_completions_fail(problems, tmp_path):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": ""} for p in problems[:FEW]])
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": ""} for p in problems[:FEW]])
     s = he.evaluate_humaneval(completions_path=comps, limit=FEW, progress=False)
     assert (s["passed"], s["total"], s["pass@1"]) == (0, FEW, 0.0)
 
@@ -126,16 +123,16 @@ def test_empty_completions_fail(problems, tmp_path):
 def test_completions_cli_json(problems, tmp_path, capsys):
     rows = [{"task_id": p["task_id"], "completion": p["canonical_solution"] if i % 2 == 0 else "    return None\n"}
             for i, p in enumerate(problems[:4])]
-    comps = _write_jsonl(tmp_path / "c.jsonl", rows)
+    comps = write_jsonl(tmp_path / "c.jsonl", rows)
     out = tmp_path / "out"
     assert run_humaneval_cli(_cli(["--completions", str(comps), "--limit", "4", "--json", "--out", str(out),
                                       "--workers", "2"])) == 0
     summary = json.loads(capsys.readouterr().out)
     assert (summary["pass@1"], summary["passed"], summary["total"], summary["n_samples"]) == (0.5, 2, 4, 1)
-    lines = [json.loads(x) for x in (out / he.SAMPLES_FILE).read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / results.SAMPLES_FILE).read_text().splitlines()]
     assert {(r["task_id"], r["sample"]) for r in lines} == {(p["task_id"], 0) for p in problems[:4]}
     assert all({"completion", "passed", "status", "result"} <= set(r) for r in lines)
-    assert json.loads((out / he.SUMMARY_FILE).read_text())["pass@1"] == 0.5
+    assert json.loads((out / results.SUMMARY_FILE).read_text())["pass@1"] == 0.5
 
 
 def test_cli_needs_run_or_completions():
@@ -144,7 +141,7 @@ def test_cli_needs_run_or_completions():
 
 
 def test_scoring_resumes(problems, tmp_path, monkeypatch):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems[:3]])
     out = tmp_path / "out"
     first = he.evaluate_humaneval(completions_path=comps, limit=3, out=out, progress=False)
@@ -155,7 +152,7 @@ def test_scoring_resumes(problems, tmp_path, monkeypatch):
     monkeypatch.setattr(Sandbox, "run", no_execution)
     again = he.evaluate_humaneval(completions_path=comps, limit=3, out=out, progress=False)
     assert again["pass@1"] == first["pass@1"] == 1.0
-    assert len((out / he.SAMPLES_FILE).read_text().splitlines()) == 3
+    assert len((out / results.SAMPLES_FILE).read_text().splitlines()) == 3
 
 
 # ---- generating with a run (fake model) ----
@@ -184,7 +181,7 @@ def test_generation_scoring_and_resume(problems, tmp_path, monkeypatch):
     s = he.evaluate_humaneval(**kw)
     assert (s["passed"], s["total"], s["n_samples"]) == (2, 3, 2)
     assert s["pass@1"] == pytest.approx(2 / 3) and s["step"] == 7
-    assert sorted(fake.calls) == sorted((p["task_id"], he.sample_seed(1, p["task_id"], i))
+    assert sorted(fake.calls) == sorted((p["task_id"], results.sample_seed(1, p["task_id"], i))
                                         for p in problems[:3] for i in range(2))
     fake.calls.clear()
     assert he.evaluate_humaneval(**kw)["pass@1"] == pytest.approx(2 / 3)
@@ -203,14 +200,14 @@ def test_always_equal_result_does_not_pass(problems, tmp_path):
     """A wrong solution returning an object equal to everything (issue 13) fails, the canonical one passes."""
     p = problems[0]
     evil = "    class Yes:\n        __eq__ = lambda self, other: True\n        __bool__ = lambda self: True\n    return Yes()\n"
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": evil},
                                                 {"task_id": p["task_id"], "completion": p["canonical_solution"]}])
     s = he.evaluate_humaneval(completions_path=comps, limit=1, out=tmp_path / "o", progress=False)
     assert (s["samples_passed"], s["samples_total"]) == (1, 2)
 
 
 def test_partial_completions_refused_or_scored_out_of_all(problems, tmp_path, capsys):
-    comps = _write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
+    comps = write_jsonl(tmp_path / "c.jsonl", [{"task_id": p["task_id"], "completion": p["canonical_solution"]}
                                                 for p in problems[:2]])
     with pytest.raises(ValueError, match="2 of the 5 problems.*--partial"):
         he.evaluate_humaneval(completions_path=comps, limit=5, progress=False)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import alive
 
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig
 from proxylm.data.corpus import open_corpus
@@ -258,17 +259,9 @@ time.sleep(60)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 10
-    while time.time() < deadline and any(_alive(p) for p in pids):
+    while time.time() < deadline and any(alive(p) for p in pids):
         time.sleep(0.1)
-    assert not any(_alive(p) for p in pids)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
+    assert not any(alive(p) for p in pids)
 
 
 def test_stats(corpus_dir):

@@ -20,7 +20,8 @@ import proxylm.cli
 from proxylm.codecs.base import load_codec
 from proxylm.codecs.neural import coder
 from proxylm.codecs.neural.codec import NeuralCodec
-from proxylm.codecs.precomputed import EncodeJob, MissingView, PrecomputedViews, encode_corpus, shard_name
+from proxylm.prepare.m1 import train_neural_codec
+from proxylm.prepare.precomputed import EncodeJob, MissingView, PrecomputedViews, encode_corpus, shard_name
 from proxylm.data.config import DataConfig
 from proxylm.core.representation import Representation
 
@@ -44,8 +45,8 @@ def one_thread():
 @pytest.fixture(scope="module")
 def codec() -> NeuralCodec:
     """A tiny M1 trained briefly with the real Trainer path; 16-bit windows of at most 24 bytes."""
-    return NeuralCodec.train(json_sources(), window_bits=16, max_window_bytes=24, steps=TINY_STEPS, quiet=True,
-                             **TINY_M1)
+    return train_neural_codec(json_sources(), window_bits=16, max_window_bytes=24, steps=TINY_STEPS, quiet=True,
+                              **TINY_M1)
 
 
 def with_bits(codec: NeuralCodec, window_bits: int) -> NeuralCodec:
@@ -261,7 +262,7 @@ def test_stdlib_val_split_round_trip():
     corpus = open_corpus("stdlib", DataConfig())
     if codec is None:
         texts = [corpus.read(r) for r in corpus.documents("train")[:200]]
-        codec = NeuralCodec.train(texts, steps=300, quiet=True, threads=1)
+        codec = train_neural_codec(texts, steps=300, quiet=True, threads=1)
     docs = [corpus.read(r) for r in corpus.documents("val")]
     encoded = codec.encode_many(docs)
     assert all(codec.decode(s) == d for s, d in zip(encoded, docs))

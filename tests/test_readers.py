@@ -145,7 +145,7 @@ def test_samples_are_spread_fixed_and_capped(tmp_path):
 
     docs = read_eval_docs(cfg.corpus, "val", cfg, max_bytes=2000)
     assert sum(map(len, docs)) <= 2000 and len(docs) > 5
-    from proxylm.codecs.train import corpus_texts
+    from proxylm.prepare.codec_cache import corpus_texts
 
     texts = list(corpus_texts(open_corpus(cfg.corpus, cfg), "train", max_bytes=3000))
     assert 3000 <= sum(map(len, texts)) < 3000 + 300

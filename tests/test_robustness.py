@@ -11,13 +11,15 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import batched
+from helpers import batched
 
 import proxylm.tasks.robustness.run as bpb_module  # where evaluate_bpb() is called
-import proxylm.tasks.humaneval as generate_module  # where generate_batch() is called
+import proxylm.tasks.codegen as generate_module  # where generate_batch() is called
 from proxylm.tasks import robustness as rb
-from proxylm.tasks.humaneval import build_program, load_problems
+from proxylm.tasks.datasets import load_problems
+from proxylm.tasks.humaneval import build_program
 from proxylm.tasks.sandbox import Sandbox
+from proxylm.train.config import EvalConfig
 
 FEW = 4   # problems in the quick execution checks
 
@@ -224,7 +226,7 @@ def test_run_robustness_end_to_end(problems, tmp_path, monkeypatch):
     monkeypatch.setattr(generate_module, "generate_batch", batched(fake_generate))
     monkeypatch.setattr(bpb_module, "evaluate_bpb", fake_bpb)
     run = SimpleNamespace(model=None, interface=None, run_dir=tmp_path, step=3,
-                          cfg=SimpleNamespace(eval=SimpleNamespace(seq_len=64, batch_size=2),
+                          cfg=SimpleNamespace(eval=EvalConfig(seq_len=64, batch_size=2),
                                               data=SimpleNamespace(seq_len=64)))
     s = rb.run_robustness(run=run, families=families, seeds=1, limit=2, out=tmp_path / "rob", progress=False)
     rows = {(r["family"], r["perturbation"]): r for r in s["rows"]}

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import processes_mentioning
+from helpers import processes_mentioning
 
 from proxylm.tasks.sandbox import (STATUSES, Limits, Program, Sandbox, detect_isolation, isolation_summary,
                                    process, seccomp_program)

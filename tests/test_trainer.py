@@ -1,10 +1,9 @@
 """End to end on a tiny model over a tiny folder corpus: resume == uninterrupted, FLOP budget, run dir."""
 
-import json
 import math
 
 import pytest
-from conftest import write_code_corpus
+from helpers import metric_records, write_code_corpus
 
 from proxylm.config import load_config
 from proxylm.assemble import load_run
@@ -26,7 +25,7 @@ def _cfg(corpus, name="bytes-micro", extra=()):
 
 
 def _losses(run_dir):
-    return [r["loss"] for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+    return [r["loss"] for r in metric_records(run_dir) if "loss" in r]
 
 
 def test_run_dir_contents_and_learning(corpus, tmp_path):
@@ -40,7 +39,7 @@ def test_run_dir_contents_and_learning(corpus, tmp_path):
     losses = _losses(run)
     assert len(losses) == 30 and losses[-1] < losses[0] - 1.0
     assert summary["val_bpb"] < 8.0
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    records = metric_records(run)
     assert [r["step"] for r in records if "val_bpb" in r] == [15, 30]
     assert load_run(run).step == 30
 
@@ -100,3 +99,17 @@ def test_lr_schedules():
     assert lr_at(cfg, 55, 100) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
     cfg.train.lr_schedule = "wsd"
     assert lr_at(cfg, 50, 100) == 1.0 and lr_at(cfg, 90, 100) == pytest.approx(0.55)
+
+
+def test_the_corpus_is_opened_once_per_run(corpus, tmp_path, monkeypatch):
+    """Building a run that trains its codec lists the corpus once: the codec cache, the codec training, the
+    round-trip check, the loader and the validation set all read the one opened corpus."""
+    import proxylm.data.corpus as corpus_module
+
+    listed = []
+    list_units = corpus_module.list_units
+    monkeypatch.setattr(corpus_module, "list_units", lambda *a, **k: listed.append(a[0]) or list_units(*a, **k))
+    monkeypatch.setenv("PROXYLM_CACHE", str(tmp_path / "cache"))
+    cfg = _cfg(corpus, "proxy-bpe-micro", ["train.max_steps=1", "train.eval_every=0", "train.ckpt_every=0"])
+    build_trainer(cfg, tmp_path / "run", quiet=True)
+    assert listed == [corpus]

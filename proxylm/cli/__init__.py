@@ -1,12 +1,16 @@
 """The `proxylm` command line. Each area registers its own verbs:
 
-    proxylm codec train|stats|encode|stability   proxylm/cli/codec.py
-    proxylm data show                             proxylm/cli/data.py
-    proxylm train | resume                        proxylm/cli/train.py
-    proxylm eval bpb|humaneval|robustness         proxylm/cli/eval.py
-    proxylm generate                              proxylm/cli/eval.py
-    proxylm compare                               proxylm/cli/compare.py
-    proxylm export                                proxylm/cli/export.py
+    proxylm codec train|import|stats|stability|encode   proxylm/cli/codec.py (offline encoding: cli/neural.py)
+    proxylm data show|manifest                          proxylm/cli/data.py
+    proxylm train | resume                              proxylm/cli/train.py
+    proxylm eval bpb|translation                        proxylm/cli/eval.py
+    proxylm eval humaneval|codegen|robustness           proxylm/cli/tasks.py (registered by cli/eval.py)
+    proxylm generate                                    proxylm/cli/eval.py
+    proxylm compare                                     proxylm/cli/compare.py
+    proxylm export                                      proxylm/cli/export.py
+
+Building the parser imports no torch (tests/test_cli_help.py): a verb module imports what its command runs
+inside the command's function.
 """
 
 from __future__ import annotations

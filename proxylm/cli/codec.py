@@ -9,22 +9,21 @@
     proxylm codec import --tokenizer tokenizer.json --out codecs/mine   # then views.codec_dir=codecs/mine
 
 `--codec` takes a codec directory, or the name of a codec that needs no training (gzip, halfbyte, ...).
-Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/codecs/train.py).
+Without `--out`, `train` writes to the same cache directory a run would use (see proxylm/prepare/codec_cache.py).
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from proxylm.codecs.options import BpeBytesOptions, BpeOptions, CodecOptions, GzipOptions
 from proxylm.core.io import print_json
-from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
+from proxylm.codecs.base import CODEC_FILE, codec_class
 from proxylm.cli import neural as neural_cli
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
-from proxylm.codecs.train import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
+from proxylm.prepare.codec_cache import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
                                   save_atomic, train_codec)
 from proxylm.data.config import DataConfig, ViewsConfig
 

@@ -17,7 +17,6 @@ import sys
 
 import numpy as np
 
-from proxylm.assemble import build_codec, representation_for, training_codec
 from proxylm.core.representation import Representation
 
 MAX_SYMBOLS_SHOWN = 24  # compressed symbols printed per run before eliding
@@ -72,6 +71,7 @@ def format_ids(ids, is_compressed, rep: Representation, max_chars: int = 400, co
 
 
 def cmd_show(args) -> int:
+    from proxylm.assemble import build_codec, representation_for, training_codec  # torch: not for `--help`
     from proxylm.config import load_config
     from proxylm.data.loader import TrainLoader
     from proxylm.data.views import schedule_at

@@ -24,12 +24,12 @@ def cmd_bpb(args) -> int:
 
     device = pick_device(args.device)
     run = load_run(args.run, device, args.dtype)
-    seq_len = args.seq_len or run.cfg.eval.seq_len or run.cfg.data.seq_len
+    seq_len = args.seq_len or run.cfg.eval.window(run.cfg.data.seq_len)
     if seq_len < 2:
         raise UserError(f"--seq-len {seq_len}: must be >= 2")
-    stride = args.stride or max(1, seq_len // 2)
+    stride = args.stride or run.cfg.eval.stride_for(seq_len)
     if stride > seq_len:
-        raise UserError(f"--stride {stride}: must be <= the window ({seq_len})")
+        raise UserError(f"--stride {stride} (or the run's eval.stride): must be <= the window ({seq_len})")
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
     with run.compute():
@@ -149,7 +149,7 @@ def add_commands(sub) -> None:
     p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
     p.add_argument("--seq-len", type=at_least(0), default=0, help="window (0: the run's eval or training seq_len)")
-    p.add_argument("--stride", type=at_least(0), default=0, help="default seq_len // 2")
+    p.add_argument("--stride", type=at_least(0), default=0, help="default: the run's eval.stride, else seq_len // 2")
     p.add_argument("--batch-size", type=at_least(1), default=8)
     p.add_argument("--max-bytes", type=at_least(0, note="0: all"), default=0,
                    help="score at most this many bytes (0: all)")

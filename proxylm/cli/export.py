@@ -6,10 +6,11 @@
 from __future__ import annotations
 
 from proxylm.core.io import print_json
-from proxylm.export import DTYPES, export_run
 
 
 def cmd_export(args) -> int:
+    from proxylm.export import export_run  # torch: imported by the command, not by `--help`
+
     summary = export_run(args.run, args.out, dtype=args.dtype, force=args.force)
     if args.json:
         print_json(summary)
@@ -24,7 +25,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("export", help="write a transformers-loadable checkpoint (Llama + byte tokenizer)")
     p.add_argument("run", help="run directory")
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--dtype", default="float32", choices=list(DTYPES))
+    p.add_argument("--dtype", default="float32", help="float32 (default) or bfloat16 (proxylm/export.py DTYPES)")
     p.add_argument("--force", action="store_true", help="write into a non-empty --out")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")

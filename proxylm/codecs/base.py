@@ -22,8 +22,6 @@ from proxylm.core.io import atomic_write
 CODEC_FILE = "codec.json"
 
 
-
-
 class Codec:
     name: ClassVar[str]
     passthrough: int = 0  # leading symbols that are literal bytes (see Representation)

@@ -19,9 +19,9 @@ from functools import cached_property
 import numpy as np
 
 from proxylm.codecs.base import Codec, register_codec
+from proxylm.core.representation import N_BYTES as BYTE_VALUES
 
 BITS_PER_BYTE = 8
-BYTE_VALUES = 256
 
 
 def _as_symbols(symbols, alphabet_size: int) -> np.ndarray:

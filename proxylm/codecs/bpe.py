@@ -107,7 +107,7 @@ _BYTE_LEVEL_CHARS = byte_level_chars()
 @register_codec
 class BpeCodec(Codec):
     name = "bpe"
-    roundtrip_check = True  # a run checks the round trip on a sample at start (codecs/train.py check_lossless)
+    roundtrip_check = True  # a run checks the round trip on a sample at start (prepare/codec_cache.py check_lossless)
 
     def __init__(self, tokenizer: Tokenizer, surface: Surface | None = None):
         self.tokenizer = tokenizer

@@ -10,6 +10,13 @@ import gzip
 import numpy as np
 
 from proxylm.codecs.base import Codec, register_codec
+from proxylm.core.representation import N_BYTES
+
+
+def check_level(level: int) -> None:
+    """zlib's compression levels: 0 (stored) .. 9 (best)."""
+    if not 0 <= level <= 9:
+        raise ValueError(f"gzip level must be in 0..9, got {level}")
 
 
 @register_codec
@@ -17,13 +24,12 @@ class GzipCodec(Codec):
     name = "gzip"
 
     def __init__(self, level: int = 9):
-        if not 0 <= level <= 9:
-            raise ValueError(f"gzip level must be in 0..9, got {level}")
+        check_level(level)
         self.level = level
 
     @property
     def alphabet_size(self) -> int:
-        return 256
+        return N_BYTES
 
     def encode(self, data: bytes) -> np.ndarray:
         out = gzip.compress(data, compresslevel=self.level, mtime=0)

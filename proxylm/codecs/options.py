@@ -7,14 +7,15 @@
         neural: {window_bits: 16, m1: {steps: 2000, dim: 96}}
 
 `CodecOptions.for_codec(name)` gives the keyword arguments the codec is trained (or built) with; they are
-also part of the codec's cache key (proxylm/codecs/train.py).
+also part of the codec's cache key (proxylm/prepare/codec_cache.py).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields, replace
 
-BYTE_VALUES = 256
+from proxylm.codecs.gzip_codec import check_level
+from proxylm.core.representation import N_BYTES as BYTE_VALUES
 
 
 @dataclass
@@ -36,15 +37,13 @@ class GzipOptions:
     level: int = 9
 
     def __post_init__(self):
-        if not 0 <= self.level <= 9:
-            raise ValueError(f"level must be in 0..9, got {self.level}")
+        check_level(self.level)
 
 
 @dataclass
 class M1Options:
-    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes), 3
-    minutes on one CPU core; on stdlib: 1.89 bits per byte inside windows, 4.12 raw bytes per 16-bit symbol on the
-    val split (a 0.94M model trained 1500 steps gave the same 4.12; 3000 steps of this one 4.22)."""
+    """Size and training of M1. Defaults: 0.39M parameters, 2000 steps of 64 crops of 32 bytes (4M bytes); what
+    they give and cost on stdlib, and the sizes tried: BENCHMARKS.md, "Neural codec"."""
 
     dim: int = 96
     n_layers: int = 3

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxylm.codecs.base import Codec
-from proxylm.data.corpus import stable_hash64
+from proxylm.core.hashing import stable_hash64
 
 EDIT_FAMILIES = ("delete", "insert", "replace", "whitespace")
 INSERT_ALPHABET = string.ascii_letters + string.digits + string.punctuation + " "
@@ -64,11 +64,6 @@ def levenshtein(a, b) -> int:
         best_without_insert[1:] = np.minimum(row[:-1] + (a != symbol), row[1:] + 1)  # substitute | delete
         row = np.minimum.accumulate(best_without_insert - columns) + columns  # then any run of inserts
     return int(row[-1])
-
-
-def normalized_distance(a, b) -> float:
-    longest = max(len(a), len(b))
-    return levenshtein(a, b) / longest if longest else 0.0
 
 
 # ---- edits ---------------------------------------------------------------------------------------------

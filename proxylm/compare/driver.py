@@ -25,6 +25,7 @@ from proxylm.core.errors import UserError
 
 PROXY_FAMILIES = ("proxy-bpe", "proxy-bpe-tuned")
 RESULT_NAMES = {"proxy-bpe": "proxy_gap_trend", "proxy-bpe-tuned": "proxy_gap_trend_tuned"}
+UNIGRAM_SAMPLE_BYTES = 10_000_000  # the unigram reference's training text: a sample spread over the train split
 
 
 def run_dir_for(out: Path, preset: Preset, size: Size, model: str, seed: int) -> Path:
@@ -62,7 +63,8 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     any_cfg = jobs[0][3]
     # the bytes the trainer's own evals score (eval.max_bytes: the preset's unless overridden)
     eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, any_cfg.eval.max_bytes)}
-    unigram = unigram_bpb(read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data), eval_sets["val"])
+    train_sample = read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data, UNIGRAM_SAMPLE_BYTES)
+    unigram = unigram_bpb(train_sample, eval_sets["val"])
     if eval_corpus:
         eval_sets["extra"] = read_eval_docs(eval_corpus, "all", any_cfg.data, any_cfg.eval.max_bytes)
     results = []
@@ -106,6 +108,7 @@ def build_report(preset: Preset, results: list[dict], eval_sets: dict, unigram: 
     report = {"preset": dataclasses.asdict(preset), "seeds": seeds,
               "eval_sets": {k: sum(map(len, v)) for k, v in eval_sets.items()},
               "table": tables[top], "runs": results, "unigram_bpb_val": unigram,
+              "unigram_sample_bytes": UNIGRAM_SAMPLE_BYTES,
               "ablations": [a for s in sizes for a in _ablations(results, preset.models, s)],
               "headline": head,
               "bytes_flops_to_match_proxy": head["ratio"] if head else None,

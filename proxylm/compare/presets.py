@@ -78,16 +78,14 @@ class Preset:
 
 # The scaling study's backbones (seq 256, batch 8 as tiny): 33K, 107K and 640K non-embedding parameters
 # (19x), budgets growing with size (x4, x5), which keeps every size within ~10x of its compute-optimal
-# budget (~120 N^2 FLOPs: 1.3e11, 1.4e12, 4.9e13) as far as 2 CPU cores allow. (A first layout at 107K,
-# 853K, 3.2M params with 8e11, 2.5e12, 8e12 FLOPs gave the 853K model 0.4 bytes per parameter, and it ended
-# worse than the 107K one: budgets far below compute-optimal make the frontier non-monotonic.) Sized to
-# finish within 90 minutes on 2 quiet cores at 3 seeds (BENCHMARKS.md has the measured costs).
+# budget (~120 N^2 FLOPs: 1.3e11, 1.4e12, 4.9e13) as far as 2 CPU cores allow: budgets far below compute-optimal
+# make the frontier non-monotonic (BENCHMARKS.md: the layout tried first, and the measured costs).
 SCALING_SIZES = [
     Size("d32x2", "tiny", 2e11, ["model.dim=32", "model.n_layers=2", "model.n_heads=2"]),
     Size("d64x2", "tiny", 8e11, ["model.dim=64", "model.n_layers=2", "model.n_heads=2"]),
     Size("d128x3", "tiny", 4e12, ["model.dim=128", "model.n_layers=3", "model.n_heads=4"]),
 ]
-# The same study on one GPU (bench/scaling_study.sh): 15 minutes of an H200 in all.
+# The same study on one GPU (bench/scaling_gpu.sh), sized for a 15-minute device budget (not measured yet).
 SCALING_GPU_SIZES = [
     Size("d256x4", "gpu", 5e14, ["model.dim=256", "model.n_layers=4", "model.n_heads=4"]),
     Size("d512x8", "gpu", 2e15, ["model.dim=512", "model.n_layers=8", "model.n_heads=8"]),
@@ -98,7 +96,7 @@ SCALING_MODELS = ["bytes", "tokens", "proxy-bpe", "proxy-bpe-tuned"]
 # Periodic evals are forward passes over eval_bytes (twice over, with stride seq_len/2): keep their
 # cost a small fraction of the training budget.
 PRESETS = {
-    # the README's main job: the headline trio, 2 seeds, about 12 minutes on 2 quiet CPU cores
+    # the README's main job: the headline trio, 2 seeds (its cost: README, BENCHMARKS.md)
     "quickstart": Preset("tiny", 4.5e12, ["bytes", "tokens", "proxy-bpe"], eval_bytes=30_000, evals_per_run=4,
                          seeds=2),
     "smoke": Preset("micro", 1.5e11, ["bytes", "tokens", "proxy-bpe", "proxy-gzip"], eval_bytes=20_000,

@@ -93,8 +93,9 @@ def write_markdown(report: dict, path: Path) -> None:
     else:
         lines += model_table(report["table"])
         lines += ablation_table(report["ablations"])
-    lines += ["", f"Reference: a unigram byte model (fit on the training split) scores {report['unigram_bpb_val']:.4f} "
-              "BPB on val."]
+    sample = report.get("unigram_sample_bytes")
+    fit = f"fit on at most {sample / 1e6:g} MB sampled over the training split" if sample else "fit on the training split"
+    lines += ["", f"Reference: a unigram byte model ({fit}) scores {report['unigram_bpb_val']:.4f} BPB on val."]
     lines += headline_lines(report.get("headline"))
     lines += code_lines(report["runs"])
     path.write_text("\n".join(lines) + "\n")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import proxylm
 
+from proxylm.core import rundir
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
 
@@ -77,7 +78,7 @@ def saved_settings(run_dir: Path) -> dict | None:
     """The result settings a run directory was trained with (None: no run there yet)."""
     from proxylm.config import load_config
 
-    path = run_dir / "config.yaml"
+    path = run_dir / rundir.CONFIG
     if not path.exists():
         return None
     try:
@@ -115,14 +116,7 @@ def check_reusable(cfg, run_dir: Path, retrain: bool = False) -> bool:
 
 def bpb_curve(run_dir: Path) -> list[tuple[float, float]]:
     """(FLOPs, validation BPB) pairs from the periodic evals in metrics.jsonl."""
-    points = []
-    path = run_dir / "metrics.jsonl"
-    if path.exists():
-        for line in path.read_text().splitlines():
-            rec = json.loads(line)
-            if "val_bpb" in rec:
-                points.append((rec["flops"], rec["val_bpb"]))
-    return points
+    return [(rec["flops"], rec["val_bpb"]) for rec in rundir.read_metrics(run_dir) if "val_bpb" in rec]
 
 
 def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], quiet: bool) -> dict:
@@ -146,10 +140,9 @@ def run_one(name: str, cfg, run_dir: Path, eval_sets: dict[str, list[bytes]], qu
     extra_sets = {k: v for k, v in eval_sets.items() if k != "val"}
     if extra_sets:
         run = load_run(run_dir)
-        seq_len = cfg.eval.seq_len or cfg.data.seq_len
+        seq_len = cfg.eval.window(cfg.data.seq_len)
         for set_name, docs in extra_sets.items():
-            r = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride or seq_len // 2,
-                             cfg.eval.batch_size)
+            r = evaluate_bpb(run.model, run.interface, docs, seq_len, cfg.eval.stride_for(seq_len), cfg.eval.batch_size)
             scores[set_name] = {"bpb": r["bpb"], "bytes": r["bytes"]}
     stats = summary.get("loader_stats", {})
     result = {"model": name, "run_dir": str(run_dir), "fingerprint": fp, "code": code_version(),

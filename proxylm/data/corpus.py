@@ -35,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from proxylm.core.hashing import stable_hash64, stable_unit
 from proxylm.data.config import DataConfig
 from proxylm.data.readers import STDLIB_EXCLUDE_DIRS, Listing, Unit, list_units, read_unit, stdlib_files, stdlib_root  # noqa: F401
 
@@ -50,17 +51,6 @@ class CorpusWarning(UserWarning):
 
 
 # ---- stable hashing: the only source of "randomness" in the data pipeline -------------------------
-def stable_hash64(*parts) -> int:
-    """A 64-bit hash of the parts' string forms; same value on every machine, Python and run."""
-    h = hashlib.blake2b("\x1f".join(map(str, parts)).encode("utf-8", "surrogatepass"), digest_size=8)
-    return int.from_bytes(h.digest(), "little")
-
-
-def stable_unit(*parts) -> float:
-    """A uniform float in [0, 1) derived from the parts (53 bits, exact in a double)."""
-    return (stable_hash64(*parts) >> 11) / float(1 << 53)
-
-
 def is_val_key(doc_key: str, val_fraction: float) -> bool:
     return val_fraction > 0 and stable_unit(_SPLIT_SALT, doc_key) < val_fraction
 

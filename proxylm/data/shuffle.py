@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from proxylm.data.corpus import stable_hash64
+from proxylm.core.hashing import stable_hash64
 from proxylm.data.stream import UNPREPARED, Item
 
 _SHUFFLE_SALT = "proxylm-shuffle-v1"

@@ -34,7 +34,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxylm.core.errors import UserError
-from proxylm.data.corpus import count_problem, stable_hash64
+from proxylm.core.hashing import stable_hash64
+from proxylm.core.process import die_with_parent
+from proxylm.data.corpus import count_problem
 
 STATE_VERSION = 3  # 3: the loader state holds the shuffle buffer
 STRIDED_BELOW = 4  # units per rank under which every rank takes a strided part of every unit
@@ -98,19 +100,8 @@ def produce(corpus, split: str, units: list, seed: int, shuffle: bool, start_g: 
         g += step
 
 
-def _die_with_parent(parent: int) -> None:
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: the getppid() check below still ends it
-        pass
-    if os.getppid() != parent:
-        os._exit(0)
-
-
 def _worker(q, parent: int, args: tuple, kwargs: dict) -> None:
-    _die_with_parent(parent)
+    die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     try:
         for msg in produce(*args, **kwargs):

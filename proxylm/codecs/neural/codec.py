@@ -9,27 +9,27 @@
     assert codec.decode(symbols) == b"import os\n"
 
 alphabet_size = 256 + 2^B, passthrough = 256 (the Representation maps symbols < 256 onto the raw-byte ids).
-Any input is encodable (improbable bytes pass through), so `CannotEncode` is never raised. With the default M1
-(trained in 3 minutes on stdlib's train split) the stdlib val split gives 4.12 raw bytes per 16-bit symbol.
+Any input is encodable (improbable bytes pass through), so `CannotEncode` is never raised. What the default M1
+gives on stdlib (bytes per symbol, training time, speed): BENCHMARKS.md, "Neural codec".
 
 Codec directory: codec.json ({"name": "neural", "window_bits", "max_window_bytes", "model": M1's ModelConfig,
 "format": the coder's constants, "m1_training": how M1 was trained}) and m1.safetensors (M1's float32 weights
 plus the fixed-point lookup tables under "table.*"). A codec written with other coder constants refuses to load
 rather than decode wrongly. max_window_bytes (default 2 * B) is also M1's training context.
 
-Speed: `encode_many` codes all ~1 KB segments of all given documents in parallel lanes (coder.py), ~35 KB/s on
-one core; encoding one short document alone is slow (few lanes). For whole corpora use the offline encoder
-(shards.py), which also spreads the work over processes and machines; the training loader reads its shards.
+Speed: `encode_many` codes all ~1 KB segments of all given documents in parallel lanes (coder.py); encoding one
+short document alone is slow (few lanes). For whole corpora use the offline encoder
+(proxylm/prepare/precomputed.py), which also spreads the work over processes and machines; the training loader reads its shards.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from proxylm.codecs.base import Codec, register_codec
+from proxylm.core.representation import N_BYTES
 
 WEIGHTS_FILE = "m1.safetensors"
 TABLE_PREFIX = "table."
@@ -43,6 +43,11 @@ def _coder():
     from proxylm.codecs.neural import coder
 
     return coder
+
+
+def window_spec(window_bits: int = DEFAULT_WINDOW_BITS, max_window_bytes: int | None = None):
+    """The coder's WindowSpec; max_window_bytes defaults to 2 * B (also M1's training context)."""
+    return _coder().WindowSpec(window_bits, max_window_bytes or WINDOW_BYTES_PER_BIT * window_bits)
 
 
 def coder_format() -> dict:
@@ -61,13 +66,13 @@ def coder_format() -> dict:
 @register_codec
 class NeuralCodec(Codec):
     name = "neural"
-    passthrough = 256
+    passthrough = N_BYTES
 
     def __init__(self, model_config: dict, weights: dict, tables: dict | None = None,
                  window_bits: int = DEFAULT_WINDOW_BITS, max_window_bytes: int | None = None,
                  m1_training: dict | None = None, n_lanes: int = DEFAULT_LANES):
         """weights: M1's float32 state dict; tables: fixed-point tables (None: built, then saved with the codec)."""
-        self.spec = _coder().WindowSpec(window_bits, max_window_bytes or WINDOW_BYTES_PER_BIT * window_bits)
+        self.spec = window_spec(window_bits, max_window_bytes)
         self.model_config = dict(model_config)
         self.weights, self.m1_training, self.n_lanes = weights, m1_training or {}, n_lanes
         self._tables = tables
@@ -79,31 +84,11 @@ class NeuralCodec(Codec):
         """The exact fixed-point M1 (built on first use)."""
         if self._m1 is None:
             from proxylm.codecs.neural.m1 import FixedPointM1
-            from proxylm.core.representation import Representation
-            from proxylm.model.config import ModelConfig
-            from proxylm.model.transformer import Transformer
 
-            rep = Representation.bytes_only()
-            model = Transformer(ModelConfig(**self.model_config), rep.vocab_size, rep.raw_vocab_size)
-            model.load_state_dict(self.weights)
-            self._m1 = FixedPointM1(model.eval(), self._tables, max_len=self.spec.max_window_bytes + 1)
+            self._m1 = FixedPointM1(self.model_config, self.weights, self._tables,
+                                    max_len=self.spec.max_window_bytes + 1)
             self._tables = self._m1.tables
         return self._m1
-
-    @classmethod
-    def train(cls, texts, window_bits: int = DEFAULT_WINDOW_BITS, max_window_bytes: int | None = None,
-              steps: int | None = None, quiet: bool = False, **m1_options) -> "NeuralCodec":
-        """Train M1 on `texts` (the train split) for windows of `window_bits` bits. m1_options: M1Options fields
-        (dim, n_layers, n_heads, batch_size, lr, seed, threads, ...)."""
-        from proxylm.codecs.neural.m1 import M1Options, train_m1
-
-        spec = _coder().WindowSpec(window_bits, max_window_bytes or WINDOW_BYTES_PER_BIT * window_bits)
-        if steps is not None and steps < 1:  # 0 used to mean "the default" without a word
-            raise ValueError(f"neural codec: steps={steps}: must be >= 1 (M1 training steps)")
-        options = M1Options(**m1_options, **({"steps": steps} if steps is not None else {}))
-        model, summary = train_m1(texts, spec.max_window_bytes, options, quiet=quiet)
-        state = {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
-        return cls(asdict(model.cfg), state, None, spec.window_bits, spec.max_window_bytes, summary)
 
     # ---- protocol ---------------------------------------------------------------------------------------
     @property

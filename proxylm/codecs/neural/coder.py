@@ -32,8 +32,7 @@ a pure function of the window's prefix: (1) bytes whose sub-interval would be na
 be the next byte of this window, so their mass moves to EOW; (2) a base mass 2^-(r - EOW_SLACK_BITS),
 clamped to [2^-12, 2^-1], with r the whole bits of budget left: a stop is unlikely early in a window (the base
 costs ~0.0004 bits per byte there) and likely at its end, where EOW then costs ~1 bit. (Tuned on 4 documents
-of the stdlib val split with B = 16: 3.83 bytes per symbol with the best fixed base, 2^-4, 4.49 with this
-rule.) A window that reaches `max_window_bytes` has an all-EOW distribution, so its EOW costs nothing.
+of the stdlib val split: BENCHMARKS.md, "Neural codec".) A window that reaches `max_window_bytes` has an all-EOW distribution, so its EOW costs nothing.
 
 Probabilities: M1's byte logits (exact, see m1.py) -> integer weights EXP[round((max - logit) * 2^10)]
 (`byte_weights`) -> counts 1 + weight * R // sum(weights) with R = 2^16 - base - 256 (every byte >= 1 quantum
@@ -49,7 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from proxylm.codecs.neural.m1 import EXP_FRAC_BITS, N_BYTES, FixedPointM1
+from proxylm.codecs.neural.m1 import EXP_FRAC_BITS, FixedPointM1
+from proxylm.core.representation import N_BYTES
 
 PRECISION_BITS = 16  # P: M1's distribution in units of 2^-16
 STATE_BITS = 46  # K: coder interval inside [0, 2^46); width * cum < 2^62 fits int64

@@ -1,17 +1,11 @@
-"""M1, the neural codec's byte model: proxylm's own Transformer, trained with proxylm's Trainer, and run at
-coding time in exact fixed point so that encoder and decoder agree bit for bit.
+"""M1, the neural codec's byte model, run at coding time in exact fixed point so that encoder and decoder agree
+bit for bit. M1 is proxylm's own Transformer, trained with proxylm's Trainer by proxylm/prepare/m1.py; here it is
+read from its state dict alone (this layer imports no model or trainer).
 
-    model, summary = train_m1(texts, window_len=32, options=M1Options(steps=2000))   # float32 Transformer
-    m1 = FixedPointM1(model)                     # (or FixedPointM1(model, tables) with the tables saved)
+    m1 = FixedPointM1(model_config, weights)     # (or FixedPointM1(model_config, weights, tables) with the tables saved)
     cache = m1.new_cache(n_lanes=512)
     m1.reset_lanes(cache, lanes)                 # window start: the <bos> token's keys/values at position 0
     logits = m1.step(cache, token_ids, positions)   # (B, 256) float64 byte logits, exact grid values
-
-Training (`train_m1`): the model sees what a window sees at coding time, i.e. `<bos>` followed by a crop of
-at most `window_len` bytes taken at a random offset of a random document (a window's context is reset at its
-start, so long-context training would be wasted). The Trainer is handed its own data source (a
-`CropLoader` instead of the corpus TrainLoader) and its own evaluator (bits per byte on held-out crops, the
-quantity the coder pays). The default 0.39M-parameter M1 trains in a few minutes on one CPU core.
 
 Exact inference (`FixedPointM1`): float results of a matmul or a sum depend on the summation order, which CPU
 kernels choose by batch shape, thread count and SIMD width; a single flipped ulp before quantisation would
@@ -25,32 +19,17 @@ desynchronise the decoder. So every reduction is exact, and everything else is e
   * the rest is float32 elementwise IEEE operations that are correctly rounded (+, -, *, /, sqrt, round) or
     table lookups (exp, sigmoid, RoPE cos/sin; the tables are saved with the codec).
 The result is bit-identical for any batch composition, lane order, thread count and (IEEE) CPU; tests check
-the batch invariance. The grids cost ~0.01% in bits per byte against the float32 model, never correctness.
+the batch invariance. What the grids cost in bits per byte against the float32 model: BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import tempfile
-from dataclasses import asdict, dataclass
-from typing import Sequence
+from dataclasses import dataclass
 
-import numpy as np
 import torch
 
-from proxylm.codecs.options import M1Options
-from proxylm.config import RunConfig
-from proxylm.core.device import pick_device
-from proxylm.core.representation import Representation
-from proxylm.data.config import DataConfig
-from proxylm.data.loader import Batch
-from proxylm.model.config import ModelConfig
-from proxylm.model.transformer import Transformer
-from proxylm.train.config import EvalConfig, TrainConfig
-from proxylm.train.trainer import Trainer
-
-N_BYTES = 256
+from proxylm.core.representation import N_BYTES, Representation
 
 # ---- fixed-point grids (see module docstring); exactness bounds are checked in FixedPointM1.__init__ -------
 INT8_MAX = 127  # linear layers: int8 weights and activations, symmetric
@@ -68,117 +47,6 @@ SIGMOID_RANGE = 16
 TABLE_FRAC_BITS = 30  # sigmoid and RoPE tables: multiples of 2^-30
 EXACT_LIMIT_BITS = 53  # float64 represents every integer below 2^53
 FLOAT32_EXACT_BITS = 24  # ... float32 every integer below 2^24
-EVAL_CROPS = 256  # held-out crops M1 is evaluated on while it trains
-
-
-# ---- training --------------------------------------------------------------------------------------------
-class CropLoader:
-    """Stands in for the Trainer's TrainLoader: each row is `<bos>` + a random crop of `seq_len` bytes.
-
-    Batch b is a pure function of (seed, b), so the Trainer's exact resume needs no state."""
-
-    def __init__(self, texts: Sequence[bytes], seq_len: int, batch_size: int, bos_id: int, byte_offset: int,
-                 seed: int = 0):
-        docs = [t for t in texts if len(t) >= seq_len]
-        if not docs:
-            raise ValueError(f"M1 needs training documents of at least {seq_len} bytes")
-        self.data = np.frombuffer(b"".join(docs), dtype=np.uint8)
-        self.starts = np.cumsum([0] + [len(d) for d in docs[:-1]])  # (n_docs,) offset of each document
-        self.spans = np.array([len(d) - seq_len + 1 for d in docs], dtype=np.int64)  # crop starts per doc
-        self.cum_spans = np.cumsum(self.spans)
-        self.seq_len, self.batch_size, self.bos_id, self.byte_offset, self.seed = (
-            seq_len, batch_size, bos_id, byte_offset, seed)
-        self.batches = 0
-
-    def crops(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """(n, seq_len) uint8: uniform over every crop position of every document."""
-        k = rng.integers(0, self.cum_spans[-1], size=n)
-        doc = np.searchsorted(self.cum_spans, k, side="right")
-        offset = k - (self.cum_spans[doc] - self.spans[doc])
-        first = self.starts[doc] + offset
-        return self.data[first[:, None] + np.arange(self.seq_len)]
-
-    def next_batch(self, step: int):
-        rng = np.random.default_rng([self.seed, self.batches])
-        self.batches += 1
-        crops = self.crops(rng, self.batch_size).astype(np.int64) + self.byte_offset  # (B, S)
-        tokens = np.concatenate([np.full((self.batch_size, 1), self.bos_id), crops], axis=1)  # (B, S+1)
-        B, S = self.batch_size, self.seq_len
-        return Batch(tokens=torch.from_numpy(tokens), doc_ids=torch.zeros(B, S + 1, dtype=torch.int64),
-                     positions=torch.arange(S).expand(B, S).contiguous(),
-                     is_compressed=torch.zeros(B, S, dtype=torch.bool), raw_bytes=B * S, step=step)
-
-    # the rest of the TrainLoader protocol the Trainer uses
-    def schedule(self, step: int):
-        return 0.0, "sentinel"
-
-    def state_dict(self) -> dict:
-        return {"batches": self.batches}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.batches = state["batches"]
-
-    def stats(self) -> dict:
-        return {"batches": self.batches, "crop_bytes": self.seq_len}
-
-
-def window_bits_per_byte(model, crops: torch.Tensor, bos_id: int, byte_offset: int, batch: int = 64) -> float:
-    """Mean bits per byte of `crops` (N, S) uint8 tensor, each read from `<bos>` as a window is."""
-    was_training = model.training
-    model.eval()
-    nats, n = 0.0, 0
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        for i in range(0, len(crops), batch):
-            c = crops[i:i + batch].long().to(device) + byte_offset  # (b, S)
-            ids = torch.cat([torch.full((len(c), 1), bos_id, device=device), c[:, :-1]], dim=1)  # (b, S)
-            logits = model.logits(model(ids))  # (b, S, V)
-            nats += float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), c, reduction="sum"))
-            n += c.numel()
-    model.train(was_training)
-    return nats / math.log(2) / max(n, 1)
-
-
-def train_m1(texts: Sequence[bytes], window_len: int, options: M1Options | None = None, quiet: bool = True):
-    """Train M1 on `texts` (the corpus' train split) with proxylm's Trainer.
-
-    -> (Transformer float32 on CPU, summary dict). The run directory is temporary: the codec keeps the weights.
-    """
-    o = options or M1Options()
-    texts = list(texts)
-    held = set(range(o.held_out_every - 1, len(texts), o.held_out_every)) if len(texts) >= o.held_out_every else set()
-    train_texts = [t for i, t in enumerate(texts) if i not in held]
-    held_texts = [t for i, t in enumerate(texts) if i in held] or train_texts
-    rep = Representation.bytes_only()
-    crops = CropLoader(train_texts, window_len, o.batch_size, rep.bos_id, rep.raw_offset, o.seed)
-    eval_crops = torch.from_numpy(CropLoader(held_texts, window_len, 1, rep.bos_id, rep.raw_offset, o.seed + 1)
-                                  .crops(np.random.default_rng(o.seed + 1), EVAL_CROPS).copy())  # (EVAL_CROPS, S)
-
-    def evaluator(model) -> dict:  # bits per byte of windows read from <bos>: what the coder pays
-        return {"bpb": window_bits_per_byte(model, eval_crops, rep.bos_id, rep.raw_offset),
-                "bytes": int(eval_crops.numel())}
-
-    cfg = RunConfig(
-        data=DataConfig(seq_len=window_len, batch_size=o.batch_size, seed=o.seed),
-        model=ModelConfig(dim=o.dim, n_layers=o.n_layers, n_heads=o.n_heads, max_seq_len=window_len + 1),
-        train=TrainConfig(max_steps=o.steps, lr=o.lr, warmup_steps=min(o.warmup_steps, max(1, o.steps // 10)),
-                          seed=o.seed, evals_per_run=2, ckpt_every=0, keep_ckpts=1, device=o.device,
-                          threads=o.threads, log_every=max(1, o.steps // 20)),
-        eval=EvalConfig(max_bytes=0), name="m1")
-    with tempfile.TemporaryDirectory(prefix="proxylm-m1-") as run_dir:
-        if o.threads:
-            torch.set_num_threads(o.threads)
-        torch.manual_seed(o.seed)
-        model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size).to(pick_device(o.device))
-        trainer = Trainer(cfg, run_dir, model, rep, crops, evaluator, quiet=quiet)
-        if not quiet:
-            print(f"M1: {trainer.raw_model.num_params() / 1e6:.2f}M parameters, {o.steps} steps of "
-                  f"{o.batch_size} x {window_len}-byte crops", file=sys.stderr)
-        summary = trainer.fit()
-    model = trainer.raw_model.cpu().eval()
-    return model, {"steps": summary["steps"], "window_bits_per_byte": summary["val_bpb"],
-                   "train_loss": summary["loss"], "seconds": round(summary["elapsed_s"], 1),
-                   "parameters": model.num_params(), "options": asdict(o)}
 
 
 # ---- exact fixed-point inference ----------------------------------------------------------------------------
@@ -268,11 +136,24 @@ def _ranges(lengths: torch.Tensor) -> torch.Tensor:
     return torch.arange(int(ends[-1])) - torch.repeat_interleave(ends - lengths, lengths)
 
 
+class _Shape:
+    """The ModelConfig fields the fixed-point forward reads, from its dict (the derived sizes follow
+    proxylm/model/config.py: head_dim = dim / n_heads, kv_heads = n_kv_heads or n_heads)."""
+
+    def __init__(self, c: dict):
+        self.dim, self.n_layers, self.n_heads = c["dim"], c["n_layers"], c["n_heads"]
+        self.kv_heads = c.get("n_kv_heads") or self.n_heads
+        self.head_dim = self.dim // self.n_heads
+        self.norm_eps, self.rope_theta, self.max_seq_len = c["norm_eps"], c["rope_theta"], c["max_seq_len"]
+
+
 class FixedPointM1:
     """M1's forward pass, one new byte per lane per call, exact (module docstring)."""
 
-    def __init__(self, model, tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
-        cfg = model.cfg
+    def __init__(self, model_config: dict, weights: dict[str, torch.Tensor],
+                 tables: dict[str, torch.Tensor] | None = None, max_len: int | None = None):
+        """model_config: M1's ModelConfig as a dict (asdict); weights: its state dict (Transformer's key names)."""
+        cfg = _Shape(model_config)
         self.cfg = cfg
         self.max_len = max_len or cfg.max_seq_len  # positions 0..max_len-1 (the <bos> at 0)
         rep = Representation.bytes_only()
@@ -290,16 +171,18 @@ class FixedPointM1:
         self.sigmoid, self.cos, sin = f32(self.tables["sigmoid"]), f32(self.tables["cos"]), f32(self.tables["sin"])
         half = sin.shape[1] // 2
         self.signed_sin = torch.cat([-sin[:, :half], sin[:, half:]], dim=1)  # (max_len, hd)
-        self.embed = f32(model.embed.weight)  # (V, D)
+        w = weights
+        self.embed = f32(w["embed.weight"])  # (V, D)
         self.layers = []
-        for layer in model.layers:
-            a, m = layer.attn, layer.mlp
+        for i in range(cfg.n_layers):
+            p = f"layers.{i}."
             self.layers.append({
-                "attn_norm": f32(layer.attn_norm.weight), "mlp_norm": f32(layer.mlp_norm.weight),
-                "qkv": _Int8Linear(a.q.weight, a.k.weight, a.v.weight), "o": _Int8Linear(a.o.weight),
-                "gate_up": _Int8Linear(m.gate.weight, m.up.weight), "down": _Int8Linear(m.down.weight)})
-        self.norm = f32(model.norm.weight)
-        self.output = _Int8Linear(model.output.weight[self.byte_offset:self.byte_offset + N_BYTES])  # bytes only
+                "attn_norm": f32(w[p + "attn_norm.weight"]), "mlp_norm": f32(w[p + "mlp_norm.weight"]),
+                "qkv": _Int8Linear(*(w[p + f"attn.{n}.weight"] for n in "qkv")), "o": _Int8Linear(w[p + "attn.o.weight"]),
+                "gate_up": _Int8Linear(w[p + "mlp.gate.weight"], w[p + "mlp.up.weight"]),
+                "down": _Int8Linear(w[p + "mlp.down.weight"])})
+        self.norm = f32(w["norm.weight"])
+        self.output = _Int8Linear(w["output.weight"][self.byte_offset:self.byte_offset + N_BYTES])  # bytes only
         self.n_heads, self.n_kv, self.hd = cfg.n_heads, cfg.kv_heads, cfg.head_dim
         self.eps = cfg.norm_eps
         self.attn_scale = 1.0 / math.sqrt(self.hd)

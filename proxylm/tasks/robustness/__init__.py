@@ -39,13 +39,24 @@ variants (nominal/perturbed problems, export), metrics (pass and BPB metrics, ta
 """
 
 from .metrics import bpb_metrics, markdown_table, robustness_metrics, summarize_robustness
-from .run import BPB_FILE, GENERATIONS_FILE, SUMMARY_JSON, SUMMARY_MD, run_robustness
 from .source import (DEFAULT_SEEDS, FAMILIES, PARTIAL_FAMILIES, REGISTRY, Change, Edit, Perturbation, Source,
                      apply_edits, non_overlapping, perturbation)
-from .variants import (_prompt_key, _rng, export_variants, make_variants, nominal_variant, partial_cut, perturb,
-                       perturbations)
+from .variants import _prompt_key, _rng  # noqa: F401  (the tests use them)
+from .variants import export_variants, make_variants, nominal_variant, partial_cut, perturb, perturbations
 
-__all__ = ["BPB_FILE", "DEFAULT_SEEDS", "FAMILIES", "GENERATIONS_FILE", "PARTIAL_FAMILIES", "REGISTRY", "SUMMARY_JSON",
-           "SUMMARY_MD", "Change", "Edit", "Perturbation", "Source", "apply_edits", "bpb_metrics", "export_variants",
+__all__ = ["DEFAULT_SEEDS", "FAMILIES", "PARTIAL_FAMILIES", "REGISTRY",
+           "Change", "Edit", "Perturbation", "Source", "apply_edits", "bpb_metrics", "export_variants",
            "make_variants", "markdown_table", "nominal_variant", "non_overlapping", "partial_cut", "perturb",
-           "perturbation", "perturbations", "robustness_metrics", "run_robustness", "summarize_robustness"]
+           "perturbation", "perturbations", "robustness_metrics", "summarize_robustness"]
+
+_RUN_NAMES = ("BPB_FILE", "GENERATIONS_FILE", "SUMMARY_JSON", "SUMMARY_MD", "run_robustness")
+
+
+def __getattr__(name: str):
+    """run.py's names (_RUN_NAMES, public too), loaded on first use: run.py imports torch (generation, BPB),
+    and the CLI's parser reads this package's families and seeds (`proxylm --help` imports no torch)."""
+    if name in _RUN_NAMES:
+        from . import run
+
+        return getattr(run, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

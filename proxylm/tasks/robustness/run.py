@@ -8,7 +8,11 @@ from pathlib import Path
 
 from proxylm.assemble import load_run
 from proxylm.eval.bpb import evaluate_bpb
-from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES, generate_and_score, load_problems, open_results_dir
+from proxylm.tasks.codegen import generate_and_score
+from proxylm.train.config import EvalConfig
+from proxylm.tasks.datasets import load_problems
+from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES
+from proxylm.tasks.results import ORIGINAL_HUMANEVAL, open_results_dir
 from proxylm.tasks.sandbox import Limits, Sandbox
 
 from .metrics import _bits, markdown_table, summarize_robustness
@@ -30,7 +34,7 @@ def _exec_all(run, variants: list[dict], out: Path | None, sandbox, max_new_byte
                 for k, v in distinct.items()]
     records = generate_and_score(run, problems, sandbox, n_samples=1, temperature=0.0, top_p=1.0,
                                  max_new_bytes=max_new_bytes, samples_path=samples_path, workers=workers,
-                                 progress=progress)
+                                 progress=progress, harness=ORIGINAL_HUMANEVAL)
     return {r["task_id"]: r for r in records}
 
 
@@ -38,10 +42,9 @@ def _bpb_all(run, texts: list[str], seq_len: int, batch_size: int, device, progr
     """text -> {nats, bytes}, one evaluate_bpb call per distinct text."""
     from tqdm import tqdm
 
-
     out = {}
     for text in tqdm(sorted(set(texts)), desc="bpb", disable=not progress, leave=False):
-        r = evaluate_bpb(run.model, run.interface, [text.encode("utf-8")], seq_len, max(1, seq_len // 2),
+        r = evaluate_bpb(run.model, run.interface, [text.encode("utf-8")], seq_len, EvalConfig().stride_for(seq_len),
                          batch_size, device)
         out[text] = {"nats": r["nats"], "bytes": r["bytes"]}
     return out
@@ -54,7 +57,7 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
                    progress: bool = True, run=None) -> dict:
     """Perturb, generate greedily, execute, measure BPB; returns {"rows": [...], settings...} and writes
     out/robustness.json + out/robustness.md."""
-    
+
     if not execute and not bpb:
         raise ValueError("nothing to do: both execution and BPB are off")
     problems = load_problems(problems_path, limit)
@@ -79,8 +82,9 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
     scores = None
     if bpb:
         cfg = getattr(run, "cfg", None)
-        seq_len = seq_len or (getattr(getattr(cfg, "eval", None), "seq_len", 0) or cfg.data.seq_len)
-        batch_size = batch_size or getattr(getattr(cfg, "eval", None), "batch_size", 0) or 8
+        e = getattr(cfg, "eval", None) or EvalConfig()
+        seq_len = seq_len or e.window(cfg.data.seq_len)
+        batch_size = batch_size or e.batch_size
         texts = [t for v in variants if v["valid"] for t in (v["text"], v["clean_text"])]
         with compute():
             scores = _bpb_all(run, texts, seq_len, batch_size, device, progress)

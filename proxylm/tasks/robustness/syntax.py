@@ -58,7 +58,9 @@ def compare_swap(src: Source, rng, ctx) -> Change:
         if isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _MIRROR \
                 and _single_line(node) and not src.in_fstring(node):
             left, right = node.left, node.comparators[0]
-            wrap = (lambda n: f"({src.segment(n)})" if isinstance(n, low) else src.segment(n))
+            def wrap(n):
+                return f"({src.segment(n)})" if isinstance(n, low) else src.segment(n)
+
             a, b = src.span(node)
             edits.append(Edit(a, b, f"{wrap(right)} {_MIRROR[type(node.ops[0])]} {wrap(left)}"))
     return Change(_pick(rng, non_overlapping(edits), SITE_RATE))

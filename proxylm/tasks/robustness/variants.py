@@ -7,9 +7,9 @@ import hashlib
 import json
 import random
 
-from proxylm.tasks.humaneval import load_problems
+from proxylm.tasks.datasets import load_problems
 
-from . import syntax, text  # noqa: F401  (importing them registers their perturbations)
+from . import syntax, text as text_perturbations  # noqa: F401  (importing them registers their perturbations)
 from .source import (DEFAULT_SEEDS, FAMILIES, PARTIAL_FAMILIES, REGISTRY, Edit, Perturbation, Source, apply_edits,
                      non_overlapping)
 
@@ -79,11 +79,9 @@ def make_variants(problems: list[dict], families=FAMILIES, seeds: int = DEFAULT_
     return out
 
 
-
 def _prompt_key(v: dict) -> str:
     """Identical prompt + test + entry point give identical greedy results: generate and run once."""
     return hashlib.sha256(json.dumps([v["prompt"], v["test"], v["entry_point"]]).encode()).hexdigest()[:24]
-
 
 
 def export_variants(path, problems_path=None, families=FAMILIES, seeds: int = DEFAULT_SEEDS,

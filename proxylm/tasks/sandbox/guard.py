@@ -79,7 +79,6 @@ def install_python_guard(root: str) -> None:
         setattr(shutil, name, disabled(f"shutil.{name}"))
 
 
-
 # ---- results the tests may compare: plain data only ----
 
 _PLAIN = (int, float, complex, bool, str, bytes, bytearray, type(None), list, tuple, dict, set, frozenset, range)

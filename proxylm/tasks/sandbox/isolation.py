@@ -156,7 +156,9 @@ _PR_SET_PDEATHSIG = 1
 
 
 def die_with_parent() -> None:
-    """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child)."""
+    """SIGKILL when the parent dies (kept across execve; unshare's --kill-child does the same for its child).
+    The library's workers use proxylm/core/process.py; this child-side copy exists because the sandboxed
+    interpreter imports nothing from proxylm (harness.py), and it raises where that one may not."""
     _check(_c().prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0), "PR_SET_PDEATHSIG")
 
 
@@ -191,4 +193,3 @@ def set_limits(limits: dict, own_user_namespace: bool) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # an oversized write raises OSError (EFBIG) instead of killing the process silently
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-

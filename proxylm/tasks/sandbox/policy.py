@@ -70,4 +70,3 @@ class Program:
 
     def text(self) -> str:
         return self.solution + ("\n" + self.test if self.test else "")
-

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from proxylm.codecs.base import CannotEncode
-from proxylm.codecs.train import open_corpus, resolve_codec
+from proxylm.prepare.codec_cache import open_corpus, resolve_codec
 from proxylm.core.errors import UserError
 from proxylm.core.io import atomic_write
+from proxylm.core.process import die_with_parent
 from proxylm.data.config import DataConfig
 
 FORMAT = "proxylm-shards-v1"
@@ -196,34 +197,10 @@ def _open(job: EncodeJob):
 _worker: dict = {}
 
 
-def die_with_parent() -> None:
-    """Linux: ask the kernel to SIGKILL this process when its parent dies (a kill -9 of `codec encode` would
-    otherwise leave its workers running and writing shards). Elsewhere: nothing (workers then notice the
-    broken pipe at their next task)."""
-    import ctypes
-    import signal
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return
-    PR_SET_PDEATHSIG = 1
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        return
-    if os.getppid() != _parent_pid.get("pid", os.getppid()):  # the parent died before prctl took effect
-        os._exit(1)
-
-
-_parent_pid: dict = {}
-
-
-
 def _worker_init(job: EncodeJob, threads: int, counter, parent_pid: int | None = None) -> None:
     import torch
 
-    if parent_pid is not None:
-        _parent_pid["pid"] = parent_pid
-    die_with_parent()
+    die_with_parent(parent_pid)  # a kill -9 of `codec encode` would otherwise leave its workers writing shards
     torch.set_num_threads(threads)
     _worker["codec"], _worker["corpus"] = _open(job)
     _worker["counter"] = counter

@@ -5,8 +5,9 @@
     proxylm codec train bpe --corpus stdlib --vocab-size 4096 --out runs/codecs/bpe-4096
 
 Training protocol: a codec class that learns from text defines a classmethod
-`train(texts: Iterable[bytes], **options) -> Codec`; any other codec is built as `cls(**options)` (gzip and the
-fixed bit/byte views). A new codec plugs in by defining `train` and, if it takes options, a dataclass
+`train(texts: Iterable[bytes], **options) -> Codec`; one whose training needs the model and the Trainer (the
+neural codec's M1) is trained by a function of this layer (`MODEL_TRAINED`, proxylm/prepare/m1.py); any other
+codec is built as `cls(**options)` (gzip and the fixed bit/byte views). A new codec plugs in by defining `train` and, if it takes options, a dataclass
 section of `CodecOptions` (proxylm/codecs/options.py).
 
 Cache: `views.codec_dir` when set, else `$PROXYLM_CACHE/codecs/<name>-<hash>` (default `~/.cache/proxylm`),
@@ -36,13 +37,21 @@ CACHE_ENV = "PROXYLM_CACHE"
 DEFAULT_CACHE = "~/.cache/proxylm"
 HASH_CHARS = 12  # hex digits of the cache key in directory names
 
+MODEL_TRAINED = ("neural",)  # codecs whose training needs the model and the Trainer: prepare/m1.py trains them
+
+
 def needs_training(name: str) -> bool:
-    return callable(getattr(codec_class(name), "train", None))
+    cls = codec_class(name)
+    return name in MODEL_TRAINED or callable(getattr(cls, "train", None))
 
 
 def train_codec(name: str, texts: Iterable[bytes] = (), **options) -> Codec:
     """A codec of kind `name` learnt on `texts` (ignored by codecs that need no training)."""
     cls = codec_class(name)
+    if name in MODEL_TRAINED:
+        from proxylm.prepare.m1 import train_neural_codec  # torch and the Trainer: imported only to train
+
+        return train_neural_codec(texts, **options)
     if needs_training(name):
         return cls.train(texts, **options)
     return cls(**options)
@@ -167,8 +176,9 @@ def _check_loaded(codec: Codec, name: str, options: dict, directory: Path) -> Co
     return codec
 
 
-def ensure_codec(views_cfg, data_cfg) -> Codec:
-    """The run's codec: loaded from `views.codec_dir` or the cache, else trained on the train split once."""
+def ensure_codec(views_cfg, data_cfg, corpus=None) -> Codec:
+    """The run's codec: loaded from `views.codec_dir` or the cache, else trained on the train split once.
+    corpus: the run's opened corpus (else opened here, only when the cache key or the training needs it)."""
     if views_cfg.codec is None:
         raise ValueError("views.codec is not set: a raw-bytes run has no codec")
     name, options = views_cfg.codec, codec_options(views_cfg)
@@ -177,7 +187,7 @@ def ensure_codec(views_cfg, data_cfg) -> Codec:
         return _check_loaded(load_codec(directory), name, options, directory)
     if not needs_training(name):
         return train_codec(name, **options)  # nothing to learn, nothing to cache
-    corpus = open_corpus(data_cfg.corpus, data_cfg)
+    corpus = corpus if corpus is not None else open_corpus(data_cfg.corpus, data_cfg)
     if views_cfg.codec_dir:
         directory = Path(views_cfg.codec_dir).expanduser()
     else:
