@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from proxylm.model import heads as heads_mod
 from proxylm.model.config import ModelConfig
 from proxylm.model.flops import forward_flops, training_flops
-from proxylm.model.transformer import Transformer, hf_llama_config, hf_llama_state_dict, positions_from_doc_ids
+from proxylm.model.hf import hf_llama_config, hf_llama_state_dict
+from proxylm.model.transformer import Transformer, positions_from_doc_ids
 
 V, RAW_V = 96, 40  # tiny vocabulary: ids < RAW_V are "raw" (specials + bytes), the rest "compressed"
 
@@ -182,7 +183,7 @@ def test_flops_hand_count():
 @pytest.mark.filterwarnings("ignore")
 def test_flex_attention_path_matches_sdpa_mask(monkeypatch):
     """The CUDA FlexAttention path (document block mask, GQA), run here with eager flex on CPU."""
-    import proxylm.model.transformer as tr
+    import proxylm.model.attention as tr
 
     model = tiny(max_seq_len=160).eval()
     ids = torch.randint(0, V, (2, 150))
