@@ -7,6 +7,7 @@
     proxylm generate                              proxylm/cli/eval.py
     proxylm compare                               proxylm/cli/compare.py
     proxylm export                                proxylm/cli/export.py
+    proxylm plan                                  proxylm/cli/plan.py
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ COMMAND_MODULES = [
     "proxylm.cli.eval",
     "proxylm.cli.compare",
     "proxylm.cli.export",
+    "proxylm.cli.plan",
 ]
 
 

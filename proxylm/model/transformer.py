@@ -32,9 +32,6 @@ from proxylm.model.config import ModelConfig
 from proxylm.model.heads import LossOutput, multi_head_loss
 from proxylm.model.kv_cache import KVCache
 
-CAUSAL = attention.CAUSAL
-
-
 def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     """doc_ids (B, S) -> positions (B, S) restarting at 0 wherever the document id changes.
 
@@ -106,7 +103,7 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, pos+S, hd)
         gqa = self.n_kv != self.n_heads  # kv head j serves query heads j*rep .. (j+1)*rep-1, as HF repeat_kv
-        y = attention.attend(q, k, v, mask, gqa)
+        y = mask.attend(q, k, v, gqa)  # mask: attention.Mask, the backend and its mask of this batch
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
 
 
@@ -223,9 +220,6 @@ class Transformer(nn.Module):
     def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         return KVCache(self.cfg.n_layers, batch_size, max_len or self.cfg.max_seq_len)
 
-    def _use_flex(self, device: torch.device) -> bool:
-        return attention.use_flex(self.cfg.attention, device)
-
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """ids (B, S) -> final-normed hidden (B, S, D).
@@ -252,15 +246,14 @@ class Transformer(nn.Module):
         x = self.embed_ids(ids)  # (B, S, D)
         cos, sin = rope_cos_sin(positions, self.rope_inv_freq)
         cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
-        if doc_ids is not None:
-            mask = (attention.document_block_mask(doc_ids) if self._use_flex(ids.device)
-                    else attention.document_mask(doc_ids))
-        elif kv_cache is None or past == 0:
-            mask = CAUSAL if S > 1 else None
+        if kv_cache is None:  # a full window: the backend model.attention asks for
+            mask = attention.window_mask(self.cfg.attention, doc_ids, S, ids.device)
+        elif past == 0:  # a prefill: KV-cache forwards always use SDPA
+            mask = attention.window_mask("sdpa", None, S, ids.device)
         elif S == 1 and not ragged:
-            mask = None  # the new position sees everything cached
+            mask = attention.cache_mask(None)  # the new position sees everything cached
         else:  # several new positions, or rows of different lengths: query i of row b sees keys 0 .. len_b+i
-            mask = kv_cache.visible(S, ids.device)  # (B, 1, S, past+S)
+            mask = attention.cache_mask(kv_cache.visible(S, ids.device))  # (B, 1, S, past+S)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache)
         if kv_cache is not None:
