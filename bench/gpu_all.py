@@ -1,5 +1,5 @@
-"""The Python half of bench/gpu_all.sh: correctness of the GPU path against the CPU, throughput and MFU of a
-~125M model, and its peak memory against `proxylm plan`'s prediction.
+"""The Python half of bench/gpu_all.sh: correctness of the GPU path against the CPU, throughput and MFU of
+the bytes-gpu model (85M parameters), and its peak memory against `proxylm plan`'s prediction.
 
     python bench/gpu_all.py                         # on one GPU: about 4 minutes
     python bench/gpu_all.py --dry-run               # the CPU-sized version (tests/test_gpu_all.py runs it)

@@ -5,7 +5,7 @@
 #     bash bench/gpu_all.sh --dry-run [OUT]    # the CPU-sized version (tests/test_gpu_all.py runs it)
 #
 #   1. bench/gpu_all.py (<= 5 min): bf16 + flex + compile correctness against the CPU float32 reference;
-#      throughput and MFU of bytes-gpu (~92M parameters) with and without attention FLOPs (989 TFLOP/s
+#      throughput and MFU of bytes-gpu (85M parameters) with and without attention FLOPs (989 TFLOP/s
 #      peak on H100/H200 SXM); peak memory against `proxylm plan`'s prediction
 #   2. bench/generate.py (<= 4 min): the generation goals (speculative_speedup >= 2, batch8_throughput_ratio >= 4)
 #   3. bench/scaling_study.py --gpu --measure (<= 2.5 min): per-step cost of the scaling-gpu sizes and the

@@ -35,48 +35,58 @@ def allowed_of(doc_ids):
     return (doc_ids[:, :, None] == doc_ids[:, None, :]) & causal
 
 
-def check_backend(name: str, doc_ids):
-    what = attention.available_backends(torch.device("cpu"))[name]
-    mask = attention.window_mask("auto", doc_ids, S, torch.device("cpu"), backend=name)
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+
+
+def check_backend(name: str, doc_ids, device: str = "cpu"):
+    dev = torch.device(device)
+    what = attention.available_backends(dev)[name]
+    if doc_ids is not None:
+        doc_ids = doc_ids.to(dev)
+    mask = attention.window_mask("auto", doc_ids, S, dev, backend=name)
     assert mask.backend == name
     q, k, v = qkv()
     ref_in = [t.double().requires_grad_() for t in (q, k, v)]
-    ref = dense_reference(*ref_in, allowed_of(doc_ids))
+    ref = dense_reference(*ref_in, allowed_of(None if doc_ids is None else doc_ids.cpu()))
     grad_out = torch.randn_like(ref)
     (ref * grad_out).sum().backward()
-    ins = [t.clone().requires_grad_(what == "forward+backward") for t in (q, k, v)]
+    ins = [t.to(dev).requires_grad_(what == "forward+backward") for t in (q, k, v)]
     before = attention.CALLS.get(name, 0)
     out = mask.attend(*ins, enable_gqa=True)
     assert attention.CALLS[name] == before + 1  # this backend ran, not another
-    torch.testing.assert_close(out.double(), ref.detach(), atol=1e-5, rtol=1e-5)
+    tol = dict(atol=1e-5, rtol=1e-5) if device == "cpu" else dict(atol=2e-3, rtol=2e-3)  # TF32 matmuls on GPUs
+    torch.testing.assert_close(out.double().cpu(), ref.detach(), **tol)
     if what == "forward+backward":
-        (out * grad_out.float()).sum().backward()
+        (out * grad_out.float().to(dev)).sum().backward()
         for got, want in zip(ins, ref_in):
-            torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(got.grad.double().cpu(), want.grad, **tol)
 
 
 FAST = ["sdpa_masked", "flex_eager"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", FAST)
 @pytest.mark.parametrize("docs", [True, False], ids=["documents", "causal"])
-def test_backend_matches_dense_reference(name, docs):
-    check_backend(name, DOC_IDS if docs else None)
+def test_backend_matches_dense_reference(name, docs, device):
+    check_backend(name, DOC_IDS if docs else None, device)
 
 
-def test_sdpa_causal_matches_dense_reference():
-    check_backend("sdpa_causal", None)
+@pytest.mark.parametrize("device", DEVICES)
+def test_sdpa_causal_matches_dense_reference(device):
+    check_backend("sdpa_causal", None, device)
     with pytest.raises(ValueError, match="documents"):
         attention.window_mask("auto", DOC_IDS, S, torch.device("cpu"), backend="sdpa_causal")
 
 
 @pytest.mark.gpupath
 @pytest.mark.filterwarnings("ignore")
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("docs", [True, False], ids=["documents", "causal"])
-def test_compiled_flex_matches_dense_reference(docs):
-    if "flex_compiled" not in attention.available_backends(torch.device("cpu")):
+def test_compiled_flex_matches_dense_reference(docs, device):
+    if "flex_compiled" not in attention.available_backends(torch.device(device)):
         pytest.skip("no C++ compiler for inductor's CPU flex kernel")
-    check_backend("flex_compiled", DOC_IDS if docs else None)
+    check_backend("flex_compiled", DOC_IDS if docs else None, device)
 
 
 def model(attn: str) -> Transformer:
