@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import torch
 
+from proxylm.codecs.options import BYTE_VALUES
 from proxylm.config import RunConfig
 from proxylm.core.errors import UserError
 from proxylm.core.representation import Representation
@@ -40,9 +41,6 @@ H200_PEAK_TFLOPS = 989.0  # H100/H200 SXM dense bf16 (no sparsity)
 DEFAULT_MFU = 0.4
 FP32, INT64 = 4, 8
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2}
-# codecs whose alphabet is fixed (no options): symbols, leading symbols that are literal bytes
-_FIXED_ALPHABETS = {"gzip": (256, 0), "bpe-bytes": (256, 0), "halfbyte": (16, 0), "doublebit": (4, 0),
-                    "bit": (2, 0), "doublebyte": (65536, 0)}
 
 
 # ---- representation without a codec ---------------------------------------------------------------
@@ -60,15 +58,23 @@ def planned_representation(cfg: RunConfig) -> Representation:
         except (OSError, ValueError) as e:
             raise UserError(f"views.codec_dir={v.codec_dir}: cannot read the codec ({e})") from None
         return Representation.for_codec(codec, separate_embedding=v.separate_embedding)
-    if v.codec == "bpe":
+    from proxylm.codecs import codec_class
+    from proxylm.codecs.neural.codec import NeuralCodec
+
+    if v.codec == "bpe":  # trained codecs: the size their options ask for
         alphabet, passthrough = v.codec_options.bpe.vocab_size, 0
+    elif v.codec == "bpe-bytes":
+        alphabet, passthrough = BYTE_VALUES, 0  # token ids written as bytes
     elif v.codec == "neural":
-        alphabet, passthrough = 256 + (1 << v.codec_options.neural.window_bits), 256
-    elif v.codec in _FIXED_ALPHABETS:
-        alphabet, passthrough = _FIXED_ALPHABETS[v.codec]
-    else:
-        raise UserError(f"views.codec={v.codec}: plan knows no alphabet size for it; set views.codec_dir to a "
-                        "trained codec")
+        alphabet = NeuralCodec.passthrough + (1 << v.codec_options.neural.window_bits)
+        passthrough = NeuralCodec.passthrough
+    else:  # codecs without training (gzip, bits): built, they say their size
+        try:
+            codec = codec_class(v.codec)(**v.codec_options.for_codec(v.codec))
+        except (TypeError, ValueError) as e:
+            raise UserError(f"views.codec={v.codec}: plan cannot size it ({e}); set views.codec_dir to a trained "
+                            "codec") from None
+        alphabet, passthrough = codec.alphabet_size, codec.passthrough
     return Representation(codec_name=v.codec, codec_alphabet=alphabet, codec_passthrough=passthrough,
                           separate_embedding=v.separate_embedding)
 

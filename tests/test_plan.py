@@ -78,7 +78,15 @@ def test_every_shipped_config_plans(name):
     assert p["params"] == p["params_embedding"] + p["params_non_embedding"] > 0
     assert p["flops_per_step"] == pytest.approx(p["flops_6n"] + p["flops_attention"])
     assert p["memory_gib"]["checkpointing"]["activations"] < p["memory_gib"]["no_checkpointing"]["activations"]
-    assert p["vocab_size"] == planned_representation(cfg).vocab_size
+
+
+@pytest.mark.parametrize("codec", ["gzip", "bit", "halfbyte", "doublebyte"])
+def test_planned_vocabulary_is_the_real_codecs(codec):
+    """Codecs that need no training: the plan's vocabulary is the one a run would build."""
+    from proxylm.assemble import build_codec, representation_for
+
+    cfg = load_config("proxy-gzip-micro", [f"views.codec={codec}"])
+    assert planned_representation(cfg) == representation_for(cfg, build_codec(cfg))
 
 
 def test_paper_sizes_and_vocabularies():
