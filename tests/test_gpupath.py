@@ -3,7 +3,7 @@ bf16 autocast training, compiled blocks in bf16, a 2-rank FSDP2 run in bf16 mixe
 DCP shards, and a multi-node launch (two `torchrun --nnodes 2` on one host, c10d rendezvous on localhost)
 against a single-node 2-rank run. Compiled FlexAttention: tests/test_attention.py.
 
-    .venv/bin/python -m pytest -q -m gpupath          # ~5 minutes on 2 busy cores
+    .venv/bin/python -m pytest -q -m gpupath          # the whole marker: 4 minutes on 2 shared cores
 """
 
 from __future__ import annotations
