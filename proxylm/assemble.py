@@ -43,6 +43,7 @@ from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
 from proxylm.model import hf
+from proxylm.model.attention import require_backward_ok
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
 from proxylm.train.checkpoint import latest_checkpoint
@@ -320,6 +321,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     if t.threads:
         torch.set_num_threads(t.threads)
     device = ctx.device or pick_device(t.device)
+    require_backward_ok(cfg.model.attention, device)  # flex on a CPU: refused before any work
     seed_everything(t.seed)
     corpus = open_corpus(cfg.data.corpus, cfg.data)  # lists units only; opened once, handed to every part
     if not resume:

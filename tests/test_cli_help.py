@@ -30,3 +30,10 @@ def test_help_imports_no_torch():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_plan_help_defaults_are_the_planners():
+    from proxylm import plan
+    from proxylm.cli import plan as cli_plan
+
+    assert (cli_plan.DEFAULT_MFU, cli_plan.H200_PEAK_TFLOPS) == (plan.DEFAULT_MFU, plan.H200_PEAK_TFLOPS)

@@ -8,6 +8,7 @@
     proxylm generate                                    proxylm/cli/eval.py
     proxylm compare                                     proxylm/cli/compare.py
     proxylm export                                      proxylm/cli/export.py
+    proxylm plan                                        proxylm/cli/plan.py
 
 Building the parser imports no torch (tests/test_cli_help.py): a verb module imports what its command runs
 inside the command's function.
@@ -30,6 +31,7 @@ COMMAND_MODULES = [
     "proxylm.cli.eval",
     "proxylm.cli.compare",
     "proxylm.cli.export",
+    "proxylm.cli.plan",
 ]
 
 

@@ -85,7 +85,7 @@ SCALING_SIZES = [
     Size("d64x2", "tiny", 8e11, ["model.dim=64", "model.n_layers=2", "model.n_heads=2"]),
     Size("d128x3", "tiny", 4e12, ["model.dim=128", "model.n_layers=3", "model.n_heads=4"]),
 ]
-# The same study on one GPU (bench/scaling_gpu.sh), sized for a 15-minute device budget (not measured yet).
+# The same study on one GPU (bench/gpu_all.sh runs a subset), sized for a 15-minute device budget (not measured yet).
 SCALING_GPU_SIZES = [
     Size("d256x4", "gpu", 5e14, ["model.dim=256", "model.n_layers=4", "model.n_heads=4"]),
     Size("d512x8", "gpu", 2e15, ["model.dim=512", "model.n_layers=8", "model.n_heads=8"]),

@@ -24,7 +24,9 @@ class ModelConfig:
     n_raw_heads: int = 0  # extra raw-byte heads (reference section 3.3), predicting beyond the main heads
     init_std: float = 0.02  # normal(0, init_std) for every weight matrix (embedding and heads included)
     depth_scaled_init: bool = True  # residual output projections (attention o, mlp down): std / sqrt(2 n_layers)
-    attention: str = "auto"  # auto | sdpa | flex  (auto: flex on CUDA, sdpa with a mask on CPU)
+    # auto | sdpa | flex (auto: flex on CUDA, sdpa on CPU; flex on a CPU: evaluation only, training is refused;
+    # proxylm/model/attention.py)
+    attention: str = "auto"
     ce_chunk: int = 2048  # positions per chunk in the chunked cross-entropy
     # the input embedding of a compressed id = its own row + the mean of the rows of the raw bytes it stands for
     # (codecs whose symbols stand for bytes one by one: bpe), so a compressed view is read through raw-byte

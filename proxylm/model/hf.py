@@ -1,6 +1,12 @@
 """The transformers (HF Llama) view of proxylm's Transformer: config and weight names both ways.
 
     hf.load_hf_weights(model, "exports/x")   # trunk and head 0 from an export (train.init_from)
+    state = hf.hf_llama_state_dict(model)    # LlamaForCausalLM names, tensors shared with the model
+
+Names map 1:1: embed -> model.embed_tokens, layers.i.attn.{q,k,v,o} -> model.layers.i.self_attn.{q,k,v,o}_proj,
+layers.i.mlp.{gate,up,down} -> model.layers.i.mlp.{gate,up,down}_proj, layers.i.attn_norm -> input_layernorm,
+layers.i.mlp_norm -> post_attention_layernorm, norm -> model.norm, output -> lm_head. The extra heads
+(`pred_heads`: main heads 1.., `raw_heads`) have no Llama counterpart.
 
 Used by the exporter (proxylm/export.py) and by `train.init_from` (proxylm/assemble.py).
 """
@@ -14,7 +20,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from proxylm.model.transformer import hf_llama_config, hf_llama_state_dict  # noqa: F401  (the mapping itself)
+from proxylm.model.config import ModelConfig
 
 WEIGHTS = "model.safetensors"
 WEIGHTS_INDEX = "model.safetensors.index.json"  # sharded checkpoints written by transformers itself
@@ -24,6 +30,41 @@ SHAPE_KEYS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_laye
               "num_key_value_heads", "head_dim")
 # keys a continued run may change on purpose (e.g. a longer context); a mismatch is only reported
 SOFT_KEYS = ("rope_theta", "rms_norm_eps")
+
+
+# ---- the mapping ---------------------------------------------------------------------------------
+_HF_LAYER_NAMES = {
+    "attn.q.weight": "self_attn.q_proj.weight", "attn.k.weight": "self_attn.k_proj.weight",
+    "attn.v.weight": "self_attn.v_proj.weight", "attn.o.weight": "self_attn.o_proj.weight",
+    "mlp.gate.weight": "mlp.gate_proj.weight", "mlp.up.weight": "mlp.up_proj.weight",
+    "mlp.down.weight": "mlp.down_proj.weight", "attn_norm.weight": "input_layernorm.weight",
+    "mlp_norm.weight": "post_attention_layernorm.weight",
+}
+
+
+def hf_llama_state_dict(model) -> dict[str, torch.Tensor]:
+    """Head 0 and the trunk under LlamaForCausalLM names (extra heads dropped); tensors are shared, not copied."""
+    out = {}
+    for name, t in model.state_dict().items():
+        if name == "embed.weight":
+            out["model.embed_tokens.weight"] = t
+        elif name == "norm.weight":
+            out["model.norm.weight"] = t
+        elif name == "output.weight":
+            out["lm_head.weight"] = t
+        elif name.startswith("layers."):
+            _, i, rest = name.split(".", 2)
+            out[f"model.layers.{i}.{_HF_LAYER_NAMES[rest]}"] = t
+    return out
+
+
+def hf_llama_config(cfg: ModelConfig, vocab_size: int) -> dict:
+    """Keyword arguments of transformers.LlamaConfig for this architecture (special token ids are the caller's)."""
+    return dict(vocab_size=vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
+                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
+                num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
+                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
+                rope_theta=cfg.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=False)
 
 
 def check_architecture(have: dict, want: dict, source) -> None:

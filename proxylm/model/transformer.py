@@ -15,15 +15,8 @@ Generation (one document per row, each row with its own length; see proxylm/eval
     h = model(ids_k.view(1, k), kv_cache=cache)    # k positions at once (speculative verification)
     cache.set_lengths([n + 1 + accepted])          # roll back the rejected positions
 
-Weights are named so they map 1:1 onto transformers' LlamaForCausalLM (`hf_llama_state_dict`):
-embed -> model.embed_tokens, layers.i.attn.{q,k,v,o} -> model.layers.i.self_attn.{q,k,v,o}_proj,
-layers.i.mlp.{gate,up,down} -> model.layers.i.mlp.{gate,up,down}_proj, layers.i.attn_norm -> input_layernorm,
-layers.i.mlp_norm -> post_attention_layernorm, norm -> model.norm, output -> lm_head. The extra heads
-(`pred_heads`: main heads 1.., `raw_heads`) have no Llama counterpart.
-
-Attention never crosses documents: with `doc_ids` a query sees a key only if both are in the same document and
-the key is not later. Backends: FlexAttention with a document block mask on CUDA (cfg.attention auto|flex),
-else SDPA with a boolean (B, 1, S, S) mask; without doc_ids, SDPA is_causal (flash kernels on GPU).
+Weights are named so they map 1:1 onto transformers' LlamaForCausalLM (proxylm/model/hf.py). Attention (masks and
+backends) lives in proxylm/model/attention.py, the KV cache in proxylm/model/kv_cache.py.
 """
 
 from __future__ import annotations
@@ -34,38 +27,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from proxylm.model import attention
 from proxylm.model.config import ModelConfig
 from proxylm.model.heads import LossOutput, multi_head_loss
-
-from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention  # used on CUDA
-
-CAUSAL = "causal"  # attention-mask marker: plain causal (no document boundaries, keys == queries)
-_compiled_flex = None
-
-
-def _flex(q, k, v, block_mask, enable_gqa):
-    global _compiled_flex
-    if _compiled_flex is None:  # eager flex_attention materialises the scores; the compiled one is the kernel
-        _compiled_flex = torch.compile(flex_attention, dynamic=False)
-    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=enable_gqa)
-
-
-def document_block_mask(doc_ids: torch.Tensor):
-    """doc_ids (B, S) -> FlexAttention BlockMask: same document and causal."""
-    B, S = doc_ids.shape
-
-    def same_doc_causal(b, h, q_idx, kv_idx):
-        return (doc_ids[b, q_idx] == doc_ids[b, kv_idx]) & (kv_idx <= q_idx)
-
-    return create_block_mask(same_doc_causal, B, None, S, S, device=doc_ids.device)
-
-
-def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """doc_ids (B, S) -> bool (B, 1, S, S), True where query i may attend key j (same document, j <= i)."""
-    S = doc_ids.shape[1]
-    causal = torch.ones(S, S, dtype=torch.bool, device=doc_ids.device).tril()
-    return (doc_ids[:, :, None] == doc_ids[:, None, :]).logical_and(causal).unsqueeze(1)
-
+from proxylm.model.kv_cache import KVCache
 
 def positions_from_doc_ids(doc_ids: torch.Tensor) -> torch.Tensor:
     """doc_ids (B, S) -> positions (B, S) restarting at 0 wherever the document id changes.
@@ -119,111 +84,6 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
-class KVCache:
-    """Keys and values of every layer for generation, preallocated to `max_len` positions; one document per
-    row, each row with its own length (batched and speculative decoding).
-
-        cache = KVCache(n_layers, batch_size=1, max_len=4096)   # or model.new_kv_cache()
-        model(ids, kv_cache=cache)          # row b writes at cache.lengths[b]; then every length grows by S
-        cache.set_lengths([n0, n1])         # rollback: positions past a row's length are dropped
-        cache.keep_rows([1]); cache.copy_row(0, other_cache)   # batch compaction / refilling a row
-
-    Row b's new positions are lengths[b] .. lengths[b]+S-1 (RoPE positions too) and they see its keys
-    0 .. lengths[b]+i; what lies beyond a row's length (rejected drafts, a shorter row's padding) is never
-    attended to and is overwritten by the next write. Buffers are allocated at the first write of each
-    layer, with that layer's dtype and device (so autocast works)."""
-
-    def __init__(self, n_layers: int, batch_size: int, max_len: int):
-        self.batch_size, self.max_len = batch_size, max_len
-        self.lengths = [0] * batch_size  # filled positions per row
-        self.k: list[torch.Tensor | None] = [None] * n_layers  # each (B, kv_heads, max_len, hd)
-        self.v: list[torch.Tensor | None] = [None] * n_layers
-
-    @property
-    def pos(self) -> int:
-        """The longest row's length (every row's length when they agree, e.g. batch size 1)."""
-        return max(self.lengths, default=0)
-
-    @property
-    def uniform(self) -> bool:
-        return min(self.lengths, default=0) == self.pos
-
-    def positions(self, S: int, device) -> torch.Tensor:
-        """(B, S) int64: the positions of S new ids in each row."""
-        return torch.tensor(self.lengths, device=device).unsqueeze(1) + torch.arange(S, device=device)
-
-    def visible(self, S: int, device) -> torch.Tensor:
-        """(B, 1, S, pos+S) bool: new query i of row b sees key j iff j <= lengths[b] + i."""
-        q = self.positions(S, device)  # (B, S)
-        return (torch.arange(self.pos + S, device=device) <= q.unsqueeze(-1)).unsqueeze(1)
-
-    def update(self, layer: int, k: torch.Tensor, v: torch.Tensor):
-        """k, v (B, kv_heads, S, hd) of the new positions -> keys/values (B, kv_heads, pos+S, hd)."""
-        B, n_kv, S, hd = k.shape
-        end = self.pos + S
-        if end > self.max_len:
-            raise ValueError(f"KV cache full: {end} positions > max_len {self.max_len}")
-        if self.k[layer] is None:
-            self.k[layer] = k.new_zeros(B, n_kv, self.max_len, hd)
-            self.v[layer] = v.new_zeros(B, n_kv, self.max_len, hd)
-        if self.uniform:
-            start = self.pos
-            self.k[layer][:, :, start:end] = k
-            self.v[layer][:, :, start:end] = v
-        else:  # each row writes at its own length: one index_copy_ into the flattened buffer
-            flat = self._write_index(n_kv, S, k.device)  # (B*kv_heads*S,)
-            self.k[layer].view(-1, hd).index_copy_(0, flat, k.reshape(-1, hd))
-            self.v[layer].view(-1, hd).index_copy_(0, flat, v.reshape(-1, hd))
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-    def _write_index(self, n_kv: int, S: int, device) -> torch.Tensor:
-        """(B*n_kv*S,) the rows of the (B*n_kv*max_len, hd) view that new position s of row b, kv head h goes to,
-        in (b, h, s) order; the same for every layer of one forward, so built once."""
-        key = (tuple(self.lengths), n_kv, S, device)
-        if getattr(self, "_index_key", None) != key:
-            B = len(self.lengths)
-            head_start = (torch.arange(B, device=device).view(B, 1, 1) * n_kv
-                          + torch.arange(n_kv, device=device).view(1, n_kv, 1)) * self.max_len  # (B, n_kv, 1)
-            self._index_key = key
-            self._index = (head_start + self.positions(S, device).unsqueeze(1)).view(-1)
-        return self._index
-
-    def advance(self, n: int) -> None:
-        self.lengths = [n_b + n for n_b in self.lengths]
-
-    def set_lengths(self, lengths: list[int]) -> None:
-        """Roll rows back (or forward over positions already written): row b keeps positions < lengths[b]."""
-        if len(lengths) != len(self.lengths) or any(not 0 <= n <= self.max_len for n in lengths):
-            raise ValueError(f"lengths {lengths} do not fit {len(self.lengths)} rows of {self.max_len}")
-        self.lengths = [int(n) for n in lengths]
-
-    def keep_rows(self, rows: list[int]) -> None:
-        """Drop every other row (rows stay in the given order)."""
-        for store in (self.k, self.v):
-            for i, t in enumerate(store):
-                if t is not None:
-                    store[i] = t[torch.as_tensor(rows, device=t.device)]
-        self.lengths = [self.lengths[r] for r in rows]
-        self.batch_size = len(rows)
-
-    def copy_row(self, row: int, src: "KVCache", src_row: int = 0) -> None:
-        """Make row `row` a copy of `src`'s row `src_row` (e.g. a prompt prefilled alone)."""
-        n = src.lengths[src_row]
-        if n > self.max_len:
-            raise ValueError(f"a row of {n} positions does not fit max_len {self.max_len}")
-        for store, src_store in ((self.k, src.k), (self.v, src.v)):
-            for i, t in enumerate(src_store):
-                if t is None:
-                    continue
-                if store[i] is None:
-                    store[i] = t.new_zeros(self.batch_size, t.shape[1], self.max_len, t.shape[3])
-                store[i][row, :, :n] = t[src_row, :, :n]
-        self.lengths[row] = n
-
-    def reset(self) -> None:
-        self.lengths = [0] * self.batch_size
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_idx: int):
         super().__init__()
@@ -243,15 +103,7 @@ class Attention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (B, Hkv, pos+S, hd)
         gqa = self.n_kv != self.n_heads  # kv head j serves query heads j*rep .. (j+1)*rep-1, as HF repeat_kv
-        if BlockMask is not None and isinstance(mask, BlockMask):
-            y = _flex(q, k, v, mask, gqa)
-        elif mask is None:  # one decode step: attend to every cached key
-            # (torch 2.13's CPU SDPA beats two explicit matmuls here: 11 vs 26 us at dim 128, 200 keys)
-            y = F.scaled_dot_product_attention(q, k, v, enable_gqa=gqa)
-        elif mask == CAUSAL:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
-        else:  # a document mask, or a few new positions per row over the cache (batched/speculative)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
+        y = mask.attend(q, k, v, gqa)  # mask: attention.Mask, the backend and its mask of this batch
         return self.o(y.transpose(1, 2).reshape(B, S, self.n_heads * self.hd))  # (B, S, D)
 
 
@@ -368,9 +220,6 @@ class Transformer(nn.Module):
     def new_kv_cache(self, batch_size: int = 1, max_len: int | None = None) -> KVCache:
         return KVCache(self.cfg.n_layers, batch_size, max_len or self.cfg.max_seq_len)
 
-    def _use_flex(self, device: torch.device) -> bool:
-        return device.type == "cuda" and self.cfg.attention in ("auto", "flex") and flex_attention is not None
-
     def forward(self, ids: torch.Tensor, positions: torch.Tensor | None = None,
                 doc_ids: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """ids (B, S) -> final-normed hidden (B, S, D).
@@ -397,14 +246,14 @@ class Transformer(nn.Module):
         x = self.embed_ids(ids)  # (B, S, D)
         cos, sin = rope_cos_sin(positions, self.rope_inv_freq)
         cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
-        if doc_ids is not None:
-            mask = document_block_mask(doc_ids) if self._use_flex(ids.device) else document_mask(doc_ids)
-        elif kv_cache is None or past == 0:
-            mask = CAUSAL if S > 1 else None
+        if kv_cache is None:  # a full window: the backend model.attention asks for
+            mask = attention.window_mask(self.cfg.attention, doc_ids, S, ids.device)
+        elif past == 0:  # a prefill: KV-cache forwards always use SDPA
+            mask = attention.window_mask("sdpa", None, S, ids.device)
         elif S == 1 and not ragged:
-            mask = None  # the new position sees everything cached
+            mask = attention.cache_mask(None)  # the new position sees everything cached
         else:  # several new positions, or rows of different lengths: query i of row b sees keys 0 .. len_b+i
-            mask = kv_cache.visible(S, ids.device)  # (B, 1, S, past+S)
+            mask = attention.cache_mask(kv_cache.visible(S, ids.device))  # (B, 1, S, past+S)
         for layer in self.layers:
             x = layer(x, cos, sin, mask, kv_cache)
         if kv_cache is not None:
@@ -443,38 +292,3 @@ class Transformer(nn.Module):
         """Parameter count; non_embedding drops the embedding table."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.embed.weight.numel() if non_embedding else n
-
-
-# ---- export to transformers' LlamaForCausalLM ---------------------------------------------------------
-_HF_LAYER_NAMES = {
-    "attn.q.weight": "self_attn.q_proj.weight", "attn.k.weight": "self_attn.k_proj.weight",
-    "attn.v.weight": "self_attn.v_proj.weight", "attn.o.weight": "self_attn.o_proj.weight",
-    "mlp.gate.weight": "mlp.gate_proj.weight", "mlp.up.weight": "mlp.up_proj.weight",
-    "mlp.down.weight": "mlp.down_proj.weight", "attn_norm.weight": "input_layernorm.weight",
-    "mlp_norm.weight": "post_attention_layernorm.weight",
-}
-
-
-def hf_llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
-    """Head 0 and the trunk under LlamaForCausalLM names (extra heads dropped); tensors are shared, not copied."""
-    out = {}
-    for name, t in model.state_dict().items():
-        if name == "embed.weight":
-            out["model.embed_tokens.weight"] = t
-        elif name == "norm.weight":
-            out["model.norm.weight"] = t
-        elif name == "output.weight":
-            out["lm_head.weight"] = t
-        elif name.startswith("layers."):
-            _, i, rest = name.split(".", 2)
-            out[f"model.layers.{i}.{_HF_LAYER_NAMES[rest]}"] = t
-    return out
-
-
-def hf_llama_config(cfg: ModelConfig, vocab_size: int) -> dict:
-    """Keyword arguments of transformers.LlamaConfig for this architecture (special token ids are the caller's)."""
-    return dict(vocab_size=vocab_size, hidden_size=cfg.dim, intermediate_size=cfg.hidden_dim,
-                num_hidden_layers=cfg.n_layers, num_attention_heads=cfg.n_heads,
-                num_key_value_heads=cfg.kv_heads, head_dim=cfg.head_dim, hidden_act="silu",
-                max_position_embeddings=cfg.max_seq_len, rms_norm_eps=cfg.norm_eps,
-                rope_theta=cfg.rope_theta, attention_bias=False, mlp_bias=False, tie_word_embeddings=False)
