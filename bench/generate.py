@@ -4,6 +4,7 @@
     python bench/generate.py --work runs/bench-generate      # keep the trained models; a later call reuses them
     python bench/generate.py --byte-run runs/compare-demo/bytes-mbp --proxy-run runs/compare-demo/proxy-bpe
     python bench/generate.py --device cuda --new-bytes 256
+    python bench/generate.py --quick --threads 1             # a reviewer's run: small models, fewer rounds (<15 min)
 
 1. KV cache: a randomly initialised byte model, ~1k bytes of context, cached vs full recompute (same bytes,
    checked). `RESULT kv_cache_speedup`.
@@ -302,7 +303,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--large", type=int, nargs=2, default=[384, 6], metavar=("DIM", "LAYERS"),
                    help="the larger (random) byte model of the batch part (batching pays more as the model grows)")
+    p.add_argument("--quick", action="store_true",
+                   help="small models trained briefly and fewer rounds: --byte-model 128 4 4 --steps 600 --prompts 4 "
+                        "--rounds 3 --large 256 4 (the models train in the default train.dtype, bf16 where native)")
     args = p.parse_args()
+    if args.quick:
+        args.byte_model, args.steps, args.prompts, args.rounds, args.large = [128, 4, 4], 600, 4, 3, [256, 4]
     if args.threads:
         torch.set_num_threads(args.threads)
     from proxylm.assemble import load_run

@@ -9,6 +9,16 @@ normalisation. The two are measured in alternating rounds in one process (this m
 the ratio of medians is reported:
 
     RESULT train_vs_bare <proxylm symbols/s / bare symbols/s>
+
+Then the compute dtype (`--dtype-rounds 0` skips it): proxylm's own training step (`Trainer.train_step`,
+data pipeline included) in float32 and in bfloat16 autocast, alternating in one process, at the tiny backbone
+and at dim 512 x 8, and the default step's model FLOPs/s against the bfloat16 matmul peak this bench measures
+on the same threads (a 1024 x 1024 x 1024 matmul); model FLOPs are proxylm/model/flops.py's, attention's dense
+S x S work included:
+
+    RESULT cpu_bf16_speedup <bf16 steps/s / fp32 steps/s, tiny backbone>
+    RESULT cpu_bf16_speedup_large <the same at dim 512 x 8>
+    RESULT cpu_mfu <model FLOPs/s of the bf16 tiny step / measured bf16 matmul FLOP/s>
 """
 
 from __future__ import annotations
@@ -29,8 +39,13 @@ def main() -> None:
     ap.add_argument("--config", default="proxy-bpe-tiny")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps per round and side")
+    ap.add_argument("--dtype-rounds", type=int, default=5, help="rounds of the dtype comparison (0: skip it)")
+    ap.add_argument("--dtype-config", default="bytes-tiny")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     cfg = load_config(args.config, ["train.max_steps=100000", "train.warmup_steps=1"] + args.overrides)
     trainer = build_trainer(cfg, tempfile.mkdtemp(prefix="bench-train-"), quiet=True)
@@ -66,6 +81,65 @@ def main() -> None:
           f"{symbols_per_step} symbols/step, torch threads {torch.get_num_threads()}")
     print(f"median bare {statistics.median(bare):.0f} sym/s, proxylm {statistics.median(ours):.0f} sym/s")
     print(f"RESULT train_vs_bare {ratio:.3f}")
+    if args.dtype_rounds:
+        compare_dtypes(args)
+
+
+def matmul_flops_per_s(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n ** 3 * repeats / (time.perf_counter() - t0)
+
+
+def dtype_trainers(config: str, overrides: list[str]):
+    """One trainer per dtype over the same config, seed and data."""
+    common = ["train.max_steps=100000", "train.warmup_steps=1", "train.threads=0"] + overrides
+    return {dt: build_trainer(load_config(config, common + [f"train.dtype={dt}"]),
+                              tempfile.mkdtemp(prefix=f"bench-{dt}-"), quiet=True) for dt in ("float32", "bfloat16")}
+
+
+def steps_per_s(trainer, steps: int) -> tuple[float, float]:
+    """-> (steps/s, model FLOPs/s) of `steps` optimizer steps."""
+    flops0, t0 = trainer.flops, time.perf_counter()
+    for _ in range(steps):
+        trainer.train_step()
+    seconds = time.perf_counter() - t0
+    return steps / seconds, (trainer.flops - flops0) / seconds
+
+
+def compare_dtypes(args) -> None:
+    results = {}
+    for label, overrides, steps, rounds in [
+            ("tiny", [], args.steps, args.dtype_rounds),
+            ("large", ["model.dim=512", "model.n_layers=8", "model.n_heads=8"], 1, max(2, args.dtype_rounds // 2))]:
+        trainers = dtype_trainers(args.dtype_config, overrides)
+        for t in trainers.values():
+            steps_per_s(t, 1)  # warm-up
+        rates = {dt: [] for dt in trainers}
+        flops = []
+        peaks = []
+        for r in range(rounds):
+            order = list(trainers) if r % 2 == 0 else list(reversed(trainers))
+            for dt in order:
+                rate, fl = steps_per_s(trainers[dt], steps)
+                rates[dt].append(rate)
+                if dt == "bfloat16":
+                    flops.append(fl)
+            peaks.append(matmul_flops_per_s(torch.bfloat16))
+            print(f"{label} round {r}: fp32 {rates['float32'][-1]:.3f} steps/s, bf16 {rates['bfloat16'][-1]:.3f} "
+                  f"steps/s, bf16 matmul {peaks[-1] / 1e9:.0f} GFLOP/s")
+        ratios = [b / f for b, f in zip(rates["bfloat16"], rates["float32"])]
+        m = trainers["bfloat16"].raw_model
+        print(f"{label}: {m.num_params(non_embedding=True) / 1e6:.2f}M non-embedding parameters; bf16/fp32 per "
+              f"round {min(ratios):.2f}-{max(ratios):.2f}")
+        results[label] = (statistics.median(ratios), statistics.median(flops) / statistics.median(peaks))
+    print(f"torch threads {torch.get_num_threads()}; MFU counts attention's dense S x S FLOPs")
+    print(f"RESULT cpu_bf16_speedup {results['tiny'][0]:.3f}")
+    print(f"RESULT cpu_bf16_speedup_large {results['large'][0]:.3f}")
+    print(f"RESULT cpu_mfu {results['tiny'][1]:.3f}")
 
 
 if __name__ == "__main__":
