@@ -38,6 +38,7 @@ from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
+from proxylm.core.threads import set_threads
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
@@ -317,8 +318,7 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
 
 def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    threads = set_threads(t.threads)  # 0: the default policy (proxylm/core/threads.py)
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
     if not resume:

@@ -36,3 +36,10 @@ def in_range(low: float, high: float, kind=float):
 
     parse.__name__ = f"{kind.__name__} in [{low}, {high}]"
     return parse
+
+
+def threads_arg(p: argparse.ArgumentParser) -> None:
+    """`--threads N` on a verb that computes; the verb calls proxylm.core.threads.set_threads(args.threads)."""
+    from proxylm.core.threads import THREADS_HELP
+
+    p.add_argument("--threads", type=at_least(0, note="0: the default policy"), default=0, help=THREADS_HELP)

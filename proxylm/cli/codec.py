@@ -22,6 +22,7 @@ from proxylm.codecs.options import BpeBytesOptions, BpeOptions, CodecOptions, Gz
 from proxylm.core.io import print_json
 from proxylm.codecs.base import CODEC_FILE, CODECS, Codec, codec_class, load_codec
 from proxylm.cli import neural as neural_cli
+from proxylm.cli.args import threads_arg
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
 from proxylm.codecs.train import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
@@ -214,6 +215,7 @@ def add_commands(subparsers) -> None:
                    help="train text sampled over the corpus (default 50 MB; 0: the whole train split)")
     neural_cli.add_train_args(t)
     _add_corpus_args(t, split=False)
+    threads_arg(t)  # torch runs here for the neural codec (its m1.threads, default 1, still applies while training)
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("import", help="an existing tokenizer (tokenizer.json or HF folder) as a bpe codec, checked "

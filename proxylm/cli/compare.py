@@ -16,6 +16,7 @@ from pathlib import Path
 from proxylm.compare import MODELS, PRESETS, compare, result_lines
 from proxylm.core.errors import UserError
 from proxylm.core.io import print_json
+from proxylm.cli.args import threads_arg
 
 SAMPLE_MODELS = ("bytes", "tokens")  # beside the best proxy model
 
@@ -39,7 +40,8 @@ def cmd_compare(args) -> int:
             raise UserError(f"--size: preset '{args.preset}' trains several sizes; use a one-size preset")
         preset.size = args.size
     out = Path(args.out)
-    report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet,
+    overrides = list(args.overrides or []) + ([f"train.threads={args.threads}"] if args.threads else [])
+    report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, overrides, args.quiet,
                      retrain=args.retrain, report_only=args.report_only)
     print((out / "results.md").read_text())
     for line in result_lines(report):
@@ -111,4 +113,5 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)  # also given to every run as train.threads (when > 0; not a result setting)
     p.set_defaults(func=cmd_compare)

@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from proxylm.cli.args import at_least, in_range
+from proxylm.cli.args import at_least, in_range, threads_arg
 
 
 def cmd_bpb(args) -> int:
@@ -152,6 +152,7 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_bpb, command="eval bpb")
 
     from proxylm.cli.tasks import add_eval_commands
@@ -169,6 +170,7 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_translation, command="eval translation")
 
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
@@ -192,4 +194,5 @@ def add_commands(sub) -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_generate)

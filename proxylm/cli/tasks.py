@@ -12,7 +12,7 @@ import sys
 
 from proxylm.core.device import pick_device
 from proxylm.core.io import print_json
-from proxylm.cli.args import at_least, in_range
+from proxylm.cli.args import at_least, in_range, threads_arg
 from proxylm.tasks import codegen
 from proxylm.tasks.datasets import BENCHMARKS
 from proxylm.tasks.humaneval import (DEFAULT_MAX_NEW_BYTES, DEFAULT_SAMPLING_TOP_P, PASS_AT_K, SAMPLES_FILE,
@@ -40,6 +40,7 @@ def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str,
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
+    threads_arg(parser)
 
 
 def _scoring_kwargs(args) -> dict:
@@ -125,6 +126,7 @@ def add_robustness_args(parser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
+    threads_arg(parser)
 
 
 def run_robustness_cli(args) -> int:

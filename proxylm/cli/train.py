@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from proxylm.cli.args import at_least
+from proxylm.cli.args import at_least, threads_arg
 
 
 def _sample(run_dir: Path, prompt: str, max_bytes: int) -> None:
@@ -45,6 +45,12 @@ def _report(summary: dict, args) -> None:
         _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
 
 
+def with_threads(args) -> list[str]:
+    """The overrides, with `--threads N` (N > 0) as train.threads=N."""
+    overrides = list(args.overrides or [])
+    return overrides + [f"train.threads={args.threads}"] if getattr(args, "threads", 0) else overrides
+
+
 def clear_run_dir(run_dir: Path) -> None:
     """--overwrite: remove everything but the lock this process holds (removing the lock file would let a
     second process lock a fresh one)."""
@@ -66,7 +72,7 @@ def cmd_train(args) -> int:
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, with_threads(args))
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
@@ -102,7 +108,7 @@ def cmd_resume(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
+    cfg = load_config(str(run_dir / "config.yaml"), with_threads(args))
     trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
     summary = trainer.fit()
     trainer.run_lock.release()
@@ -116,6 +122,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", metavar="PROMPT", help="after training, print a greedy completion of PROMPT")
     p.add_argument("--sample-bytes", type=at_least(1), default=200)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    threads_arg(p)  # also given to the run as train.threads (when > 0)
 
 
 def add_commands(sub) -> None:

@@ -33,7 +33,7 @@ class TrainConfig:
     compile: bool = False
     distributed: str = "ddp"  # ddp | fsdp  (only used under torchrun with world size > 1)
     activation_checkpointing: bool = False
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 0  # torch CPU threads (0: the cores the load average leaves free; README 'Threads')
     init_from: str | None = None  # fresh runs: start from a `proxylm export` dir or a run dir (not on resume)
 
     def __post_init__(self):
