@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
 from proxylm.core.threads import set_threads
+from proxylm.startup import codec_source, covers_text, startup_summary, validation_facts  # noqa: F401 (API)
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
@@ -217,6 +219,7 @@ class ValidationBPB:
         self.cfg, self.device = cfg, device
         self.interface = interface_for(rep, codec, cfg.views)
         self.docs = None
+        self.split_bytes = None  # the val split's size when known exactly (startup summary), for `covers`
 
     def prepare(self) -> None:
         """Read the validation documents now: an empty val split is refused before training, not at the
@@ -233,10 +236,29 @@ class ValidationBPB:
         e, d = self.cfg.eval, self.cfg.data
         if self.docs is None:
             self.prepare()
+        return self._score(model, self.docs)
+
+    def _score(self, model, docs) -> dict:
+        e, d = self.cfg.eval, self.cfg.data
         seq_len = e.seq_len or d.seq_len
         # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
-        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride or max(1, seq_len // 2),
+        return evaluate_bpb(model, self.interface, docs, seq_len, e.stride or max(1, seq_len // 2),
                             e.batch_size, self.device)
+
+    def final(self, model) -> dict:
+        """The run's reported val BPB: the whole val split up to eval.final_max_bytes, with `covers` saying
+        which bytes (the periodic evals' documents when the bound is no larger than eval.max_bytes)."""
+        e, d = self.cfg.eval, self.cfg.data
+        bound = e.final_max_bytes
+        if bound and e.max_bytes and bound <= e.max_bytes:
+            docs = self.docs if self.docs is not None else read_eval_docs(d.corpus, "val", d, e.max_bytes)
+        else:
+            docs = read_eval_docs(d.corpus, "val", d, bound)
+        result = self._score(model, docs)
+        split_bytes = self.split_bytes if self.split_bytes is not None else -1
+        result["whole"] = not bound or sum(map(len, docs)) < bound - d.max_doc_bytes  # no piece was cut or left
+        result["covers"] = covers_text(result, split_bytes, bound)
+        return result
 
 
 # ---- the trainer ------------------------------------------------------------------------------------------------
@@ -323,6 +345,9 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     seed_everything(t.seed)
     if not resume:
         check_codec_cache(cfg)
+    codec_words, _, train_now = codec_source(cfg, run_dir, resume) if ctx.is_main else ("", None, False)
+    if train_now and not quiet:  # said before the wait, not after
+        print(f"codec: {codec_words}; this takes a while, once", file=sys.stderr, flush=True)
     try:
         codec, rep = codec_and_representation(cfg, run_dir if resume else None)
     except PermissionError as e:
@@ -349,7 +374,11 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     dist_utils.barrier()
     trainer = Trainer(cfg, run_dir, model, rep, loader, evaluator, ctx=ctx, device=device,
                       total_steps=total_steps, quiet=quiet)
-    trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless))
+    facts = validation_facts(corpus)
+    evaluator.split_bytes = facts["bytes"] if facts["exact"] else None
+    trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless,
+                                extra={"facts": facts, "prepared": (sum(map(len, evaluator.docs)), len(evaluator.docs)),
+                                       "codec": codec_words, "threads": threads}))
     if log:
         trainer.log(log)
     if resume:
@@ -358,34 +387,6 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
             write_run_files(cfg, run_dir, rep, codec, resume)
         dist_utils.barrier()
     return trainer
-
-
-def startup_summary(cfg: RunConfig, corpus, rep: Representation, codec, model, total_steps: int, world_size: int,
-                    lossless: dict | None = None) -> str:
-    """What the run will do, before it does it (printed on stderr): data, model, vocabulary, steps, epochs."""
-    s = corpus.summary()
-    lines = [f"corpus {s['corpus']}: {s['units']} units (files, row groups or row ranges)"]
-    text_bytes = 0
-    for ftype, t in sorted(s["types"].items()):
-        docs = f"{t['documents']} documents" if t["documents"] >= 0 else "documents counted as read"
-        lines.append(f"  {ftype:<12} {t['files']:>7} files  {t['bytes'] / 1e6:>10.2f} MB  {docs}")
-        text_bytes += t["bytes"]
-    if s["skipped"]:
-        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {s['skipped_examples'][k]})" for k, v in
-                                            sorted(s["skipped"].items())))
-    n_params = sum(p.numel() for p in model.parameters())
-    per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.train.grad_accum * world_size
-    codec_line = "raw bytes only" if codec is None else f"codec {codec!r}"
-    if lossless:
-        codec_line += f", round trip checked on {lossless['checked']} train documents"
-    lines += [f"model: {n_params / 1e6:.2f}M parameters; vocabulary {rep.vocab_size} ({codec_line})",
-              f"steps: {total_steps} planned x {per_step} symbols per step ({cfg.data.batch_size} x {cfg.data.seq_len} "
-              f"x accumulation {cfg.train.grad_accum} x {world_size} rank(s)); data workers {cfg.data.num_workers}"]
-    if text_bytes:
-        share = 1.0 - cfg.data.val_fraction
-        lines.append(f"epochs: about {total_steps * per_step / (text_bytes * share):.2f} at one symbol per byte on disk "
-                     "(compressed views and compressed files make it fewer/more)")
-    return "\n".join(lines)
 
 
 # ---- loading a trained run --------------------------------------------------------------------------------------

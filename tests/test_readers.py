@@ -100,6 +100,31 @@ def test_hf_dataset_saved_to_disk_and_arrow_files(tmp_path):
     assert len(_docs(arrow)) == 30  # a local data file of datasets' cache format
 
 
+def test_dataset_dict_trains_on_train_and_validates_on_its_validation_split(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from proxylm.core.errors import ConfigError
+
+    DatasetDict({"train": Dataset.from_dict({"text": TEXTS[:20]}), "test": Dataset.from_dict({"text": TEXTS[20:25]}),
+                 "validation": Dataset.from_dict({"text": TEXTS[25:]})}).save_to_disk(str(tmp_path / "dd"))
+
+    def keys(split, **kw):
+        corpus = open_corpus(str(tmp_path / "dd"), DataConfig(val_fraction=0.5, **kw))
+        return sorted(d.key for d in corpus.iter_documents(split)), corpus
+
+    train, corpus = keys("train")
+    assert train == sorted(f"dd/train:{i}" for i in range(20))  # none held out by hash, none of another split
+    assert keys("val")[0] == sorted(f"dd/validation:{i}" for i in range(5))
+    assert "validate on 'validation'; left out: test" in corpus.summary()["split_how"]
+    assert keys("val", splits="train:test")[0] == sorted(f"dd/test:{i}" for i in range(5))
+    merged, corpus = keys("val", splits="hash")  # the old behaviour, on request
+    assert {k.split(":")[0] for k in merged} >= {"dd/train"} and "merged" in corpus.summary()["split_how"]
+    with pytest.raises(ConfigError, match="no validation split 'dev'; its splits: test, train, validation"):
+        keys("val", splits="train:dev")
+    with pytest.raises(ConfigError, match="data.splits"):
+        DataConfig(splits="a:b:c")
+
+
 def test_refusals_name_the_file_and_the_reader(tmp_path):
     """A folder's compressed/columnar files are skipped and counted with the reader that takes them (one run over a
     mixed folder, not one refusal per type); a single unreadable file is refused in one clean sentence."""

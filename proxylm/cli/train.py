@@ -40,7 +40,8 @@ def _report(summary: dict, args) -> None:
         print_json(summary)
     else:
         print(f"run: {summary['run_dir']}\nsteps: {summary['steps']}  FLOPs: {summary['flops']:.3e}  "
-              f"raw bytes seen: {summary['raw_bytes']}\nvalidation raw-byte BPB: {summary['val_bpb']:.4f}")
+              f"raw bytes seen: {summary['raw_bytes']}\nvalidation raw-byte BPB: {summary['val_bpb']:.4f}"
+              + (f" over {summary['val_covers']}" if summary.get("val_covers") else ""))
     if args.sample:
         _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
 

@@ -75,7 +75,9 @@ def corpus_fingerprint(corpus, data_cfg) -> dict:
     spec = data_cfg.corpus if data_cfg.corpus == "stdlib" else str(Path(data_cfg.corpus).expanduser().resolve())
     return {"corpus": spec, "glob": data_cfg.glob, "exclude": data_cfg.exclude, "text_field": data_cfg.text_field,
             "val_fraction": data_cfg.val_fraction, "max_doc_bytes": data_cfg.max_doc_bytes,
-            "sample_bytes": data_cfg.codec_sample_bytes, "units": corpus.fingerprint()}
+            "sample_bytes": data_cfg.codec_sample_bytes, "units": corpus.fingerprint(),
+            # named splits change what "train" is (absent for other corpora: their cached codecs keep their key)
+            **({"splits": corpus.split_how} if getattr(corpus, "split_roles", None) else {})}
 
 
 ROUNDTRIP_SAMPLE_BYTES = 1_000_000  # train text a tokenizer codec is checked on at the start of a run

@@ -146,7 +146,8 @@ class Trainer:
 
     # ---- logging --------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
-        if self.ctx.is_main and not self.quiet:
+        """A line on stderr (rank 0); --quiet hides the progress only, never the summary or the evals."""
+        if self.ctx.is_main and msg:
             print(msg, file=sys.stderr, flush=True)
 
     def _metrics(self, record: dict) -> None:
@@ -160,8 +161,11 @@ class Trainer:
                     self._tb.add_scalar(k, v, record["step"])
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def evaluate(self) -> dict:
-        return self.evaluator(self.raw_model)
+    def evaluate(self, final: bool = False) -> dict:
+        """The evaluator's result; `final`: its `final` method where it has one (a larger, bounded share of the
+        val split: the run's reported val BPB)."""
+        fn = getattr(self.evaluator, "final", None) if final else None
+        return (fn or self.evaluator)(self.raw_model)
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -236,7 +240,9 @@ class Trainer:
             from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
+        # not a terminal (nohup, SLURM, CI): no carriage-return bar but one plain line per log_every steps
+        plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet or plain,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
         evals = []
@@ -256,13 +262,16 @@ class Trainer:
             done = self.step >= self.total_steps or self._budget_spent(step_flops_estimate)
             if self.step % t.log_every == 0 or done:
                 self._metrics({k: v for k, v in last.items() if v is not None})
+                if plain:
+                    print(f"step {self.step}/{self.total_steps} | {_postfix(last)}", file=sys.stderr, flush=True)
             if (self.eval_every and self.step % self.eval_every == 0) or done:
-                result = self.evaluate()
+                result = self.evaluate(final=done)
                 evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
                                "val_bytes": result["bytes"]})
-                if self.ctx.is_main and not self.quiet:
-                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs",
+                if self.ctx.is_main:
+                    final = f" (final: {result['covers']})" if result.get("covers") else ""
+                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs{final}",
                               file=sys.stderr)  # stdout is kept for the --json summary
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
@@ -270,7 +279,7 @@ class Trainer:
         if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
             self.loader.close()
         if not evals:  # resumed a finished run, or budget hit before the first step
-            result = self.evaluate()
+            result = self.evaluate(final=True)
             evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
         if self._tb is not None:
             self._tb.close()
@@ -278,7 +287,10 @@ class Trainer:
                    "symbols": self.symbols, "raw_bytes": self.raw_bytes, "raw_view_bytes": self.raw_view_bytes,
                    "compressed_view_bytes": self.compressed_view_bytes,
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
-                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
+                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats(),
+                   # which bytes val_bpb covers (the final eval's)
+                   "val_bytes": result.get("bytes"), "val_documents": result.get("documents"),
+                   "val_covers": result.get("covers")}
         if self.ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
