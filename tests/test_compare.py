@@ -65,6 +65,20 @@ def test_smoke_compare_two_seeds_per_seed_and_mean_results_and_resume(corpus, tm
     assert partial["partial"] and (partial["finished_runs"], partial["planned_runs"]) == (4, 6)
     assert "proxy-gzip" not in partial["table"] and not (out / "proxy-gzip").exists()
     assert (out / "results.md").read_text().startswith("**Partial**: 4 of 6")
+    # --report-only without --seeds reports every seed on disk; --json prints exactly one JSON object
+    from proxylm.cli import main
+
+    capsys.readouterr()
+    argv = ["compare", "--preset", "smoke", "--out", str(out), "--corpus", corpus, "--models", "bytes,proxy-bpe",
+            "--budget-flops", "5e8", "--report-only", "--json", "--threads", "1", *TOY, "eval.max_bytes=2000",
+            "eval.final_max_bytes=2000", "train.evals_per_run=3"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)  # the whole of stdout is one object
+    assert printed["seeds"] == 2 and printed["table"]["proxy-bpe"]["seeds"] == 2 and not printed["partial"]
+    page = (out / "results.html").read_text()  # self-contained: tables and inline plots
+    assert page.count('src="data:image/png;base64,') == 2 and "<table>" in page and "src=\"http" not in page
+    md = (out / "results.md").read_text()
+    assert "bound eval.final_max_bytes=2000" in md and "unigram byte model" in md
 
     # settings are part of a result: another budget is refused before any training, or retrained
     other = _smoke(models=["bytes", "proxy-bpe"], budget_flops=4e8)
