@@ -124,7 +124,8 @@ def startup_summary(cfg, corpus, rep, codec, model, total_steps: int, world_size
     per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.train.grad_accum * world_size
     codec_line = "raw bytes only" if codec is None else f"codec {codec!r}"
     if lossless:
-        codec_line += f", round trip checked on {lossless['checked']} train documents"
+        codec_line += (f", round trip checked on {lossless['checked']} train documents"
+                       + (f", {lossless['unencodable']} not UTF-8 (emitted raw)" if lossless.get("unencodable") else ""))
     lines += [f"model: {n_params / 1e6:.2f}M parameters; vocabulary {rep.vocab_size} ({codec_line})",
               f"steps: {total_steps} planned x {per_step} symbols per step ({cfg.data.batch_size} x {cfg.data.seq_len} "
               f"x accumulation {cfg.train.grad_accum} x {world_size} rank(s)); data workers {cfg.data.num_workers}"]
