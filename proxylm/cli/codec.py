@@ -185,9 +185,9 @@ def cmd_encode(args) -> int:
 
 
 # ---- wiring --------------------------------------------------------------------------------------------
-def _add_corpus_args(p, split: bool = True) -> None:
+def _add_corpus_args(p, split: bool = True, split_help: str = "documents to measure (default val)") -> None:
     defaults = DataConfig()
-    p.add_argument("--corpus", default=defaults.corpus, help="stdlib | file.jsonl | folder | glob (default stdlib)")
+    p.add_argument("--corpus", default=defaults.corpus, help="stdlib | folder | text glob | .jsonl[.gz|.zst] | .parquet | .arrow | saved dataset (see README 'Your data'); default stdlib")
     p.add_argument("--glob", default=defaults.glob, help=f"files of a folder corpus (default {defaults.glob})")
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                    help=f"share of documents held out as val (default {defaults.val_fraction})")
@@ -197,7 +197,7 @@ def _add_corpus_args(p, split: bool = True) -> None:
                    help="JSONL / parquet / dataset field holding the text (default text, then content)")
     p.add_argument("--exclude", default=defaults.exclude, help="files to leave out, e.g. '**/tests/**'")
     if split:
-        p.add_argument("--split", default="val", choices=SPLITS, help="documents to measure (default val)")
+        p.add_argument("--split", default="val", choices=SPLITS, help=split_help)
 
 
 def add_commands(subparsers) -> None:
@@ -260,5 +260,6 @@ def add_commands(subparsers) -> None:
     e.add_argument("--file", default=None, help="file whose bytes to encode")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     neural_cli.add_encode_args(e)  # --out SHARDS [--shard i/n] [--workers K]: encode a corpus split
-    _add_corpus_args(e)
+    _add_corpus_args(e, split_help="with --out: the corpus split encoded into shards (default val; train for "
+                                   "views.precomputed)")
     e.set_defaults(func=cmd_encode)

@@ -135,8 +135,10 @@ def add_commands(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
-    p.add_argument("run_dir")
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+                       description="Continue a run exactly where its latest good checkpoint left off (same data order "
+                                   "and losses as an uninterrupted run).")
+    p.add_argument("run_dir", help="the run directory (holds config.yaml and checkpoints/)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. train.max_steps=400 to extend a finished run (only train.*, eval.*, "
                         "model.attention, model.ce_chunk may change)")

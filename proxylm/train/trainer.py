@@ -21,6 +21,7 @@ import torch
 from proxylm.config import RunConfig
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
+from proxylm.train.interrupt import StopOnInterrupt
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -241,12 +242,32 @@ class Trainer:
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
         # not a terminal (nohup, SLURM, CI): no carriage-return bar but one plain line per log_every steps
-        plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
+        self._plain = plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet or plain,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
         evals = []
         step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume
+        stop = StopOnInterrupt(enabled=self.ctx.world_size == 1)
+        with stop:
+            self._loop(bar, t, evals, last, step_flops_estimate, stop)
+        last = self._last
+        bar.close()
+        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
+            self.loader.close()
+        if self._interrupted:
+            if self._tb is not None:
+                self._tb.close()
+            raise KeyboardInterrupt
+        result = self._result
+        if not evals:  # resumed a finished run, or budget hit before the first step
+            result = self.evaluate(final=True)
+            evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+        return self._finish(evals, last, result)
+
+    def _loop(self, bar, t, evals: list, last: dict, step_flops_estimate, stop) -> None:
+        self._last, self._result, self._interrupted = last, {}, False
+        saved = self.step
         while self.step < self.total_steps:
             if self._budget_spent(step_flops_estimate):
                 break
@@ -262,7 +283,7 @@ class Trainer:
             done = self.step >= self.total_steps or self._budget_spent(step_flops_estimate)
             if self.step % t.log_every == 0 or done:
                 self._metrics({k: v for k, v in last.items() if v is not None})
-                if plain:
+                if self._plain:
                     print(f"step {self.step}/{self.total_steps} | {_postfix(last)}", file=sys.stderr, flush=True)
             if (self.eval_every and self.step % self.eval_every == 0) or done:
                 result = self.evaluate(final=done)
@@ -275,12 +296,19 @@ class Trainer:
                               file=sys.stderr)  # stdout is kept for the --json summary
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
-        bar.close()
-        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
-            self.loader.close()
-        if not evals:  # resumed a finished run, or budget hit before the first step
-            result = self.evaluate(final=True)
-            evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+                saved = self.step
+            self._last = last
+            if done:
+                self._result = result
+            if stop.requested and not done:
+                self._interrupted = True
+                if saved != self.step:
+                    self.save()
+                bar.write(f"interrupted at step {self.step} of {self.total_steps}: checkpoint saved; continue with "
+                          f"`proxylm resume {self.run_dir}`", file=sys.stderr)
+                return
+
+    def _finish(self, evals: list, last: dict, result: dict) -> dict:
         if self._tb is not None:
             self._tb.close()
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "flops": self.flops,

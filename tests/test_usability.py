@@ -1,0 +1,99 @@
+"""A researcher's habits (issue 27): Ctrl-C, help texts, the thread policy, the export's context, --print-config.
+
+    pytest tests/test_usability.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from proxylm.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "PROXYLM_THREADS": "1"}
+
+
+def test_ctrl_c_saves_a_checkpoint_and_prints_the_resume_command(tmp_path, code_corpus):
+    run = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "proxylm", "train", "bytes-micro", f"data.corpus={code_corpus}",
+                          "train.max_steps=100000", "train.log_every=1", "train.ckpt_every=0", "train.eval_every=0",
+                          "data.val_fraction=0.2", "--out", str(run)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    deadline = time.time() + 120
+    while time.time() < deadline and not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text()):
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=120)
+    err = err.decode()
+    assert p.returncode == 130, err
+    assert f"continue with `proxylm resume {run}`" in err
+    from proxylm.train.checkpoint import list_checkpoints
+
+    assert list_checkpoints(run)  # ckpt_every=0 saves only at the end: this one is the interrupt's
+
+
+def _help(*verb: str) -> str:
+    parser = build_parser()
+    for name in verb:
+        parser = next(a for a in parser._actions if hasattr(a, "choices") and a.choices and name in a.choices).choices[name]
+    return parser.format_help()
+
+
+def test_help_texts_say_what_the_flags_do():
+    assert "LOOKUP_DRAFTS" not in _help("generate") and "default 8" in _help("generate")
+    corpus_help = " ".join(_help("eval", "bpb").split())
+    for reader in ("folder", ".jsonl", "parquet", "saved dataset", "glob", "arrow"):
+        assert reader in corpus_help, reader
+    sub = next(a for a in build_parser()._actions if hasattr(a, "choices") and a.choices)
+    assert "resume" in sub.choices and "continue a run" in _help().replace("\n", " ")
+    for verb in ("generate", "compare"):
+        assert "--threads" in _help(verb)
+    assert "--threads" in _help("eval", "bpb") and "--threads" in _help("eval", "codegen")
+    assert "--threads" in _help("codec", "train") and "--threads" in _help("train")
+
+
+def test_thread_policy_uses_free_cores_and_the_flag(monkeypatch):
+    import torch
+
+    from proxylm.core import threads
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv(threads.ENV, raising=False)
+        monkeypatch.setattr(threads, "usable_cores", lambda: 8)
+        monkeypatch.setattr(os, "getloadavg", lambda: (6.4, 0.0, 0.0))
+        assert threads.free_cores() == 2 and threads.set_threads(0) == 2 == torch.get_num_threads()
+        monkeypatch.setattr(os, "getloadavg", lambda: (30.0, 0.0, 0.0))
+        assert threads.default_threads() == 1  # a busy machine: one thread, never 0
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+        assert threads.default_threads() == 8
+        assert threads.set_threads(3) == 3 == torch.get_num_threads()
+        monkeypatch.setenv(threads.ENV, "2")
+        assert threads.default_threads() == 2
+        monkeypatch.setenv(threads.ENV, "zero")
+        with pytest.raises(ValueError, match="PROXYLM_THREADS"):
+            threads.default_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_a_benchmark_given_another_benchmarks_file_is_told_which_it_is(tmp_path):
+    from proxylm.core.errors import UserError
+    from proxylm.tasks.datasets import load_benchmark
+
+    mbpp = tmp_path / "sanitized-mbpp.json"
+    mbpp.write_text(json.dumps([{"task_id": 2, "prompt": "Write f.", "code": "def f(): return 1",
+                                 "test_imports": [], "test_list": ["assert f() == 1"]}]))
+    with pytest.raises(UserError, match=r"--benchmark mbpp\+: .*sanitized-mbpp.json is a mbpp file; run --benchmark mbpp"):
+        load_benchmark("mbpp+", mbpp)
