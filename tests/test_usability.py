@@ -97,3 +97,20 @@ def test_a_benchmark_given_another_benchmarks_file_is_told_which_it_is(tmp_path)
                                  "test_imports": [], "test_list": ["assert f() == 1"]}]))
     with pytest.raises(UserError, match=r"--benchmark mbpp\+: .*sanitized-mbpp.json is a mbpp file; run --benchmark mbpp"):
         load_benchmark("mbpp+", mbpp)
+
+
+def test_proxy_neural_micro_is_micro():
+    from proxylm.codecs.options import M1Options
+    from proxylm.config import load_config
+    from proxylm.core.representation import Representation
+    from proxylm.model.config import ModelConfig  # noqa: F401
+    from proxylm.model.transformer import Transformer
+
+    cfg = load_config("proxy-neural-micro")
+    n = cfg.views.codec_options.neural
+    alphabet = 2 ** n.window_bits + 256  # windows plus passthrough bytes: an upper bound of the codec's symbols
+    vocab = Representation.bytes_only().vocab_size + alphabet
+    params = sum(p.numel() for p in Transformer(cfg.model, vocab, Representation.bytes_only().raw_vocab_size).parameters())
+    assert params < 1_000_000, params  # was 8.55M with 16-bit windows
+    default = M1Options()
+    assert n.m1.steps * n.m1.dim ** 2 * n.m1.n_layers < default.steps * default.dim ** 2 * default.n_layers / 20
