@@ -20,7 +20,7 @@ class DataConfig:
     batch_size: int = 8  # windows per micro-batch (per rank)
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
     # documents (pieces) read ahead and drawn from at random (proxylm/data/shuffle.py), so the consecutive pieces
-    # of one file spread over many batches; memory ~ shuffle_buffer x max_doc_bytes; 0 (or shuffle off): none
+    # of one file spread over many batches; memory: at most 64 MB of documents (shuffle.MAX_BUFFER_BYTES); 0: none
     shuffle_buffer: int = 8192
     seed: int = 0
     text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")

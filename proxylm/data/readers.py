@@ -40,6 +40,7 @@ from proxylm.core.errors import UserError
 from proxylm.data.walk import STDLIB_EXCLUDE_DIRS, Listing, split_patterns, stdlib_files, stdlib_root, walk  # noqa: F401
 
 SNIFF_BYTES = 8192
+PARQUET_BATCH_ROWS = 256  # rows of a parquet row group decoded at a time
 DATASET_ROWS_PER_UNIT = 4096  # rows of an HF dataset read as one unit (memory-mapped: cheap to slice)
 DEFAULT_TEXT_FIELD = "text"
 FALLBACK_TEXT_FIELD = "content"  # tried when text_field is the default and a record has no "text"
@@ -194,35 +195,42 @@ def file_units(path: Path, name: str, cfg, listing: Listing, folder: bool, singl
     return [Unit(key=name, reader="text", path=str(path), name=name, ftype=ftype, size=size, rows=1)]
 
 
-JSONL_COUNT_BYTES = 512 * 2**20  # JSONL on disk whose records and text bytes are counted at listing (then: as read)
+JSONL_COUNT_BYTES = 256 * 2**20  # JSONL on disk whose records and text bytes are counted at listing (then: as read)
 
 
 def jsonl_facts(path: Path, compression: str, text_field: str, listing: Listing, size: int) -> tuple[str, int, int]:
     """(text field, records, uncompressed bytes) of a JSONL file. The first record's fields are checked now: a
-    file without the field is refused listing its fields (as parquet's columns). Records and bytes are counted
-    while the corpus' JSONL stays under JSONL_COUNT_BYTES on disk (a pass over the file), else -1 (counted as read)."""
+    file without the field is refused listing its fields (as parquet's columns). Records (lines that are not
+    blank) and bytes are counted while the corpus' JSONL stays under JSONL_COUNT_BYTES on disk (one pass in
+    1 MiB blocks), else -1 (counted as read)."""
     fields = (text_field, FALLBACK_TEXT_FIELD) if text_field == DEFAULT_TEXT_FIELD else (text_field,)
     count = size <= JSONL_COUNT_BYTES - listing.count_budget
-    field, rows, text_bytes, missing = text_field, 0, 0, None
     try:
         with open_binary(path, compression) as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                if rows == 0:
-                    try:
-                        obj = json.loads(line)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        obj = None  # counted as malformed when read
-                    if isinstance(obj, dict):
-                        field = next((k for k in fields if k in obj), None)
-                        if field is None:
-                            missing = list(obj)
-                            break
-                    if not count:
-                        return field, -1, -1
-                rows += 1
-                text_bytes += len(line)
+            lineno, line, consumed = 0, b"", 0
+            for lineno, line in enumerate(f, start=1):  # the first record
+                consumed += len(line)
+                if line.strip():
+                    break
+            field, missing = text_field, None
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = None  # counted as malformed when read
+            if isinstance(obj, dict):
+                field = next((k for k in fields if k in obj), None)
+                missing = list(obj) if field is None else None
+            if missing is None and not count:
+                return field, -1, -1
+            rows, text_bytes, open_line = (1 if line.strip() else 0), consumed, False  # open_line: unfinished, not blank
+            while missing is None and (block := f.read(1 << 20)):
+                text_bytes += len(block)
+                parts = block.split(b"\n")
+                open_line = open_line or bool(parts[0].strip())
+                if len(parts) > 1:  # the open line ends in this block; whole lines; a new open line
+                    rows += open_line + sum(1 for x in parts[1:-1] if x.strip())
+                    open_line = bool(parts[-1].strip())
+            rows += open_line
     except (OSError, EOFError, ValueError):  # unreadable or truncated: said when read
         return text_field, -1, -1
     if missing is not None:
@@ -396,8 +404,12 @@ def _records(unit: Unit, text_field: str, problem):
     elif unit.reader == "parquet":
         import pyarrow.parquet as pq
 
-        col = pq.ParquetFile(unit.path).read_row_group(unit.start, columns=[unit.column]).column(0)
-        yield from _column_records(col, unit.name, unit.row0, unit.path, problem)
+        # in batches of rows, not the whole row group at once: the loader's memory follows the batch, not the group
+        row = unit.row0
+        for batch in pq.ParquetFile(unit.path).iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[unit.start],
+                                                            columns=[unit.column], use_threads=False):
+            yield from _column_records(batch.column(0), unit.name, row, unit.path, problem)
+            row += batch.num_rows
     else:
         table = _arrow_table(unit.path) if unit.reader == "arrow" else _dataset(unit.path)[unit.split].data
         col = table.slice(unit.start, unit.stop - unit.start).column(unit.column)
@@ -405,6 +417,10 @@ def _records(unit: Unit, text_field: str, problem):
 
 
 def _column_records(col, name: str, row0: int, path: str, problem):
+    import pyarrow as pa
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):  # arrow strings are valid UTF-8 already:
+        col = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())  # bytes, no str copy
     for i, value in enumerate(col.to_pylist()):
         key = f"{name}:{row0 + i}"
         if isinstance(value, bytes):
