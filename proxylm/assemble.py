@@ -48,6 +48,7 @@ from proxylm.model import hf
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
 from proxylm.train.checkpoint import CKPT_DIR, latest_checkpoint
+from proxylm.train.wandb_log import check_wandb
 from proxylm.train.trainer import Trainer, planned_steps
 
 CODEC_DIR = "codec"
@@ -55,7 +56,7 @@ REPRESENTATION = "representation.json"
 CONFIG = "config.yaml"
 LOCK = ".lock"
 # what `proxylm resume RUN key=value` may change: everything that leaves the run's shapes, data and views alone
-RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name")
+RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name", "logging.*")
 
 
 # ---- the run directory: one writer, writable, checked before work -------------------------------------------
@@ -341,6 +342,7 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
 def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
     t = cfg.train
     threads = set_threads(t.threads)  # 0: the default policy (proxylm/core/threads.py)
+    check_wandb(cfg.logging)  # an optional logger asked for and missing: refused before any work
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
     if not resume:

@@ -114,3 +114,20 @@ def test_proxy_neural_micro_is_micro():
     assert params < 1_000_000, params  # was 8.55M with 16-bit windows
     default = M1Options()
     assert n.m1.steps * n.m1.dim ** 2 * n.m1.n_layers < default.steps * default.dim ** 2 * default.n_layers / 20
+
+
+def test_wandb_missing_is_refused_before_any_work(tmp_path, code_corpus, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # as if not installed
+    rc = main(["train", "bytes-micro", f"data.corpus={code_corpus}", "logging.wandb=true", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "pip install 'proxylm[wandb]'" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow  # wandb starts its own service process: ~10 s
+def test_wandb_offline_logs_the_metrics(tmp_path, code_corpus, monkeypatch):
+    pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run = tmp_path / "r"
+    assert main(["train", "bytes-micro", f"data.corpus={code_corpus}", "data.val_fraction=0.2", "train.max_steps=2",
+                 "train.log_every=1", "logging.wandb=true", "logging.wandb_mode=offline", "--out", str(run)]) == 0
+    runs = list((run / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((run / "wandb").iterdir())

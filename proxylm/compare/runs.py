@@ -31,7 +31,8 @@ RESULT_FILE = "compare_result.json"
 # Settings that do not change what a run computes (names, logging, thread count, cache paths):
 # left out of the fingerprint so that e.g. resuming with other threads still matches.
 NOT_RESULT_KEYS = frozenset({"name", "train.threads", "train.log_every", "train.ckpt_every", "train.keep_ckpts",
-                             "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers"})
+                             "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers",
+                             "logging.wandb", "logging.wandb_project", "logging.wandb_mode"})
 
 
 @functools.lru_cache(maxsize=1)

@@ -58,6 +58,20 @@ class TrainConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl and TensorBoard (run_dir/tb)."""
+
+    wandb: bool = False  # Weights & Biases (pip install 'proxylm[wandb]'); off by default
+    wandb_project: str = "proxylm"
+    wandb_mode: str = ""  # online | offline | disabled ("": wandb's own default or $WANDB_MODE); offline: run_dir/wandb
+
+    def __post_init__(self):
+        require(self.wandb_mode in ("", "online", "offline", "disabled"), "wandb_mode", self.wandb_mode,
+                "must be online, offline, disabled or empty (wandb's default)")
+        require(bool(self.wandb_project), "wandb_project", self.wandb_project, "must name a project")
+
+
+@dataclass
 class EvalConfig:
     seq_len: int = 0  # 0: the training seq_len
     stride: int = 0  # 0: seq_len // 2

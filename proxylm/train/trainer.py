@@ -160,6 +160,8 @@ class Trainer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self._tb.add_scalar(k, v, record["step"])
+        if getattr(self, "_wandb", None) is not None:
+            self._wandb.log(record)
 
     # ---- evaluation -----------------------------------------------------------------------------
     def evaluate(self, final: bool = False) -> dict:
@@ -236,11 +238,16 @@ class Trainer:
         from tqdm import tqdm
 
         t = self.cfg.train
-        self._tb = None
+        self._tb = self._wandb = None
         if self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
+            if getattr(getattr(self.cfg, "logging", None), "wandb", False):
+                from proxylm.config import to_dict
+                from proxylm.train.wandb_log import WandbLogger
+
+                self._wandb = WandbLogger(self.cfg.logging, self.run_dir, to_dict(self.cfg), self.cfg.name)
         # not a terminal (nohup, SLURM, CI): no carriage-return bar but one plain line per log_every steps
         self._plain = plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet or plain,
@@ -256,8 +263,7 @@ class Trainer:
         if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
             self.loader.close()
         if self._interrupted:
-            if self._tb is not None:
-                self._tb.close()
+            self._close_loggers()
             raise KeyboardInterrupt
         result = self._result
         if not evals:  # resumed a finished run, or budget hit before the first step
@@ -308,9 +314,14 @@ class Trainer:
                           f"`proxylm resume {self.run_dir}`", file=sys.stderr)
                 return
 
-    def _finish(self, evals: list, last: dict, result: dict) -> dict:
+    def _close_loggers(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.close()
+
+    def _finish(self, evals: list, last: dict, result: dict) -> dict:
+        self._close_loggers()
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "flops": self.flops,
                    "symbols": self.symbols, "raw_bytes": self.raw_bytes, "raw_view_bytes": self.raw_view_bytes,
                    "compressed_view_bytes": self.compressed_view_bytes,
