@@ -131,3 +131,13 @@ def test_wandb_offline_logs_the_metrics(tmp_path, code_corpus, monkeypatch):
                  "train.log_every=1", "logging.wandb=true", "logging.wandb_mode=offline", "--out", str(run)]) == 0
     runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and list(runs[0].glob("*.wandb")), list((run / "wandb").iterdir())
+
+
+def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsys):
+    import yaml
+
+    assert main(["train", "bytes-micro", "train.max_steps=7", "--threads", "1", "--print-config",
+                 "--out", str(tmp_path / "r")]) == 0
+    cfg = yaml.safe_load(capsys.readouterr().out)
+    assert cfg["train"]["max_steps"] == 7 and cfg["train"]["threads"] == 1 and cfg["model"]["dim"] == 64
+    assert cfg["data"]["splits"] == "auto" and cfg["logging"]["wandb"] is False and not (tmp_path / "r").exists()

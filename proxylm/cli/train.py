@@ -46,6 +46,15 @@ def _report(summary: dict, args) -> None:
         _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
 
 
+def print_config(cfg) -> int:
+    import yaml
+
+    from proxylm.config import to_dict
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
 def with_threads(args) -> list[str]:
     """The overrides, with `--threads N` (N > 0) as train.threads=N."""
     overrides = list(args.overrides or [])
@@ -74,6 +83,8 @@ def cmd_train(args) -> int:
     from proxylm.train.checkpoint import list_checkpoints
 
     cfg = load_config(args.config, with_threads(args))
+    if args.print_config:
+        return print_config(cfg)
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
@@ -110,6 +121,8 @@ def cmd_resume(args) -> int:
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(str(run_dir / "config.yaml"), with_threads(args))
+    if args.print_config:
+        return print_config(cfg)
     trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
     summary = trainer.fit()
     trainer.run_lock.release()
@@ -123,6 +136,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", metavar="PROMPT", help="after training, print a greedy completion of PROMPT")
     p.add_argument("--sample-bytes", type=at_least(1), default=200)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, YAML and overrides merged) as YAML and stop: nothing runs")
     threads_arg(p)  # also given to the run as train.threads (when > 0)
 
 

@@ -143,6 +143,7 @@ def generate(model, interface, prompt: bytes, max_bytes: int = 256, temperature:
     max_drafts: use at most this many extra heads as drafts (default all); lookup: at most this many drafts
     copied from the context (greedy; 0: off)."""
     _check(temperature, top_p, max_bytes, lookup)
+    prompt = prompt.encode() if isinstance(prompt, str) else prompt  # text is given as its UTF-8 bytes
     stats = stats if stats is not None else GenStats()
     if use_cache:
         was_training = model.training
