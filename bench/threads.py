@@ -1,7 +1,7 @@
 """Torch threads: 1 thread against every core, on a quiet and on a loaded machine, for training, eval and decoding.
 
-    nice python bench/threads.py                       # ~2 minutes on 2 cores
-    nice python bench/threads.py --steps 20 --rounds 3
+    nice python bench/threads.py --steps 5 --rounds 1      # ~1 minute on 2 cores shared with ~2 other jobs
+    nice python bench/threads.py --steps 5 --rounds 3      # over 10 minutes when the machine's load is ~10
 
 Loaded means one busy-looping process per core started by this script (at its own niceness) for the loaded
 measurements, stopped after them; quiet means none added (the load average at the start is printed: on a
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,7 @@ def measure(args, trainer, cfg, docs, load: str, counts: list[int]) -> dict:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # `timeout`: still stop the load processes (finally)
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=10, help="optimizer steps per timed training round")
     ap.add_argument("--rounds", type=int, default=3)
