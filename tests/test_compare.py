@@ -185,3 +185,23 @@ def test_results_from_several_code_versions_are_flagged():
     mixed = same + [{"model": "proxy-bpe", "seed": 2, "size": "d32x2"}]  # a result written before `code` existed
     note = " ".join(code_lines(mixed))
     assert "2 versions" in note and "unrecorded: 1 run(s) (d32x2/proxy-bpe-seed2)" in note and "--retrain" in note
+
+
+def test_a_run_saved_before_final_max_bytes_keeps_its_settings(tmp_path):
+    """Its final eval scored the periodic evals' bytes, which is what the presets now ask for: still reusable."""
+    import yaml
+
+    from proxylm.compare.runs import check_reusable
+    from proxylm.config import save_config, to_dict
+
+    preset, size = _smoke(), PRESETS["smoke"].sizes[0]
+    cfg = model_config("bytes", preset, size, 0, None, [])
+    run = tmp_path / "bytes"
+    run.mkdir()
+    old = to_dict(cfg)
+    del old["eval"]["final_max_bytes"]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert check_reusable(cfg, run)
+    save_config(model_config("bytes", preset, size, 0, None, ["eval.final_max_bytes=0"]), run / "config.yaml")
+    with pytest.raises(UserError, match="eval.final_max_bytes"):
+        check_reusable(cfg, run)

@@ -141,3 +141,26 @@ def test_print_config_shows_the_resolved_config_and_runs_nothing(tmp_path, capsy
     cfg = yaml.safe_load(capsys.readouterr().out)
     assert cfg["train"]["max_steps"] == 7 and cfg["train"]["threads"] == 1 and cfg["model"]["dim"] == 64
     assert cfg["data"]["splits"] == "auto" and cfg["logging"]["wandb"] is False and not (tmp_path / "r").exists()
+
+
+def test_summary_says_what_it_read_and_the_report_which_bytes_it_scored(tmp_path, capsys):
+    lines = [json.dumps({"content": f"def f{i}(x):\n    return x + {i}\n" * 20}) for i in range(60)]
+    (tmp_path / "d.jsonl").write_text("\n".join(lines) + "\n")
+    assert main(["train", "bytes-micro", f"data.corpus={tmp_path / 'd.jsonl'}", "data.val_fraction=0.3",
+                 "train.max_steps=2", "eval.max_bytes=2000", "eval.final_max_bytes=0", "--quiet",
+                 "--out", str(tmp_path / "r")]) == 0
+    out, err = capsys.readouterr()
+    assert "60 documents" in err and "text field: content (data.text_field=text)" in err
+    assert "validation: about" in err and "chosen by the hash of each document key" in err
+    assert "the final eval: the whole split" in err and "threads: 1 torch CPU thread(s)" in err
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["val_covers"].startswith("the whole val split") and summary["val_bytes"] > 2000
+    assert f"over {summary['val_covers']}" in out
+
+
+def test_non_tty_output_is_one_plain_line_per_log(tmp_path, code_corpus):
+    done = subprocess.run([sys.executable, "-m", "proxylm", "train", "bytes-micro", f"data.corpus={code_corpus}",
+                           "data.val_fraction=0.2", "train.max_steps=4", "train.log_every=2", "--out", str(tmp_path / "r")],
+                          capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "\r" not in done.stderr and "step 2/4 | loss" in done.stderr and "step 4/4 | loss" in done.stderr

@@ -22,6 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 import proxylm
 
 from proxylm.core.errors import UserError
@@ -82,7 +84,11 @@ def saved_settings(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return result_settings(load_config(str(path)))
+        cfg = load_config(str(path))
+        if "final_max_bytes" not in (yaml.safe_load(path.read_text()).get("eval") or {}):
+            # saved before eval.final_max_bytes existed: its final eval scored the periodic evals' bytes
+            cfg.eval.final_max_bytes = cfg.eval.max_bytes
+        return result_settings(cfg)
     except (ValueError, OSError) as e:  # ConfigError is a ValueError
         raise UserError(f"{path}: cannot read the settings of the run there ({e}); move it away or use another "
                         "--out") from e
