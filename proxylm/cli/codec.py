@@ -236,6 +236,7 @@ def add_commands(subparsers) -> None:
     s.add_argument("--limit-docs", type=int, default=None, help="measure N documents spread over the split")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     _add_corpus_args(s)
+    threads_arg(s)  # the neural codec runs torch
     s.set_defaults(func=cmd_stats)
 
     b = sub.add_parser("stability", help="edit distance of compressed views after small seeded text edits")
@@ -252,6 +253,7 @@ def add_commands(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     _add_corpus_args(b)
+    threads_arg(b)
     b.set_defaults(func=cmd_stability)
 
     e = sub.add_parser("encode", help="encode one text and print its symbols")

@@ -183,7 +183,7 @@ def file_units(path: Path, name: str, cfg, listing: Listing, folder: bool, singl
         return []
     ftype = _ftype(path)
     if kind == "jsonl" and (not folder or path.name.endswith(JSONL_SUFFIXES)):
-        field, rows, text_bytes = jsonl_facts(path, compression, cfg.text_field, listing, size)
+        field, rows, text_bytes = _jsonl_facts_cached(path, compression, cfg.text_field, listing, size)
         listing.add(ftype, size, rows, text_bytes)
         return [Unit(key=name, reader="jsonl", path=str(path), name=name, ftype=ftype, compression=compression,
                      size=size, rows=rows, column=field)]
@@ -237,6 +237,22 @@ def jsonl_facts(path: Path, compression: str, text_field: str, listing: Listing,
         pick_column(missing, text_field, f"{path}:{lineno} (the first record; JSONL fields)")  # raises
     listing.count_budget += size
     return field, rows, text_bytes
+
+
+_FACTS: dict = {}  # (path, size, mtime, field) -> jsonl_facts(): a run opens its corpus several times
+
+
+def _jsonl_facts_cached(path: Path, compression: str, text_field: str, listing: Listing, size: int):
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, text_field)
+    if key in _FACTS:
+        facts = _FACTS[key]
+        if facts[1] >= 0:
+            listing.count_budget += size
+        return facts
+    facts = jsonl_facts(path, compression, text_field, listing, size)
+    _FACTS[key] = facts
+    return facts
 
 
 def hub_hint(spec: str) -> str:
