@@ -40,8 +40,9 @@ def validation_facts(corpus) -> dict:
     all_units = corpus.split_units("all")
     how = corpus.split_how
     if all(u.doc_key is not None or corpus.role(u) == "val" for u in units) and all(u.rows >= 0 for u in units):
-        size = sum(u.size for u in units) if all(u.reader == "text" for u in units) else -1
-        return {"bytes": size, "documents": sum(u.rows for u in units), "exact": True, "how": how}
+        text = all(u.reader == "text" for u in units)  # else: a share of the saved files' size (about)
+        return {"bytes": sum(u.size for u in units), "documents": sum(u.rows for u in units), "exact": text,
+                "documents_exact": True, "how": how}
     types = corpus.summary()["types"].values()
     text = sum(t["text_bytes"] if t.get("text_bytes", -1) >= 0 else t["bytes"] for t in types)
     rows = sum(u.rows for u in all_units) if all(u.rows >= 0 for u in all_units) else -1
@@ -53,8 +54,9 @@ def validation_line(facts: dict, prepared: tuple[int, int] | None, eval_cfg) -> 
     """The summary's validation line: the split, and what each eval and the final eval score."""
     about = "" if facts["exact"] else "about "
     size = f"{about}{_kb(facts['bytes'])}" if facts["bytes"] >= 0 else "size known once read"
-    docs = f", {about}{facts['documents']:,} documents" if facts["documents"] >= 0 else ""
-    line = f"validation: {size}{docs}; chosen {facts['how']}"
+    doc_about = "" if facts.get("documents_exact") or facts["exact"] else "about "
+    docs = f", {doc_about}{facts['documents']:,} documents" if facts["documents"] >= 0 else ""
+    line = f"validation: {size}{docs}; {facts['how']}"
     if prepared:
         line += (f"\n  scored: {_kb(prepared[0])} ({prepared[1]} documents or pieces sampled over the split; eval.max_bytes="
                  f"{eval_cfg.max_bytes}) at each eval; the final eval: ")

@@ -115,7 +115,7 @@ def val_scope(cfg, docs: list[bytes]) -> str:
     split = (f"{'about ' if not facts['exact'] else ''}{facts['bytes']:,}-byte" if facts["bytes"] >= 0 else "")
     bound = cfg.eval.final_max_bytes
     return (f"BPB val covers {n:,} raw bytes ({len(docs)} documents or pieces) sampled over the {split} val split "
-            f"(chosen {facts['how']}), the same bytes for every model; bound eval.final_max_bytes={bound} "
+            f"({facts['how']}), the same bytes for every model; bound eval.final_max_bytes={bound} "
             f"(eval.max_bytes={cfg.eval.max_bytes}); `proxylm eval bpb RUN --split val` scores the whole split")
 
 

@@ -25,7 +25,7 @@ VAL_NAMES = ("validation", "valid", "val", "dev", "test")
 def split_roles(names, setting: str, val_fraction: float) -> tuple[dict[str, str], str]:
     """({split name: role}, how the split was chosen, in words) for the corpus' named splits `names`."""
     names = sorted(n for n in set(names) if n)
-    by_hash = f"by the hash of each document key (data.val_fraction={val_fraction})"
+    by_hash = f"chosen by the hash of each document key (data.val_fraction={val_fraction})"
     if not names:
         return {}, by_hash
     if setting == "hash":
