@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 import warnings
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
 from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, LOCK, REPRESENTATION
+from proxylm.core.threads import set_threads
+from proxylm.startup import codec_source, covers_text, startup_summary, validation_facts  # noqa: F401 (API)
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
 from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
@@ -47,10 +50,11 @@ from proxylm.model.attention import require_backward_ok
 from proxylm.model.transformer import Transformer
 from proxylm.train import distributed as dist_utils
 from proxylm.train.checkpoint import latest_checkpoint
+from proxylm.train.wandb_log import check_wandb
 from proxylm.train.trainer import Trainer, planned_steps
 
 # what `proxylm resume RUN key=value` may change: everything that leaves the run's shapes, data and views alone
-RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name")
+RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name", "logging.*")
 
 
 # ---- the run directory: one writer, writable, checked before work -------------------------------------------
@@ -218,6 +222,7 @@ class ValidationBPB:
         self.cfg, self.device, self.corpus = cfg, device, corpus
         self.interface = interface_for(rep, codec, cfg.views)
         self.docs = None
+        self.split_bytes = None  # the val split's size when known exactly (startup summary), for `covers`
 
     def prepare(self) -> None:
         """Read the validation documents now: an empty val split is refused before training, not at the
@@ -231,12 +236,31 @@ class ValidationBPB:
                             "or add documents") from None
 
     def __call__(self, model) -> dict:
-        e, d = self.cfg.eval, self.cfg.data
         if self.docs is None:
             self.prepare()
+        return self._score(model, self.docs)
+
+    def _score(self, model, docs) -> dict:
+        e, d = self.cfg.eval, self.cfg.data
         seq_len = e.window(d.seq_len)
         # every rank evaluates the same text; cheap at these sizes and keeps ranks in step
-        return evaluate_bpb(model, self.interface, self.docs, seq_len, e.stride_for(seq_len), e.batch_size, self.device)
+        return evaluate_bpb(model, self.interface, docs, seq_len, e.stride_for(seq_len), e.batch_size, self.device)
+
+    def final(self, model) -> dict:
+        """The run's reported val BPB: the whole val split up to eval.final_max_bytes, with `covers` saying
+        which bytes (the periodic evals' documents when the bound is no larger than eval.max_bytes)."""
+        e, d = self.cfg.eval, self.cfg.data
+        bound = e.final_max_bytes
+        if bound and e.max_bytes and bound <= e.max_bytes:
+            docs = self.docs if self.docs is not None else read_eval_docs(d.corpus, "val", d, e.max_bytes,
+                                                                           corpus=self.corpus)
+        else:
+            docs = read_eval_docs(d.corpus, "val", d, bound, corpus=self.corpus)
+        result = self._score(model, docs)
+        split_bytes = self.split_bytes if self.split_bytes is not None else -1
+        result["whole"] = not bound or sum(map(len, docs)) < bound - d.max_doc_bytes  # no piece was cut or left
+        result["covers"] = covers_text(result, split_bytes, bound)
+        return result
 
 
 # ---- the trainer ------------------------------------------------------------------------------------------------
@@ -318,14 +342,17 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
 
 def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
     t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    threads = set_threads(t.threads)  # 0: the default policy (proxylm/core/threads.py)
+    check_wandb(cfg.logging)  # an optional logger asked for and missing: refused before any work
     device = ctx.device or pick_device(t.device)
     require_backward_ok(cfg.model.attention, device)  # flex on a CPU: refused before any work
     seed_everything(t.seed)
     corpus = open_corpus(cfg.data.corpus, cfg.data)  # lists units only; opened once, handed to every part
     if not resume:
         check_codec_cache(cfg, corpus)
+    codec_words, _, train_now = codec_source(cfg, run_dir, resume, corpus) if ctx.is_main else ("", None, False)
+    if train_now and not quiet:  # said before the wait, not after
+        print(f"codec: {codec_words}; this takes a while, once", file=sys.stderr, flush=True)
     try:
         codec, rep = codec_and_representation(cfg, run_dir if resume else None, corpus)
     except PermissionError as e:
@@ -351,7 +378,11 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     dist_utils.barrier()
     trainer = Trainer(cfg, run_dir, model, rep, loader, evaluator, ctx=ctx, device=device,
                       total_steps=total_steps, quiet=quiet)
-    trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless))
+    facts = validation_facts(corpus)
+    evaluator.split_bytes = facts["bytes"] if facts["exact"] else None
+    trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless,
+                                extra={"facts": facts, "prepared": (sum(map(len, evaluator.docs)), len(evaluator.docs)),
+                                       "codec": codec_words, "threads": threads}))
     if log:
         trainer.log(log)
     if resume:
@@ -361,34 +392,6 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
         dist_utils.barrier()
     trainer.log(trainer.dtype_line())  # after restore(): a resumed run keeps its checkpoints' dtype
     return trainer
-
-
-def startup_summary(cfg: RunConfig, corpus, rep: Representation, codec, model, total_steps: int, world_size: int,
-                    lossless: dict | None = None) -> str:
-    """What the run will do, before it does it (printed on stderr): data, model, vocabulary, steps, epochs."""
-    s = corpus.summary()
-    lines = [f"corpus {s['corpus']}: {s['units']} units (files, row groups or row ranges)"]
-    text_bytes = 0
-    for ftype, t in sorted(s["types"].items()):
-        docs = f"{t['documents']} documents" if t["documents"] >= 0 else "documents counted as read"
-        lines.append(f"  {ftype:<12} {t['files']:>7} files  {t['bytes'] / 1e6:>10.2f} MB  {docs}")
-        text_bytes += t["bytes"]
-    if s["skipped"]:
-        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {s['skipped_examples'][k]})" for k, v in
-                                            sorted(s["skipped"].items())))
-    n_params = sum(p.numel() for p in model.parameters())
-    per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.train.grad_accum * world_size
-    codec_line = "raw bytes only" if codec is None else f"codec {codec!r}"
-    if lossless:
-        codec_line += f", round trip checked on {lossless['checked']} train documents"
-    lines += [f"model: {n_params / 1e6:.2f}M parameters; vocabulary {rep.vocab_size} ({codec_line})",
-              f"steps: {total_steps} planned x {per_step} symbols per step ({cfg.data.batch_size} x {cfg.data.seq_len} "
-              f"x accumulation {cfg.train.grad_accum} x {world_size} rank(s)); data workers {cfg.data.num_workers}"]
-    if text_bytes:
-        share = 1.0 - cfg.data.val_fraction
-        lines.append(f"epochs: about {total_steps * per_step / (text_bytes * share):.2f} at one symbol per byte on disk "
-                     "(compressed views and compressed files make it fewer/more)")
-    return "\n".join(lines)
 
 
 # ---- loading a trained run --------------------------------------------------------------------------------------

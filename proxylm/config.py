@@ -21,7 +21,7 @@ import yaml
 from proxylm.core.errors import ConfigError  # noqa: F401  (raised here, imported from here by callers)
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig  # noqa: F401
 from proxylm.model.config import ModelConfig
-from proxylm.train.config import EvalConfig, TrainConfig
+from proxylm.train.config import EvalConfig, LoggingConfig, TrainConfig
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -33,6 +33,7 @@ class RunConfig:
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    logging: LoggingConfig = dataclasses.field(default_factory=LoggingConfig)
     name: str = "run"
 
 

@@ -228,7 +228,7 @@ exported as a Llama checkpoint ({n_params} parameters, {dtype}).
 ## Training recipe
 - views: codec `{v.codec}`, rate {v.rate}, mode `{v.mode}`, separate embedding {v.separate_embedding}; {sched}
 - model: dim {m.dim}, {m.n_layers} layers, {m.n_heads} heads ({m.kv_heads} kv), ffn {m.hidden_dim},
-  context {m.max_seq_len}, {m.n_pred_heads} main head(s), {m.n_raw_heads} raw head(s)
+  context {min(m.max_seq_len, cfg.data.seq_len)} trained (RoPE table {m.max_seq_len}), {m.n_pred_heads} main head(s), {m.n_raw_heads} raw head(s)
 - train: {run.step} of {cfg.train.max_steps} steps, lr {cfg.train.lr} ({cfg.train.lr_schedule}),
   batch {cfg.data.batch_size} x {cfg.data.seq_len} symbols, seed {cfg.train.seed}
 - vocabulary: {rep.vocab_size} ids (`{REPRESENTATION}`); the full config is in `{RUN_CONFIG}`.
@@ -264,6 +264,11 @@ Continue training with proxylm: `proxylm train CONFIG train.init_from=<this dire
 """
 
 
+def trained_context(run_cfg, model_cfg) -> int:
+    """Positions the model was trained on: the packed window (data.seq_len), at most its RoPE table."""
+    return min(model_cfg.max_seq_len, run_cfg.data.seq_len)
+
+
 def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) -> dict:
     """Write the transformers directory for the run's latest checkpoint; returns a summary."""
 
@@ -286,13 +291,17 @@ def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) ->
     config = transformers.LlamaConfig(**hf_llama_config(model.cfg, rep.vocab_size), bos_token_id=rep.bos_id,
                                       eos_token_id=rep.eos_id, pad_token_id=rep.pad_id,
                                       architectures=["LlamaForCausalLM"])
+    # the context claimed is the one trained (data.seq_len), not the RoPE table's size: lm-eval and generate()
+    # read max_position_embeddings / model_max_length and would score or write beyond what the model ever saw
+    context = trained_context(run.cfg, model.cfg)
+    config.max_position_embeddings = context
     # the dtype the weights are stored in: 5.x names it `dtype`, 4.x `torch_dtype` (deprecated in 5.x)
     setattr(config, "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype", dtype)
     config.save_pretrained(str(out))
     transformers.GenerationConfig(bos_token_id=rep.bos_id, eos_token_id=stop, pad_token_id=rep.pad_id,
                                   suppress_tokens=suppressed_ids(iface, rep.vocab_size),
                                   do_sample=False).save_pretrained(str(out))
-    _save_tokenizer(tokenizer, rep, model.cfg.max_seq_len, out)
+    _save_tokenizer(tokenizer, rep, context, out)
     shutil.copyfile(run.run_dir / REPRESENTATION, out / REPRESENTATION)
     save_config(run.cfg, out / RUN_CONFIG)
 
@@ -301,6 +310,6 @@ def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) ->
     n_params = sum(t.numel() for t in weights.values())
     (out / "README.md").write_text(_model_card(run, out, dtype, dropped, n_params))
     bpb = _validation_bpb(run.run_dir, run.step)
-    return {"out": str(out), "run": str(run.run_dir), "step": run.step, "interface": iface.kind,
+    return {"out": str(out), "run": str(run.run_dir), "step": run.step, "interface": iface.kind, "context": context,
             "vocab_size": rep.vocab_size, "params": n_params, "dtype": dtype, "dropped_heads": dropped,
             "val_bpb": bpb["val_bpb"] if bpb else None}

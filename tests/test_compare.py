@@ -65,6 +65,20 @@ def test_smoke_compare_two_seeds_per_seed_and_mean_results_and_resume(corpus, tm
     assert partial["partial"] and (partial["finished_runs"], partial["planned_runs"]) == (4, 6)
     assert "proxy-gzip" not in partial["table"] and not (out / "proxy-gzip").exists()
     assert (out / "results.md").read_text().startswith("**Partial**: 4 of 6")
+    # --report-only without --seeds reports every seed on disk; --json prints exactly one JSON object
+    from proxylm.cli import main
+
+    capsys.readouterr()
+    argv = ["compare", "--preset", "smoke", "--out", str(out), "--corpus", corpus, "--models", "bytes,proxy-bpe",
+            "--budget-flops", "5e8", "--report-only", "--json", "--threads", "1", *TOY, "eval.max_bytes=2000",
+            "eval.final_max_bytes=2000", "train.evals_per_run=3"]
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)  # the whole of stdout is one object
+    assert printed["seeds"] == 2 and printed["table"]["proxy-bpe"]["seeds"] == 2 and not printed["partial"]
+    page = (out / "results.html").read_text()  # self-contained: tables and inline plots
+    assert page.count('src="data:image/png;base64,') == 2 and "<table>" in page and "src=\"http" not in page
+    md = (out / "results.md").read_text()
+    assert "bound eval.final_max_bytes=2000" in md and "unigram byte model" in md
 
     # settings are part of a result: another budget is refused before any training, or retrained
     other = _smoke(models=["bytes", "proxy-bpe"], budget_flops=4e8)
@@ -171,3 +185,23 @@ def test_results_from_several_code_versions_are_flagged():
     mixed = same + [{"model": "proxy-bpe", "seed": 2, "size": "d32x2"}]  # a result written before `code` existed
     note = " ".join(code_lines(mixed))
     assert "2 versions" in note and "unrecorded: 1 run(s) (d32x2/proxy-bpe-seed2)" in note and "--retrain" in note
+
+
+def test_a_run_saved_before_final_max_bytes_keeps_its_settings(tmp_path):
+    """Its final eval scored the periodic evals' bytes, which is what the presets now ask for: still reusable."""
+    import yaml
+
+    from proxylm.compare.runs import check_reusable
+    from proxylm.config import save_config, to_dict
+
+    preset, size = _smoke(), PRESETS["smoke"].sizes[0]
+    cfg = model_config("bytes", preset, size, 0, None, [])
+    run = tmp_path / "bytes"
+    run.mkdir()
+    old = to_dict(cfg)
+    del old["eval"]["final_max_bytes"]
+    (run / "config.yaml").write_text(yaml.safe_dump(old))
+    assert check_reusable(cfg, run)
+    save_config(model_config("bytes", preset, size, 0, None, ["eval.final_max_bytes=0"]), run / "config.yaml")
+    with pytest.raises(UserError, match="eval.final_max_bytes"):
+        check_reusable(cfg, run)

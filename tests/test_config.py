@@ -53,7 +53,8 @@ def test_codec_options_sections_and_moved_keys(tmp_path):
     assert cfg.views.codec_options.for_codec("bpe") == {"vocab_size": 512}
     neural = load_config("proxy-neural-micro", ["views.codec_options.neural.window_bits=12",
                                                 "views.codec_options.neural.m1.steps=7"])
-    assert neural.views.codec_options.for_codec("neural") == {"window_bits": 12, "steps": 7}
+    assert neural.views.codec_options.for_codec("neural") == {"window_bits": 12, "steps": 7, "dim": 48, "n_layers": 2,
+                                                              "n_heads": 2}  # the micro config's small M1
     with pytest.raises(ConfigError, match=r"views.codec_options.bpe.*vocab_size must be >= 256"):
         load_config("proxy-bpe-micro", ["views.codec_options.bpe.vocab_size=100"])
     with pytest.raises(ConfigError, match="views.codec_options.neural.m1"):

@@ -258,3 +258,10 @@ def test_init_from_refuses_other_byte_layout(proxy):
     moved = Representation.bytes_only(n_spare=run.rep.n_spare + 1)  # every byte one id later
     with pytest.raises(ValueError, match="raw bytes sit at ids"):
         load_init_from(run.model, out, moved)
+
+
+def test_export_claims_the_trained_context_not_the_rope_table(proxy):
+    run, out, summary, hf, tok = proxy
+    trained = min(run.cfg.data.seq_len, run.model.cfg.max_seq_len)
+    assert summary["context"] == trained == hf.config.max_position_embeddings == tok.model_max_length
+    assert trained < run.model.cfg.max_seq_len or run.cfg.data.seq_len >= run.model.cfg.max_seq_len

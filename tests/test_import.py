@@ -124,3 +124,28 @@ def test_training_refuses_a_lossy_codec(tmp_path, code_corpus, capsys):
     rc = main(["train", "proxy-bpe-micro", f"views.codec_dir={bad}", f"data.corpus={code_corpus}",
                "train.max_steps=1", "--out", str(tmp_path / "run")])
     assert rc == 2 and "lossy" in capsys.readouterr().err
+
+
+def test_a_lossy_tokenizer_in_an_imported_codec_folder_is_refused_not_trained_raw(tmp_path, code_corpus, capsys):
+    """An imported codec verifies every encoding, so a lossy tokenizer swapped in made every document
+    'unencodable' and the run trained on raw bytes; the start-of-run check now names the document."""
+    out = tmp_path / "imported"
+    assert main(["codec", "import", "--tokenizer", str(_byte_level(tmp_path / "t.json")), "--out", str(out),
+                 "--corpus", code_corpus]) == 0
+    t = Tokenizer.from_file(str(out / "tokenizer.json"))
+    t.normalizer = normalizers.Lowercase()
+    t.save(str(out / "tokenizer.json"))
+    capsys.readouterr()
+    rc = main(["train", "proxy-bpe-micro", f"views.codec_dir={out}", f"data.corpus={code_corpus}",
+               "train.max_steps=1", "--out", str(tmp_path / "run")])
+    assert rc == 2 and "does not give back document" in capsys.readouterr().err
+
+
+def test_an_hf_tokenizer_folder_as_codec_dir_gets_the_import_command(tmp_path, code_corpus, capsys):
+    folder = tmp_path / "hf-tokenizer"
+    folder.mkdir()
+    _byte_level(folder / "tokenizer.json")
+    rc = main(["train", "proxy-bpe-micro", f"views.codec_dir={folder}", f"data.corpus={code_corpus}",
+               "train.max_steps=1", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"proxylm codec import --tokenizer {folder}" in err and "remove it" not in err

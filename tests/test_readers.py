@@ -44,7 +44,7 @@ def test_folder_several_globs_and_summary(tmp_path):
     corpus = open_corpus(str(tmp_path), _cfg(glob="**/*.py,**/*.js,**/*.rs,**/*.png"))
     assert sorted(d.key for d in corpus.iter_documents()) == ["c.rs", "src/a.py", "src/b.js"]
     s = corpus.summary()
-    assert s["types"][".py"] == {"files": 1, "bytes": 6, "documents": 1} and set(s["types"]) == {".py", ".js", ".rs"}
+    assert s["types"][".py"] == {"files": 1, "bytes": 6, "documents": 1, "text_bytes": 6} and set(s["types"]) == {".py", ".js", ".rs"}
     assert s["skipped"] == {"binary": 1}  # a binary file is skipped and counted
     everything = _docs(tmp_path, glob="**/*", exclude="**/*.png")
     assert set(everything) == {"c.rs", "src/a.py", "src/b.js", "skip.txt"}
@@ -65,8 +65,8 @@ def test_jsonl_plain_gz_zst_and_text_field(tmp_path):
     assert len(_docs(tmp_path / "b.dat")) == 10
     _write_jsonl(tmp_path / "code.jsonl", TEXTS[:3], field="code")
     assert _docs(tmp_path / "code.jsonl", text_field="code")["code.jsonl:2"] == TEXTS[1].encode()
-    corpus = open_corpus(str(tmp_path / "code.jsonl"), _cfg())
-    assert list(corpus.iter_documents()) == [] and corpus.problems["no_text"] == 3
+    with pytest.raises(UserError, match="no column 'text' or 'content'; columns: code"):  # refused at listing now
+        open_corpus(str(tmp_path / "code.jsonl"), _cfg())
 
 
 def test_parquet_row_groups_pieces_and_columns(tmp_path):
@@ -100,21 +100,77 @@ def test_hf_dataset_saved_to_disk_and_arrow_files(tmp_path):
     assert len(_docs(arrow)) == 30  # a local data file of datasets' cache format
 
 
+def test_dataset_dict_trains_on_train_and_validates_on_its_validation_split(tmp_path):
+    from datasets import Dataset, DatasetDict
+
+    from proxylm.core.errors import ConfigError
+
+    DatasetDict({"train": Dataset.from_dict({"text": TEXTS[:20]}), "test": Dataset.from_dict({"text": TEXTS[20:25]}),
+                 "validation": Dataset.from_dict({"text": TEXTS[25:]})}).save_to_disk(str(tmp_path / "dd"))
+
+    def keys(split, **kw):
+        corpus = open_corpus(str(tmp_path / "dd"), DataConfig(val_fraction=0.5, **kw))
+        return sorted(d.key for d in corpus.iter_documents(split)), corpus
+
+    train, corpus = keys("train")
+    assert train == sorted(f"dd/train:{i}" for i in range(20))  # none held out by hash, none of another split
+    assert keys("val")[0] == sorted(f"dd/validation:{i}" for i in range(5))
+    assert "validate on 'validation'; left out: test" in corpus.summary()["split_how"]
+    assert keys("val", splits="train:test")[0] == sorted(f"dd/test:{i}" for i in range(5))
+    merged, corpus = keys("val", splits="hash")  # the old behaviour, on request
+    assert {k.split(":")[0] for k in merged} >= {"dd/train"} and "merged" in corpus.summary()["split_how"]
+    with pytest.raises(ConfigError, match="no validation split 'dev'; its splits: test, train, validation"):
+        keys("val", splits="train:dev")
+    with pytest.raises(ConfigError, match="data.splits"):
+        DataConfig(splits="a:b:c")
+
+
 def test_refusals_name_the_file_and_the_reader(tmp_path):
+    """A folder's compressed/columnar files are skipped and counted with the reader that takes them (one run over a
+    mixed folder, not one refusal per type); a single unreadable file is refused in one clean sentence."""
     (tmp_path / "a.py").write_text("a = 1\n")
     _write_jsonl(tmp_path / "data.jsonl.gz", TEXTS[:2], opener=gzip.open)
-    with pytest.raises(UserError, match=r"data.jsonl.gz: gzip-compressed JSONL.*JSONL reader: data.corpus="):
-        open_corpus(str(tmp_path), _cfg(glob="**/*"))
-    assert len(_docs(tmp_path, glob="**/*", exclude="*.gz")) == 1
     (tmp_path / "notes.txt.bz2").write_bytes(bz2.compress(b"hello"))
-    with pytest.raises(UserError, match="notes.txt.bz2: bzip2-compressed"):
+    corpus = open_corpus(str(tmp_path), _cfg(glob="**/*"))
+    assert [d.key for d in corpus.iter_documents()] == ["a.py"]
+    skipped = corpus.summary()["skipped"]
+    assert skipped == {f"gzip-compressed JSONL (folder reader reads text; the JSONL reader: data.corpus='{tmp_path}/*.jsonl.gz')": 1,
+                       "bzip2-compressed data (folder reader reads text; decompress it (the JSONL reader takes "
+                       ".jsonl.gz and .jsonl.zst))": 1}
+    assert len(_docs(tmp_path, glob="**/*", exclude="*.gz,*.bz2")) == 1
+    with pytest.raises(UserError, match=r"notes.txt.bz2: bzip2-compressed data that is not JSONL; no reader takes it: "
+                                        r"decompress it \(the JSONL reader takes .jsonl.gz and .jsonl.zst\)$"):
         open_corpus(str(tmp_path / "notes.txt.bz2"), _cfg())
     with gzip.open(tmp_path / "code.py.gz", "wb") as f:
         f.write(b"print('not jsonl')\n")
-    with pytest.raises(UserError, match="code.py.gz: gzip-compressed data that is not JSONL"):
+    with pytest.raises(UserError, match=r"no readable text; skipped: 1 gzip-compressed data, not JSONL .*code.py.gz"):
         open_corpus(str(tmp_path / "*.py.gz"), _cfg())
     with pytest.raises(FileNotFoundError, match="matches no files"):
         open_corpus(str(tmp_path / "none-*.jsonl"), _cfg())
+
+
+def test_folder_summary_counts_what_the_glob_left_out(tmp_path):
+    for name in ("a.py", "b.py", "c.h", "d.h", "e.c", "f.tar.gz", "README"):
+        (tmp_path / name).write_text("x\n")
+    s = open_corpus(str(tmp_path), _cfg()).summary()
+    assert s["left_out"] == {".h": 2, ".c": 1, ".tar.gz": 1, "(none)": 1}
+
+
+def test_jsonl_without_the_field_is_refused_listing_its_fields(tmp_path):
+    p = tmp_path / "d.jsonl"
+    p.write_text('{"body": "x = 1", "id": 3}\n{"body": "y = 2", "id": 4}\n')
+    with pytest.raises(UserError, match=r"d.jsonl:1 \(the first record; JSONL fields\): no column 'text' or "
+                                        r"'content'; columns: body, id; set data.text_field"):
+        open_corpus(str(p), _cfg())
+    corpus = open_corpus(str(p), _cfg(text_field="body"))
+    assert corpus.summary()["text_fields"] == ["body"]
+    assert corpus.summary()["types"][".jsonl"]["documents"] == 2
+
+
+def test_hub_name_gets_a_save_to_disk_hint(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"looks like a Hugging Face hub dataset name.*save_to_disk"):
+        open_corpus("bigcode/the-stack-smol", _cfg())
 
 
 def test_symlinks_outside_and_loops_are_skipped_and_counted(tmp_path):

@@ -78,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(parser, argv)
     formatwarning, warnings.formatwarning = warnings.formatwarning, _one_line_warnings(args.command)
     try:
+        if getattr(args, "threads", None) is not None:  # every verb that computes has --threads (README 'Threads')
+            from proxylm.core.threads import set_threads
+
+            set_threads(args.threads)
         return int(args.func(args) or 0)
     except (UserError, ValueError, OSError) as e:
         if getattr(args, "debug", False):

@@ -46,3 +46,10 @@ def add_dtype_flag(p: argparse.ArgumentParser, decoding: bool = False) -> None:
             "float32 elsewhere")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
                    help=f"compute dtype (default auto: {auto})")
+
+
+def threads_arg(p: argparse.ArgumentParser) -> None:
+    """`--threads N` on a verb that computes; the verb calls proxylm.core.threads.set_threads(args.threads)."""
+    from proxylm.core.threads import THREADS_HELP
+
+    p.add_argument("--threads", type=at_least(0, note="0: the default policy"), default=0, help=THREADS_HELP)

@@ -21,6 +21,7 @@ from proxylm.codecs.options import BpeBytesOptions, BpeOptions, CodecOptions, Gz
 from proxylm.core.io import print_json
 from proxylm.codecs.base import CODEC_FILE, codec_class
 from proxylm.cli import neural as neural_cli
+from proxylm.cli.args import threads_arg
 from proxylm.codecs.stability import DEFAULT_MAX_CHARS, DEFAULT_WINDOW_CHARS, EDIT_FAMILIES, make_edit_pairs, stability
 from proxylm.codecs.stats import codec_stats, evenly_spaced
 from proxylm.prepare.codec_cache import (codec_options, resolve_codec, corpus_texts, default_codec_dir, locked, needs_training, open_corpus,
@@ -183,9 +184,9 @@ def cmd_encode(args) -> int:
 
 
 # ---- wiring --------------------------------------------------------------------------------------------
-def _add_corpus_args(p, split: bool = True) -> None:
+def _add_corpus_args(p, split: bool = True, split_help: str = "documents to measure (default val)") -> None:
     defaults = DataConfig()
-    p.add_argument("--corpus", default=defaults.corpus, help="stdlib | file.jsonl | folder | glob (default stdlib)")
+    p.add_argument("--corpus", default=defaults.corpus, help="stdlib | folder | text glob | .jsonl[.gz|.zst] | .parquet | .arrow | saved dataset (see README 'Your data'); default stdlib")
     p.add_argument("--glob", default=defaults.glob, help=f"files of a folder corpus (default {defaults.glob})")
     p.add_argument("--val-fraction", type=float, default=defaults.val_fraction,
                    help=f"share of documents held out as val (default {defaults.val_fraction})")
@@ -195,7 +196,7 @@ def _add_corpus_args(p, split: bool = True) -> None:
                    help="JSONL / parquet / dataset field holding the text (default text, then content)")
     p.add_argument("--exclude", default=defaults.exclude, help="files to leave out, e.g. '**/tests/**'")
     if split:
-        p.add_argument("--split", default="val", choices=SPLITS, help="documents to measure (default val)")
+        p.add_argument("--split", default="val", choices=SPLITS, help=split_help)
 
 
 def add_commands(subparsers) -> None:
@@ -213,6 +214,7 @@ def add_commands(subparsers) -> None:
                    help="train text sampled over the corpus (default 50 MB; 0: the whole train split)")
     neural_cli.add_train_args(t)
     _add_corpus_args(t, split=False)
+    threads_arg(t)  # torch runs here for the neural codec (its m1.threads, default 1, still applies while training)
     t.set_defaults(func=cmd_train)
 
     i = sub.add_parser("import", help="an existing tokenizer (tokenizer.json or HF folder) as a bpe codec, checked "
@@ -233,6 +235,7 @@ def add_commands(subparsers) -> None:
     s.add_argument("--limit-docs", type=int, default=None, help="measure N documents spread over the split")
     s.add_argument("--json", action="store_true", help="print one JSON object")
     _add_corpus_args(s)
+    threads_arg(s)  # the neural codec runs torch
     s.set_defaults(func=cmd_stats)
 
     b = sub.add_parser("stability", help="edit distance of compressed views after small seeded text edits")
@@ -249,6 +252,7 @@ def add_commands(subparsers) -> None:
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--json", action="store_true", help="print one JSON object")
     _add_corpus_args(b)
+    threads_arg(b)
     b.set_defaults(func=cmd_stability)
 
     e = sub.add_parser("encode", help="encode one text and print its symbols")
@@ -257,5 +261,6 @@ def add_commands(subparsers) -> None:
     e.add_argument("--file", default=None, help="file whose bytes to encode")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     neural_cli.add_encode_args(e)  # --out SHARDS [--shard i/n] [--workers K]: encode a corpus split
-    _add_corpus_args(e)
+    _add_corpus_args(e, split_help="with --out: the corpus split encoded into shards (default val; train for "
+                                   "views.precomputed)")
     e.set_defaults(func=cmd_encode)

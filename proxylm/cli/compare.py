@@ -15,6 +15,7 @@ from pathlib import Path
 from proxylm.compare import MODELS, PRESETS, compare, result_lines
 from proxylm.core.errors import UserError
 from proxylm.core.io import print_json
+from proxylm.cli.args import threads_arg
 
 SAMPLE_MODELS = ("bytes", "tokens")  # beside the best proxy model
 
@@ -38,23 +39,28 @@ def cmd_compare(args) -> int:
             raise UserError(f"--size: preset '{args.preset}' trains several sizes; use a one-size preset")
         preset.size = args.size
     out = Path(args.out)
-    report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet,
+    overrides = list(args.overrides or []) + ([f"train.threads={args.threads}"] if args.threads else [])
+    report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, overrides, args.quiet,
                      retrain=args.retrain, report_only=args.report_only)
-    print((out / "results.md").read_text())
-    for line in result_lines(report):
-        print(line)
-    if args.sample:
-        sample_side_by_side(report, args.sample, args.sample_bytes)
+    if not args.json:  # --json: one JSON object on stdout and nothing else
+        print((out / "results.md").read_text())
+        for line in result_lines(report):
+            print(line)
+    samples = sample_side_by_side(report, args.sample, args.sample_bytes, show=not args.json) if args.sample else None
     if args.json:
         keys = ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots", "seeds", "headline",
-                "ablations", "scaling", "partial", "planned_runs", "finished_runs")
-        print_json({k: report[k] for k in keys if k in report})
+                "ablations", "scaling", "partial", "planned_runs", "finished_runs", "val_scope", "html",
+                "unigram_bpb_val")
+        extra = {"results": result_lines(report)}
+        if samples is not None:
+            extra["samples"] = samples
+        print_json({**{k: report[k] for k in keys if k in report}, **extra})
     return 0
 
 
-def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 40) -> None:
+def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 40, show: bool = True) -> dict:
     """Greedy completions (raw bytes in, raw bytes out) of the byte model, the token model and the best
-    proxy model (seed 0, the largest size), printed in columns."""
+    proxy model (seed 0, the largest size), printed in columns (`show`); returns {model: prompt + completion}."""
     from proxylm.assemble import load_run
     from proxylm.eval.generate import generate
 
@@ -72,6 +78,8 @@ def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 
         with run.compute():
             out = generate(run.model, run.interface, prompt.encode(), max_bytes=max_bytes)
         texts[m] = (prompt.encode() + out).decode("utf-8", "replace")
+    if not show:
+        return texts
     columns = []
     for m in chosen:
         lines = [f"{m} (val BPB {table[m]['bpb_val']:.3f})", "-" * width]
@@ -86,6 +94,7 @@ def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 
     for m in chosen:
         print(f"  {m:>16}: {texts[m][len(prompt):][:70]!r}")
     print()
+    return texts
 
 
 def add_commands(sub) -> None:
@@ -103,7 +112,8 @@ def add_commands(sub) -> None:
     p.add_argument("--retrain", action="store_true",
                    help="retrain models whose run directory holds a run with other settings (moved aside)")
     p.add_argument("--report-only", action="store_true",
-                   help="train nothing: report the models finished so far (an interrupted study's partial results)")
+                   help="train nothing: report the models finished so far (an interrupted study's partial results), "
+                        "every seed found on disk unless --seeds says otherwise")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every model")
     p.add_argument("--sample", metavar="PROMPT", help="at the end, greedy completions of the byte, token and best "
                    "proxy models, side by side")
@@ -111,4 +121,5 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)  # also given to every run as train.threads (when > 0; not a result setting)
     p.set_defaults(func=cmd_compare)

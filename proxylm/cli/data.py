@@ -134,7 +134,7 @@ def add_commands(subparsers) -> None:
 
     m = sub.add_parser("manifest", help="path, size and sha256 of every document of a split, as JSON")
     m.add_argument("config", nargs="*", metavar="[CONFIG] [key=value]", help="config and overrides")
-    m.add_argument("--corpus", default=None, help="stdlib | file.jsonl | folder | glob (default: data.corpus)")
+    m.add_argument("--corpus", default=None, help="stdlib | folder | text glob | .jsonl[.gz|.zst] | .parquet | .arrow | saved dataset (see README 'Your data'); default: data.corpus")
     m.add_argument("--split", default="val", choices=("train", "val", "all"))
     m.add_argument("--out", default=None, help="JSON file to write (default: print)")
     m.set_defaults(func=cmd_manifest)

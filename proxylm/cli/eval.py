@@ -12,7 +12,7 @@ import argparse
 import os
 import sys
 
-from proxylm.cli.args import add_dtype_flag, at_least, in_range
+from proxylm.cli.args import add_dtype_flag, at_least, in_range, threads_arg
 
 
 def cmd_bpb(args) -> int:
@@ -142,11 +142,13 @@ def cmd_generate(args) -> int:
 
 
 def add_commands(sub) -> None:
+    from proxylm.eval.settings import LOOKUP_DRAFTS
+
     ev = sub.add_parser("eval", help="evaluate a run on raw bytes").add_subparsers(dest="eval_command",
                                                                                     required=True)
     p = ev.add_parser("bpb", help="bits per byte on raw text")
     p.add_argument("run")
-    p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
+    p.add_argument("--corpus", help="stdlib | folder | text glob | .jsonl[.gz|.zst] | .parquet | .arrow | saved dataset (see README 'Your data'); default: the run's training corpus")
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
     p.add_argument("--seq-len", type=at_least(0), default=0, help="window (0: the run's eval or training seq_len)")
     p.add_argument("--stride", type=at_least(0), default=0, help="default: the run's eval.stride, else seq_len // 2")
@@ -157,6 +159,7 @@ def add_commands(sub) -> None:
     add_dtype_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_bpb, command="eval bpb")
 
     from proxylm.cli.tasks import add_eval_commands
@@ -165,7 +168,7 @@ def add_commands(sub) -> None:
 
     p = ev.add_parser("translation", help="does a proxy model translate between its views? (held-out pairs)")
     p.add_argument("run")
-    p.add_argument("--corpus", help="stdlib | .jsonl | folder (default: the run's training corpus)")
+    p.add_argument("--corpus", help="stdlib | folder | text glob | .jsonl[.gz|.zst] | .parquet | .arrow | saved dataset (see README 'Your data'); default: the run's training corpus")
     p.add_argument("--split", default="val", choices=["train", "val", "all"])
     p.add_argument("--limit", type=int, default=64, help="pairs scored")
     p.add_argument("--piece-bytes", type=int, default=64, help="raw bytes per pair (0: as many as fit one window)")
@@ -175,6 +178,7 @@ def add_commands(sub) -> None:
     add_dtype_flag(p)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_translation, command="eval translation")
 
     p = sub.add_parser("generate", help="generate raw bytes from a prompt (streams to the terminal)")
@@ -192,11 +196,12 @@ def add_commands(sub) -> None:
                         "decoding of a model with extra heads, where it is exact; --speculative also for sampling)")
     p.add_argument("--lookup", type=at_least(0), default=None,
                    help="greedy: at most this many drafts per forward copied from the context where its last ids "
-                        "occurred before (exact, any model; default: proxylm.eval.generate.LOOKUP_DRAFTS; 0: off; "
+                        f"occurred before (exact, any model; default {LOOKUP_DRAFTS}; 0: off; "
                         "--no-speculative turns it off too)")
     p.add_argument("--batch-size", type=at_least(1), default=8, help="prompts decoded together (several --prompt)")
     p.add_argument("--device", default="auto")
     add_dtype_flag(p, decoding=True)
     p.add_argument("--json", action="store_true")
     p.add_argument("--debug", action="store_true")
+    threads_arg(p)
     p.set_defaults(func=cmd_generate)

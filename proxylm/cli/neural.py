@@ -43,8 +43,8 @@ def add_encode_args(p) -> None:
                    help=f"raw bytes per shard (default {DEFAULT_SHARD_BYTES})")
     p.add_argument("--lanes", type=at_least(1), default=None, help="neural: segments coded at once (default 512)")
     p.add_argument("--threads", type=at_least(0), default=0,
-                   help="torch threads per process (default: torch's alone, cores / workers with workers; on a busy "
-                        "machine 1 can be many times faster)")
+                   help="torch threads per process (default 0: the cores the load average leaves free, "
+                        "cores / workers with workers; see README 'Threads')")
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -11,12 +11,12 @@ import os
 import sys
 
 from proxylm.core.io import print_json
-from proxylm.cli.args import add_dtype_flag, at_least, in_range
+from proxylm.cli.args import add_dtype_flag, at_least, in_range, threads_arg
 from proxylm.tasks.datasets import BENCHMARKS, PLUS_TIMEOUT_S
 from proxylm.tasks.results import DEFAULT_SAMPLING_TOP_P, EVALPLUS, ORIGINAL_HUMANEVAL, PASS_AT_K, SAMPLES_FILE
 from proxylm.tasks.robustness.source import DEFAULT_SEEDS, FAMILIES
 
-# the evaluations themselves import torch: each command imports its own, so that `proxylm --help` does not
+# the evaluations themselves import torch: each command imports its own, so that `proxylm --help` does not load it
 
 
 def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str, timeout_help: str,
@@ -39,6 +39,7 @@ def _add_scoring_args(parser, unit: str, completion_keys: str, out_default: str,
     add_dtype_flag(parser, decoding=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
+    threads_arg(parser)
 
 
 def _scoring_kwargs(args) -> dict:
@@ -131,6 +132,7 @@ def add_robustness_args(parser) -> None:
     add_dtype_flag(parser, decoding=True)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--debug", action="store_true")
+    threads_arg(parser)
 
 
 def run_robustness_cli(args) -> int:

@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from proxylm.cli.args import at_least
+from proxylm.cli.args import at_least, threads_arg
 from proxylm.core import rundir
 
 
@@ -41,9 +41,25 @@ def _report(summary: dict, args) -> None:
         print_json(summary)
     else:
         print(f"run: {summary['run_dir']}\nsteps: {summary['steps']}  FLOPs: {summary['flops']:.3e}  "
-              f"raw bytes seen: {summary['raw_bytes']}\nvalidation raw-byte BPB: {summary['val_bpb']:.4f}")
+              f"raw bytes seen: {summary['raw_bytes']}\nvalidation raw-byte BPB: {summary['val_bpb']:.4f}"
+              + (f" over {summary['val_covers']}" if summary.get("val_covers") else ""))
     if args.sample:
         _sample(Path(summary["run_dir"]), args.sample, args.sample_bytes)
+
+
+def print_config(cfg) -> int:
+    import yaml
+
+    from proxylm.config import to_dict
+
+    print(yaml.safe_dump(to_dict(cfg), sort_keys=False), end="")
+    return 0
+
+
+def with_threads(args) -> list[str]:
+    """The overrides, with `--threads N` (N > 0) as train.threads=N."""
+    overrides = list(args.overrides or [])
+    return overrides + [f"train.threads={args.threads}"] if getattr(args, "threads", 0) else overrides
 
 
 def clear_run_dir(run_dir: Path) -> None:
@@ -67,7 +83,9 @@ def cmd_train(args) -> int:
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, with_threads(args))
+    if args.print_config:
+        return print_config(cfg)
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
@@ -103,7 +121,9 @@ def cmd_resume(args) -> int:
     run_dir = Path(args.run_dir)
     if not rundir.is_run_dir(run_dir):
         raise FileNotFoundError(f"{run_dir} is not a run directory (no {rundir.CONFIG})")
-    cfg = load_config(str(run_dir / rundir.CONFIG), args.overrides)
+    cfg = load_config(str(run_dir / rundir.CONFIG), with_threads(args))
+    if args.print_config:
+        return print_config(cfg)
     trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
     summary = trainer.fit()
     trainer.run_lock.release()
@@ -117,6 +137,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sample", metavar="PROMPT", help="after training, print a greedy completion of PROMPT")
     p.add_argument("--sample-bytes", type=at_least(1), default=200)
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--print-config", action="store_true",
+                   help="print the resolved config (defaults, YAML and overrides merged) as YAML and stop: nothing runs")
+    threads_arg(p)  # also given to the run as train.threads (when > 0)
 
 
 def add_commands(sub) -> None:
@@ -128,8 +151,10 @@ def add_commands(sub) -> None:
     _common(p)
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("resume", help="continue a run from its latest checkpoint")
-    p.add_argument("run_dir")
+    p = sub.add_parser("resume", help="continue a run from its latest checkpoint",
+                       description="Continue a run exactly where its latest good checkpoint left off (same data order "
+                                   "and losses as an uninterrupted run).")
+    p.add_argument("run_dir", help="the run directory (holds config.yaml and checkpoints/)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="e.g. train.max_steps=400 to extend a finished run (only train.*, eval.*, "
                         "model.attention, model.ce_chunk may change)")

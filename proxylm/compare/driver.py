@@ -17,7 +17,8 @@ import statistics
 from pathlib import Path
 
 from proxylm.compare import stats
-from proxylm.compare.report import write_markdown, write_plots
+from proxylm.compare.figures import write_html, write_plots
+from proxylm.compare.report import write_markdown
 from proxylm.compare.presets import MODELS, REFERENCE, Preset, Size, model_config
 from proxylm.compare.runs import (RESULT_FILE, check_reusable, fingerprint, non_embedding_params, run_one,
                                   same_settings)
@@ -55,14 +56,19 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     (the report says how many of the planned runs that is: `partial`)."""
     from proxylm.eval.bpb import read_eval_docs, unigram_bpb
 
+    if report_only and not seeds:  # every seed on disk, not the preset's default count
+        seeds = max(preset.seeds, seeds_on_disk(out, preset))
     seeds = seeds or preset.seeds
     out.mkdir(parents=True, exist_ok=True)
     jobs = plan(preset, out, seeds, corpus, extra)
     for _, _, _, cfg, run_dir in jobs:  # settings first: refuse before any training
         check_reusable(cfg, run_dir, retrain and not report_only)
     any_cfg = jobs[0][3]
-    # the bytes the trainer's own evals score (eval.max_bytes: the preset's unless overridden)
-    eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, any_cfg.eval.max_bytes)}
+    # the bytes the trainer's final eval scores (assemble.ValidationBPB.final: eval.final_max_bytes, or the periodic
+    # evals' eval.max_bytes when that is no smaller; the presets set both)
+    e = any_cfg.eval
+    bound = e.max_bytes if e.final_max_bytes and e.max_bytes and e.final_max_bytes <= e.max_bytes else e.final_max_bytes
+    eval_sets = {"val": read_eval_docs(any_cfg.data.corpus, "val", any_cfg.data, bound)}
     train_sample = read_eval_docs(any_cfg.data.corpus, "train", any_cfg.data, UNIGRAM_SAMPLE_BYTES)
     unigram = unigram_bpb(train_sample, eval_sets["val"])
     if eval_corpus:
@@ -79,10 +85,40 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     report = build_report(preset, results, eval_sets, unigram, seeds)
     report["planned_runs"], report["finished_runs"] = len(jobs), len(results)
     report["partial"] = len(results) < len(jobs)
+    report["val_scope"] = val_scope(any_cfg, eval_sets["val"])
     write_markdown(report, out / "results.md")
-    report["plots"] = [str(p) for p in write_plots(report, out)]
+    plots = write_plots(report, out)
+    report["plots"] = [str(p) for p in plots]
+    report["html"] = str(write_html(report, out / "results.md", plots, out / "results.html"))
     (out / "results.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
     return report
+
+
+def seeds_on_disk(out: Path, preset: Preset) -> int:
+    """1 + the highest seed with a finished result under `out` (run dirs MODEL and MODEL-seedN), 0 if none."""
+    found = 0
+    for size in preset.sizes:
+        base = out / size.name if preset.scaling else out
+        for model in preset.models:
+            for d in [base / model, *base.glob(f"{model}-seed*")]:
+                tail = d.name[len(model):]
+                if (d / RESULT_FILE).exists() and (tail == "" or tail[len("-seed"):].isdigit()):
+                    found = max(found, 1 + (int(tail[len("-seed"):]) if tail else 0))
+    return found
+
+
+def val_scope(cfg, docs: list[bytes]) -> str:
+    """Which validation bytes the table's val BPB covers, in words (the bound included)."""
+    from proxylm.data.corpus import open_corpus
+    from proxylm.startup import validation_facts
+
+    facts = validation_facts(open_corpus(cfg.data.corpus, cfg.data))
+    n = sum(map(len, docs))
+    split = (f"{'about ' if not facts['exact'] else ''}{facts['bytes']:,}-byte" if facts["bytes"] >= 0 else "")
+    bound = cfg.eval.final_max_bytes
+    return (f"BPB val covers {n:,} raw bytes ({len(docs)} documents or pieces) sampled over the {split} val split "
+            f"({facts['how']}), the same bytes for every model; bound eval.final_max_bytes={bound} "
+            f"(eval.max_bytes={cfg.eval.max_bytes}); `proxylm eval bpb RUN --split val` scores the whole split")
 
 
 def _json_default(x):

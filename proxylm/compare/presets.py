@@ -122,7 +122,8 @@ def model_config(name: str, preset: Preset, size: Size, seed: int, corpus: str |
         raise ValueError(f"unknown model '{name}'; known: {', '.join(MODELS)}")
     family, overrides = MODELS[name]
     settings = [f"train.max_flops={size.budget_flops}", "train.max_steps=1000000", f"train.seed={seed}",
-                f"eval.max_bytes={preset.eval_bytes}", f"train.evals_per_run={preset.evals_per_run}",
+                f"eval.max_bytes={preset.eval_bytes}", f"eval.final_max_bytes={preset.eval_bytes}",
+                f"train.evals_per_run={preset.evals_per_run}",
                 f"data.seed={seed}", f"views.seed={seed}", f"name={name}"]
     if corpus:
         settings.append(f"data.corpus={corpus}")

@@ -96,6 +96,12 @@ def write_markdown(report: dict, path: Path) -> None:
     sample = report.get("unigram_sample_bytes")
     fit = f"fit on at most {sample / 1e6:g} MB sampled over the training split" if sample else "fit on the training split"
     lines += ["", f"Reference: a unigram byte model ({fit}) scores {report['unigram_bpb_val']:.4f} BPB on val."]
+    worse = sorted(m for m, row in report["table"].items() if row["bpb_val"] > report["unigram_bpb_val"])
+    if worse:
+        lines += ["", f"**Worse than the unigram byte model**: {', '.join(worse)} (it predicts bytes worse than their "
+                  "frequencies alone: undertrained at this budget, or broken)."]
+    if report.get("val_scope"):
+        lines += ["", report["val_scope"] + "."]
     lines += headline_lines(report.get("headline"))
     lines += code_lines(report["runs"])
     path.write_text("\n".join(lines) + "\n")

@@ -22,6 +22,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import yaml
+
 import proxylm
 
 from proxylm.core import rundir
@@ -32,7 +34,8 @@ RESULT_FILE = "compare_result.json"
 # Settings that do not change what a run computes (names, logging, thread count, cache paths):
 # left out of the fingerprint so that e.g. resuming with other threads still matches.
 NOT_RESULT_KEYS = frozenset({"name", "train.threads", "train.log_every", "train.ckpt_every", "train.keep_ckpts",
-                             "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers"})
+                             "train.device", "views.codec_dir", "eval.batch_size", "data.num_workers",
+                             "logging.wandb", "logging.wandb_project", "logging.wandb_mode"})
 
 
 @functools.lru_cache(maxsize=1)
@@ -82,7 +85,11 @@ def saved_settings(run_dir: Path) -> dict | None:
     if not path.exists():
         return None
     try:
-        return result_settings(load_config(str(path)))
+        cfg = load_config(str(path))
+        if "final_max_bytes" not in (yaml.safe_load(path.read_text()).get("eval") or {}):
+            # saved before eval.final_max_bytes existed: its final eval scored the periodic evals' bytes
+            cfg.eval.final_max_bytes = cfg.eval.max_bytes
+        return result_settings(cfg)
     except (ValueError, OSError) as e:  # ConfigError is a ValueError
         raise UserError(f"{path}: cannot read the settings of the run there ({e}); move it away or use another "
                         "--out") from e

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from proxylm.codecs.options import CodecOptions
 from proxylm.core.errors import require
 from proxylm.data.modes import MIX_MODES, mix_mode  # noqa: F401  (MIX_MODES: the valid names)
+from proxylm.data.splits import check_setting as check_splits
 
 
 @dataclass
@@ -19,15 +20,18 @@ class DataConfig:
     batch_size: int = 8  # windows per micro-batch (per rank)
     shuffle: bool = True  # per-epoch document order is a pure function of (seed, epoch)
     # documents (pieces) read ahead and drawn from at random (proxylm/data/shuffle.py), so the consecutive pieces
-    # of one file spread over many batches; memory ~ shuffle_buffer x max_doc_bytes; 0 (or shuffle off): none
+    # of one file spread over many batches; memory: at most 64 MB of documents (shuffle.MAX_BUFFER_BYTES); 0: none
     shuffle_buffer: int = 8192
     seed: int = 0
     text_field: str = "text"  # JSONL / parquet / dataset field holding the text ("text": falls back to "content")
     exclude: str = ""  # files of a folder or glob corpus to leave out, e.g. "**/tests/**,**/*.min.js"
     num_workers: int = 0  # background processes reading and encoding documents (0: in the training process)
     codec_sample_bytes: int = 50_000_000  # train text a codec is trained on, sampled over the corpus (0: all)
+    # named splits (a saved DatasetDict): auto | hash | TRAIN:VAL | TRAIN (proxylm/data/splits.py; README "Splits")
+    splits: str = "auto"
 
     def __post_init__(self):
+        check_splits(self.splits)
         require(self.num_workers >= 0, "num_workers", self.num_workers, "must be >= 0")
         require(self.shuffle_buffer >= 0, "shuffle_buffer", self.shuffle_buffer, "must be >= 0 (0: no buffer)")
         require(self.codec_sample_bytes >= 0, "codec_sample_bytes", self.codec_sample_bytes, "must be >= 0 (0: all)")

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from proxylm.core.hashing import stable_hash64, stable_unit
 from proxylm.data.config import DataConfig
+from proxylm.data.splits import split_roles
 from proxylm.data.readers import STDLIB_EXCLUDE_DIRS, Listing, Unit, list_units, read_unit, stdlib_files, stdlib_root  # noqa: F401
 
 SPLITS = ("train", "val", "all")
@@ -133,8 +134,10 @@ class Corpus:
     """Documents streamed from `units` (see proxylm/data/readers.py); no per-document state is kept."""
 
     def __init__(self, spec: str, units: list[Unit], listing: Listing | None = None, val_fraction: float = 0.05,
-                 max_doc_bytes: int = 1_000_000, text_field: str = "text"):
+                 max_doc_bytes: int = 1_000_000, text_field: str = "text", splits: str = "auto"):
         self.spec, self.units, self.listing = spec, units, listing or Listing()
+        # named splits (DatasetDict): {split: "train" | "val" | "hash"}; a unit of a split not in it is left out
+        self.split_roles, self.split_how = split_roles([u.split for u in units], splits, val_fraction)
         self.val_fraction, self.max_doc_bytes, self.text_field = val_fraction, max_doc_bytes, text_field
         self.problems: Counter = Counter()
         self._warned: Counter = Counter()
@@ -149,12 +152,32 @@ class Corpus:
         count_problem(self.problems, self._warned, self.spec, kind, where, message)
 
     # ---- streaming ---------------------------------------------------------------------------------
+    def role(self, unit: Unit) -> str | None:
+        """"train" or "val" (a named split), "hash" (split by key hash), None (a named split left out)."""
+        if not self.split_roles or not unit.split:
+            return "hash"
+        return self.split_roles.get(unit.split)
+
+    def _keeps(self, unit: Unit, doc_key: str, split: str) -> bool:
+        role = self.role(unit)
+        if role == "hash":
+            return in_split(doc_key, split, self.val_fraction)
+        return split == "all" or role == split
+
     def split_units(self, split: str) -> list[Unit]:
         """Units that may hold documents of `split`, sorted by key (a text file's split is known from its
-        name, so the other split's files are left out without being read)."""
+        name, so the other split's files are left out without being read; a named split's units by its role)."""
         if split not in SPLITS:
             raise ValueError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-        return [u for u in self.units if u.doc_key is None or in_split(u.doc_key, split, self.val_fraction)]
+        out = []
+        for u in self.units:
+            role = self.role(u)
+            if role == "hash":
+                if u.doc_key is None or in_split(u.doc_key, split, self.val_fraction):
+                    out.append(u)
+            elif split == "all" or role == split:
+                out.append(u)
+        return out
 
     def iter_unit(self, unit: Unit, split: str = "all", problem=None):
         """Doc of every document (or piece) of `split` in the unit, in file order.
@@ -162,7 +185,7 @@ class Corpus:
         `problem(kind, where, message)` receives the unit's problems (default: counted and warned here)."""
         problem = problem or self._problem
         for key, data in read_unit(unit, self.text_field, problem):
-            if not in_split(key, split, self.val_fraction):
+            if not self._keeps(unit, key, split):
                 continue
             if not data:
                 problem("empty", key, "")
@@ -213,7 +236,7 @@ class Corpus:
         if self._index is None:
             self._index = [DocRef(d.key, len(d.data), unit, i, d.doc_key)
                            for unit in self.units for i, d in enumerate(self.iter_unit(unit, "all"))]
-        return [r for r in self._index if in_split(r.doc_key, split, self.val_fraction)]
+        return [r for r in self._index if self._keeps(r.unit, r.doc_key, split)]
 
     def read(self, ref: DocRef) -> bytes:
         """The bytes of one listed document or piece; b"" (warned and counted) if it is gone."""
@@ -231,7 +254,9 @@ class Corpus:
         """What start-up found, without reading documents: per file type files, bytes, documents (-1: unknown
         until read), and what was skipped."""
         return {"corpus": self.spec, "units": len(self.units), "types": self.listing.types,
-                "skipped": dict(self.listing.skipped), "skipped_examples": self.listing.examples}
+                "skipped": dict(self.listing.skipped), "skipped_examples": self.listing.examples,
+                "left_out": dict(self.listing.left_out), "split_how": self.split_how,
+                "text_fields": sorted({u.column for u in self.units if u.column})}
 
     def fingerprint(self) -> str:
         """sha256 over the units (key, size): changes when files are added, removed or resized."""
@@ -278,4 +303,4 @@ def open_corpus(spec: str | None = None, data_cfg=None) -> Corpus:
     spec = spec or cfg.corpus
     units, listing = list_units(spec, cfg)
     return Corpus(spec, units, listing, val_fraction=cfg.val_fraction, max_doc_bytes=cfg.max_doc_bytes,
-                  text_field=cfg.text_field)
+                  text_field=cfg.text_field, splits=getattr(cfg, "splits", "auto"))

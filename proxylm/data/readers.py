@@ -17,10 +17,14 @@ of a dataset. Units, not documents, are listed at start-up (cost grows with the 
 sharded over ranks and loader workers. Document keys: the file's relative path (text), `file:LINE` (JSONL,
 1-based), `file:ROW` (parquet, arrow, datasets; 0-based).
 
-Refused before any work (UserError naming the file and the reader to use): compressed or columnar files met by
-the folder reader, compressed files that are not JSONL (tar.gz, bz2, xz, zip), parquet without the text column.
-Skipped and counted: binary files (NUL bytes in a first 8 KiB that is not UTF-8), symlinks pointing outside the corpus root,
-symlink loops, broken symlinks, symlinked folders (not followed), hidden files and folders (names starting '.').
+Refused before any work (UserError naming the file and what to do): a single-file corpus that no reader takes
+(tar.gz, bz2, xz, zip), parquet, arrow or JSONL without the text field (their columns / the first record's fields
+listed), a spec that names nothing (with a hint for Hugging Face hub names: save_to_disk first).
+Skipped and counted (start-up summary, one example each): compressed or columnar files met by the folder reader
+(with the reader that takes them), compressed files of a glob that are not JSONL, binary files (NUL bytes in a
+first 8 KiB that is not UTF-8), symlinks pointing outside the corpus root, symlink loops, broken symlinks, symlinked
+folders (not followed), hidden files and folders (names starting '.'). Counted by extension: a folder's files that
+data.glob leaves out.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from proxylm.core.errors import UserError
 from proxylm.data.walk import STDLIB_EXCLUDE_DIRS, Listing, split_patterns, stdlib_files, stdlib_root, walk  # noqa: F401
 
 SNIFF_BYTES = 8192
+PARQUET_BATCH_ROWS = 256  # rows of a parquet row group decoded at a time
 DATASET_ROWS_PER_UNIT = 4096  # rows of an HF dataset read as one unit (memory-mapped: cheap to slice)
 DEFAULT_TEXT_FIELD = "text"
 FALLBACK_TEXT_FIELD = "content"  # tried when text_field is the default and a record has no "text"
@@ -136,17 +141,25 @@ def _ftype(path: Path) -> str:
 
 
 def _reader_hint(path: Path, kind: str, compression: str) -> str:
+    """What reads such a file: "the JSONL reader: data.corpus='DIR/*.jsonl.gz'", or how to make it readable."""
     parent = path.parent
     if kind == "jsonl":
         return f"the JSONL reader: data.corpus='{parent}/*{_ftype(path)}'"
     if kind in ("parquet", "arrow"):
         return f"the {kind} reader: data.corpus='{parent}/*{path.suffix}'"
-    return "no reader takes it: decompress it (JSONL readers take .gz and .zst), or exclude it with data.glob"
+    return "decompress it (the JSONL reader takes .jsonl.gz and .jsonl.zst)"
+
+
+def _not_text(kind: str, compression: str) -> str:
+    if compression:
+        return f"{compression}-compressed {'JSONL' if kind == 'jsonl' else 'data'}"
+    return f"{kind} data"
 
 
 # ---- listing units --------------------------------------------------------------------------------------------
-def file_units(path: Path, name: str, cfg, listing: Listing, folder: bool) -> list[Unit]:
-    """The units of one file, by what it is. `folder`: met by the folder reader (text files only)."""
+def file_units(path: Path, name: str, cfg, listing: Listing, folder: bool, single: bool = False) -> list[Unit]:
+    """The units of one file, by what it is. `folder`: met by the folder reader (text files only); `single`: the
+    corpus is this one file (what cannot be read is refused, not skipped)."""
     try:
         kind, compression = sniff(path)
         size = path.stat().st_size
@@ -154,25 +167,103 @@ def file_units(path: Path, name: str, cfg, listing: Listing, folder: bool) -> li
         listing.skip("unreadable", path)
         return []
     if folder and (compression or kind in ("compressed", "parquet", "arrow")):
-        what = f"{compression}-compressed {'JSONL' if kind == 'jsonl' else 'data'}" if compression else f"{kind} data"
-        raise UserError(f"{path}: {what}, not text; the folder reader reads text files only; use "
-                        f"{_reader_hint(path, kind, compression)}, or exclude it with data.glob / data.exclude")
+        # skipped and counted, one kind per line of the summary with an example and the reader that takes it: a
+        # mixed folder (site-packages) then trains on its text in one go instead of one refusal per file type
+        what = _not_text(kind, compression)
+        listing.skip(f"{what} (folder reader reads text; {_reader_hint(path, kind, compression)})", path)
+        return []
     if kind == "compressed":
-        raise UserError(f"{path}: {compression}-compressed data that is not JSONL; {_reader_hint(path, kind, compression)}")
+        if not single:  # one of a glob's files: skipped and counted like the folder reader's
+            listing.skip(f"{compression}-compressed data, not JSONL ({_reader_hint(path, kind, compression)})", path)
+            return []
+        raise UserError(f"{path}: {compression}-compressed data that is not JSONL; no reader takes it: "
+                        f"{_reader_hint(path, kind, compression)}")
     if kind == "binary":
         listing.skip("binary", path)
         return []
     ftype = _ftype(path)
     if kind == "jsonl" and (not folder or path.name.endswith(JSONL_SUFFIXES)):
-        listing.add(ftype, size, -1)
+        field, rows, text_bytes = _jsonl_facts_cached(path, compression, cfg.text_field, listing, size)
+        listing.add(ftype, size, rows, text_bytes)
         return [Unit(key=name, reader="jsonl", path=str(path), name=name, ftype=ftype, compression=compression,
-                     size=size)]
+                     size=size, rows=rows, column=field)]
     if kind == "parquet":
         return _parquet_units(path, name, cfg.text_field, listing)
     if kind == "arrow":
         return _arrow_units(path, name, cfg.text_field, listing)
     listing.add(ftype, size, 1)
     return [Unit(key=name, reader="text", path=str(path), name=name, ftype=ftype, size=size, rows=1)]
+
+
+JSONL_COUNT_BYTES = 256 * 2**20  # JSONL on disk whose records and text bytes are counted at listing (then: as read)
+
+
+def jsonl_facts(path: Path, compression: str, text_field: str, listing: Listing, size: int) -> tuple[str, int, int]:
+    """(text field, records, uncompressed bytes) of a JSONL file. The first record's fields are checked now: a
+    file without the field is refused listing its fields (as parquet's columns). Records (lines that are not
+    blank) and bytes are counted while the corpus' JSONL stays under JSONL_COUNT_BYTES on disk (one pass in
+    1 MiB blocks), else -1 (counted as read)."""
+    fields = (text_field, FALLBACK_TEXT_FIELD) if text_field == DEFAULT_TEXT_FIELD else (text_field,)
+    count = size <= JSONL_COUNT_BYTES - listing.count_budget
+    try:
+        with open_binary(path, compression) as f:
+            lineno, line, consumed = 0, b"", 0
+            for lineno, line in enumerate(f, start=1):  # the first record
+                consumed += len(line)
+                if line.strip():
+                    break
+            field, missing = text_field, None
+            try:
+                obj = json.loads(line) if line.strip() else None
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                obj = None  # counted as malformed when read
+            if isinstance(obj, dict):
+                field = next((k for k in fields if k in obj), None)
+                missing = list(obj) if field is None else None
+            if missing is None and not count:
+                return field, -1, -1
+            rows, text_bytes, open_line = (1 if line.strip() else 0), consumed, False  # open_line: unfinished, not blank
+            while missing is None and (block := f.read(1 << 20)):
+                text_bytes += len(block)
+                parts = block.split(b"\n")
+                open_line = open_line or bool(parts[0].strip())
+                if len(parts) > 1:  # the open line ends in this block; whole lines; a new open line
+                    rows += open_line + sum(1 for x in parts[1:-1] if x.strip())
+                    open_line = bool(parts[-1].strip())
+            rows += open_line
+    except (OSError, EOFError, ValueError):  # unreadable or truncated: said when read
+        return text_field, -1, -1
+    if missing is not None:
+        pick_column(missing, text_field, f"{path}:{lineno} (the first record; JSONL fields)")  # raises
+    listing.count_budget += size
+    return field, rows, text_bytes
+
+
+_FACTS: dict = {}  # (path, size, mtime, field) -> jsonl_facts(): a run opens its corpus several times
+
+
+def _jsonl_facts_cached(path: Path, compression: str, text_field: str, listing: Listing, size: int):
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns, text_field)
+    if key in _FACTS:
+        facts = _FACTS[key]
+        if facts[1] >= 0:
+            listing.count_budget += size
+        return facts
+    facts = jsonl_facts(path, compression, text_field, listing, size)
+    _FACTS[key] = facts
+    return facts
+
+
+def hub_hint(spec: str) -> str:
+    """For a spec that looks like a Hugging Face hub name ("owner/name"): how to give it to proxylm."""
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "~")) or any(c in spec for c in "*?[ "):
+        return ""
+    return (f". '{spec}' looks like a Hugging Face hub dataset name: proxylm reads local files only; save it first, "
+            f"e.g. python -c \"import datasets; datasets.load_dataset('{spec}').save_to_disk('data/{parts[1]}')\", "
+            f"then data.corpus=data/{parts[1]} (its splits are used: README 'Splits'); the HF cache's .arrow files "
+            f"also read directly: data.corpus='~/.cache/huggingface/datasets/{parts[0]}___{parts[1]}/**/*.arrow'")
 
 
 def pick_column(names: list[str], text_field: str, where) -> str:
@@ -263,12 +354,13 @@ def list_units(spec: str, cfg) -> tuple[list[Unit], Listing]:
                             "data.glob='**/*' for every file)")
         units = [u for p, n in files for u in file_units(p, n, cfg, listing, folder=True)]
     elif expanded.is_file():
-        units = file_units(expanded.resolve(), expanded.name, cfg, listing, folder=False)
+        units = file_units(expanded.resolve(), expanded.name, cfg, listing, folder=False, single=True)
     else:
         raise CorpusNotFound(f"corpus '{spec}' not found: expected 'stdlib', a folder, a file, a glob, or a folder "
-                        "saved by datasets' save_to_disk")
+                             "saved by datasets' save_to_disk" + hub_hint(spec))
     if not units:
-        raise UserError(f"corpus '{spec}' has no readable text (skipped: {dict(listing.skipped)})")
+        skipped = "; ".join(f"{n} {kind} (e.g. {listing.examples[kind]})" for kind, n in sorted(listing.skipped.items()))
+        raise UserError(f"corpus '{spec}' has no readable text; skipped: {skipped or 'nothing'}")
     return sorted(units, key=lambda u: u.key), listing
 
 
@@ -328,8 +420,12 @@ def _records(unit: Unit, text_field: str, problem):
     elif unit.reader == "parquet":
         import pyarrow.parquet as pq
 
-        col = pq.ParquetFile(unit.path).read_row_group(unit.start, columns=[unit.column]).column(0)
-        yield from _column_records(col, unit.name, unit.row0, unit.path, problem)
+        # in batches of rows, not the whole row group at once: the loader's memory follows the batch, not the group
+        row = unit.row0
+        for batch in pq.ParquetFile(unit.path).iter_batches(batch_size=PARQUET_BATCH_ROWS, row_groups=[unit.start],
+                                                            columns=[unit.column], use_threads=False):
+            yield from _column_records(batch.column(0), unit.name, row, unit.path, problem)
+            row += batch.num_rows
     else:
         table = _arrow_table(unit.path) if unit.reader == "arrow" else _dataset(unit.path)[unit.split].data
         col = table.slice(unit.start, unit.stop - unit.start).column(unit.column)
@@ -337,6 +433,10 @@ def _records(unit: Unit, text_field: str, problem):
 
 
 def _column_records(col, name: str, row0: int, path: str, problem):
+    import pyarrow as pa
+
+    if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):  # arrow strings are valid UTF-8 already:
+        col = col.cast(pa.large_binary() if pa.types.is_large_string(col.type) else pa.binary())  # bytes, no str copy
     for i, value in enumerate(col.to_pylist()):
         key = f"{name}:{row0 + i}"
         if isinstance(value, bytes):

@@ -26,7 +26,9 @@ from proxylm.core.hashing import stable_hash64
 from proxylm.data.stream import UNPREPARED, Item
 
 _SHUFFLE_SALT = "proxylm-shuffle-v1"
-MAX_BUFFER_BYTES = 256 << 20  # the buffer stops filling at this many bytes even when it holds fewer documents
+# the buffer stops filling at this many bytes even when it holds fewer documents: 8192 whole stdlib-sized files
+# (~17 KB) are ~140 MB, which put the loader at 359 MB over the 300 MB goal (BENCHMARKS.md, bench/corpus.py)
+MAX_BUFFER_BYTES = 64 << 20
 
 
 class ShuffleBuffer:

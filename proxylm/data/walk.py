@@ -23,12 +23,18 @@ class Listing:
     types: dict = field(default_factory=dict)
     skipped: Counter = field(default_factory=Counter)  # binary, symlink_outside, symlink_loop, ...
     examples: dict = field(default_factory=dict)  # skip kind -> one path, for the message
+    left_out: Counter = field(default_factory=Counter)  # extension -> files of a folder that data.glob did not match
+    count_budget: int = 0  # JSONL bytes on disk still to be counted at listing (readers.JSONL_COUNT_BYTES)
 
-    def add(self, ftype: str, size: int, rows: int) -> None:
-        t = self.types.setdefault(ftype, {"files": 0, "bytes": 0, "documents": 0})
+    def add(self, ftype: str, size: int, rows: int, text_bytes: int = -1) -> None:
+        """One file: `rows` documents (-1: unknown until read), `text_bytes` uncompressed (-1: unknown; default:
+        the size on disk when rows are known)."""
+        t = self.types.setdefault(ftype, {"files": 0, "bytes": 0, "documents": 0, "text_bytes": 0})
         t["files"] += 1
         t["bytes"] += size
         t["documents"] = -1 if rows < 0 or t["documents"] < 0 else t["documents"] + rows
+        text_bytes = size if text_bytes < 0 and rows >= 0 and ftype != "dataset" else text_bytes
+        t["text_bytes"] = -1 if text_bytes < 0 or t["text_bytes"] < 0 else t["text_bytes"] + text_bytes
 
     def skip(self, kind: str, path) -> None:
         self.skipped[kind] += 1
@@ -117,12 +123,23 @@ def walk(root: Path, patterns: list[str], exclude: list[str], listing: Listing) 
                 continue
             path = base / name
             rel = path.relative_to(root).as_posix()
-            if not any(r.match(rel) for r in want) or any(r.match(rel) for r in drop):
+            if not any(r.match(rel) for r in want):
+                listing.left_out[extension(name)] += 1
+                continue
+            if any(r.match(rel) for r in drop):
                 continue
             if path.is_symlink() and not _symlink_ok(path, real_root, listing):
                 continue
             out.append((path, rel))
     return sorted(out, key=lambda t: t[1])
+
+
+def extension(name: str) -> str:
+    """A file name's extension for the summary: ".py", ".tar.gz", "(none)"."""
+    parts = name.lower().split(".")[1:]
+    if not parts:
+        return "(none)"
+    return "." + ".".join(parts[-2:]) if len(parts) > 1 and parts[-1] in ("gz", "zst", "bz2", "xz") else "." + parts[-1]
 
 
 def _symlink_ok(path: Path, real_root: Path, listing: Listing) -> bool:

@@ -39,10 +39,9 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
+from proxylm.eval.settings import LOOKUP_DRAFTS  # noqa: F401  (re-exported: proxylm.eval.generate.LOOKUP_DRAFTS)
 from proxylm.eval.decoder import Decoder, GenStats, Row, sample_next, sampling_probs  # noqa: F401 (API)
 from proxylm.eval.speculative import draft_heads
-
-LOOKUP_DRAFTS = 8  # default most drafts copied from the context per forward (greedy; 0: off)
 
 
 def _stop_bytes(stop: Iterable[str | bytes]) -> list[bytes]:
@@ -143,6 +142,7 @@ def generate(model, interface, prompt: bytes, max_bytes: int = 256, temperature:
     max_drafts: use at most this many extra heads as drafts (default all); lookup: at most this many drafts
     copied from the context (greedy; 0: off)."""
     _check(temperature, top_p, max_bytes, lookup)
+    prompt = prompt.encode() if isinstance(prompt, str) else prompt  # text is given as its UTF-8 bytes
     stats = stats if stats is not None else GenStats()
     if use_cache:
         was_training = model.training

@@ -84,7 +84,17 @@ def corpus_fingerprint(corpus, data_cfg) -> dict:
     spec = data_cfg.corpus if data_cfg.corpus == "stdlib" else str(Path(data_cfg.corpus).expanduser().resolve())
     return {"corpus": spec, "glob": data_cfg.glob, "exclude": data_cfg.exclude, "text_field": data_cfg.text_field,
             "val_fraction": data_cfg.val_fraction, "max_doc_bytes": data_cfg.max_doc_bytes,
-            "sample_bytes": data_cfg.codec_sample_bytes, "units": corpus.fingerprint()}
+            "sample_bytes": data_cfg.codec_sample_bytes, "units": corpus.fingerprint(),
+            # named splits change what "train" is (absent for other corpora: their cached codecs keep their key)
+            **({"splits": corpus.split_how} if getattr(corpus, "split_roles", None) else {})}
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
 
 
 ROUNDTRIP_SAMPLE_BYTES = 1_000_000  # train text a tokenizer codec is checked on at the start of a run
@@ -99,7 +109,11 @@ def check_lossless(codec: Codec, corpus, where: str, max_bytes: int = ROUNDTRIP_
     for doc in corpus.sample("train", max_bytes):
         try:
             symbols = codec.encode(doc.data)
-        except CannotEncode:
+        except CannotEncode as e:
+            if _is_utf8(doc.data) and hasattr(codec, "encode_unchecked"):  # a text it loses, not one it cannot take
+                raise UserError(f"{where}: the codec does not give back document '{doc.key}' ({e}; it is lossy on "
+                                "raw bytes); import a tokenizer with `proxylm codec import --tokenizer PATH`, which "
+                                "checks it") from None
             unencodable += 1
             continue
         checked += 1
@@ -155,6 +169,10 @@ def build_codec(name: str, directory, texts: Callable[[], Iterable[bytes]], **op
         if (directory / CODEC_FILE).exists():  # another process finished it while we waited
             return load_codec(directory)
         if directory.exists() and any(directory.iterdir()):
+            if (directory / "tokenizer.json").exists():  # an HF tokenizer (folder): it needs importing, not removing
+                raise UserError(f"{directory} holds a tokenizer, not a proxylm codec ({CODEC_FILE}); import it with "
+                                f"`proxylm codec import --tokenizer {directory} --out codecs/mine` (checked lossless), "
+                                "then views.codec_dir=codecs/mine")
             raise ValueError(f"{directory} exists but holds no {CODEC_FILE}; remove it or choose another directory")
         if directory.exists():
             directory.rmdir()

@@ -258,9 +258,34 @@ def load_mbpp(path: Path) -> list[dict]:
     return tasks
 
 
+def guess_benchmark(path: Path) -> str | None:
+    """Which benchmark a dataset file is for, from its first task (None: cannot tell)."""
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8") as f:
+            head = f.read(1 << 16)
+    except (OSError, UnicodeDecodeError, EOFError):
+        return None
+    if head.lstrip().startswith("["):
+        return "mbpp"  # sanitized-mbpp.json: a JSON list
+    try:
+        row = json.loads(head.split("\n", 1)[0])
+    except ValueError:
+        return None
+    if not isinstance(row, dict):
+        return None
+    plus = "plus_input" in row
+    if str(row.get("task_id", "")).startswith("HumanEval"):
+        return "humaneval+" if plus else "humaneval" if {"test", "entry_point"} <= set(row) else None
+    return "mbpp+" if plus else "mbpp" if "test_list" in row else None
+
+
 def load_benchmark(benchmark: str, path=None, limit: int | None = None) -> tuple[list[dict], Path]:
     """(tasks in file order, the first `limit` when given; the file they came from)."""
     path = find_dataset(benchmark, path)
+    guess = guess_benchmark(path)
+    if guess is not None and guess != benchmark and not (benchmark == "humaneval" and guess == "humaneval+"):
+        raise UserError(f"--benchmark {benchmark}: {path} is a {guess} file; run --benchmark {guess} on it, or give "
+                        f"the {benchmark} file (README: 'The paper's benchmarks')")
     if benchmark == "humaneval":
         tasks = load_humaneval(path)
     elif benchmark == "mbpp":

@@ -33,7 +33,7 @@ class TrainConfig:
     compile: bool = False
     distributed: str = "ddp"  # ddp | fsdp  (only used under torchrun with world size > 1)
     activation_checkpointing: bool = False
-    threads: int = 0  # torch CPU threads (0: torch's default)
+    threads: int = 0  # torch CPU threads (0: the cores the load average leaves free; README 'Threads')
     init_from: str | None = None  # fresh runs: start from a `proxylm export` dir or a run dir (not on resume)
 
     def __post_init__(self):
@@ -58,6 +58,20 @@ class TrainConfig:
 
 
 @dataclass
+class LoggingConfig:
+    """Where metrics go besides metrics.jsonl and TensorBoard (run_dir/tb)."""
+
+    wandb: bool = False  # Weights & Biases (pip install 'proxylm[wandb]'); off by default
+    wandb_project: str = "proxylm"
+    wandb_mode: str = ""  # online | offline | disabled ("": wandb's own default or $WANDB_MODE); offline: run_dir/wandb
+
+    def __post_init__(self):
+        require(self.wandb_mode in ("", "online", "offline", "disabled"), "wandb_mode", self.wandb_mode,
+                "must be online, offline, disabled or empty (wandb's default)")
+        require(bool(self.wandb_project), "wandb_project", self.wandb_project, "must name a project")
+
+
+@dataclass
 class EvalConfig:
     """Raw-byte BPB windows: every evaluation (training's periodic eval, `eval bpb`, compare, robustness) takes
     its window from window() and its step from stride_for(), so there is one default: the training seq_len, and
@@ -66,6 +80,9 @@ class EvalConfig:
     seq_len: int = 0  # 0: the training seq_len
     stride: int = 0  # 0: seq_len // 2
     max_bytes: int = 200_000  # validation bytes scored during training (0: whole split)
+    # the final eval of a run (its reported val BPB): the whole val split up to this many bytes (0: no bound);
+    # the shipped micro/tiny configs and compare presets lower it to keep runs fast (the summary says the bound)
+    final_max_bytes: int = 1_000_000
     batch_size: int = 8
 
     def __post_init__(self):
@@ -74,6 +91,7 @@ class EvalConfig:
         require(self.seq_len == 0 or self.stride <= self.seq_len, "stride", self.stride,
                 f"must be <= eval.seq_len ({self.seq_len})")
         require(self.max_bytes >= 0, "max_bytes", self.max_bytes, "must be >= 0 (0: the whole split)")
+        require(self.final_max_bytes >= 0, "final_max_bytes", self.final_max_bytes, "must be >= 0 (0: the whole split)")
         require(self.batch_size >= 1, "batch_size", self.batch_size, "must be >= 1")
 
     def window(self, train_seq_len: int) -> int:

@@ -10,6 +10,7 @@ parallelism give exactly the gradient of one big batch.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -22,6 +23,7 @@ from proxylm.core import rundir
 from proxylm.core.device import autocast, describe_dtype, native_bf16, resolve_dtype
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
+from proxylm.train.interrupt import StopOnInterrupt
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -167,7 +169,8 @@ class Trainer:
 
     # ---- logging --------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
-        if self.ctx.is_main and not self.quiet:
+        """A line on stderr (rank 0); --quiet hides the progress only, never the summary or the evals."""
+        if self.ctx.is_main and msg:
             print(msg, file=sys.stderr, flush=True)
 
     def _metrics(self, record: dict) -> None:
@@ -178,11 +181,16 @@ class Trainer:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
                     self._tb.add_scalar(k, v, record["step"])
+        if getattr(self, "_wandb", None) is not None:
+            self._wandb.log(record)
 
     # ---- evaluation -----------------------------------------------------------------------------
-    def evaluate(self) -> dict:
+    def evaluate(self, final: bool = False) -> dict:
+        """The evaluator's result; `final`: its `final` method where it has one (a larger, bounded share of the
+        val split: the run's reported val BPB)."""
+        fn = getattr(self.evaluator, "final", None) if final else None
         with autocast(self.device, self.dtype):
-            return self.evaluator(self.raw_model)
+            return (fn or self.evaluator)(self.raw_model)
 
     # ---- one optimizer step ---------------------------------------------------------------------
     def train_step(self) -> dict:
@@ -252,16 +260,41 @@ class Trainer:
         from tqdm import tqdm
 
         t = self.cfg.train
-        self._tb = None
+        self._tb = self._wandb = None
         if self.ctx.is_main:
             from torch.utils.tensorboard import SummaryWriter  # a declared dependency; slow to import, so here
 
             self._tb = SummaryWriter(str(self.run_dir / rundir.TB_DIR))
-        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
+            if getattr(getattr(self.cfg, "logging", None), "wandb", False):
+                from proxylm.train.wandb_log import WandbLogger
+
+                self._wandb = WandbLogger(self.cfg.logging, self.run_dir, dataclasses.asdict(self.cfg), self.cfg.name)
+        # not a terminal (nohup, SLURM, CI): no carriage-return bar but one plain line per log_every steps
+        self._plain = plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
+        bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet or plain,
                    dynamic_ncols=True, file=sys.stderr)
         last = {}
         evals = []
         step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume
+        stop = StopOnInterrupt(enabled=self.ctx.world_size == 1)
+        with stop:
+            self._loop(bar, t, evals, last, step_flops_estimate, stop)
+        last = self._last
+        bar.close()
+        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
+            self.loader.close()
+        if self._interrupted:
+            self._close_loggers()
+            raise KeyboardInterrupt
+        result = self._result
+        if not evals:  # resumed a finished run, or budget hit before the first step
+            result = self.evaluate(final=True)
+            evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+        return self._finish(evals, last, result)
+
+    def _loop(self, bar, t, evals: list, last: dict, step_flops_estimate, stop) -> None:
+        self._last, self._result, self._interrupted = last, {}, False
+        saved = self.step
         while self.step < self.total_steps:
             if self._budget_spent(step_flops_estimate):
                 break
@@ -277,29 +310,47 @@ class Trainer:
             done = self.step >= self.total_steps or self._budget_spent(step_flops_estimate)
             if self.step % t.log_every == 0 or done:
                 self._metrics({k: v for k, v in last.items() if v is not None})
+                if self._plain:
+                    print(f"step {self.step}/{self.total_steps} | {_postfix(last)}", file=sys.stderr, flush=True)
             if (self.eval_every and self.step % self.eval_every == 0) or done:
-                result = self.evaluate()
+                result = self.evaluate(final=done)
                 evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
                 self._metrics({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"],
                                "val_bytes": result["bytes"]})
-                if self.ctx.is_main and not self.quiet:
-                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs",
+                if self.ctx.is_main:
+                    final = f" (final: {result['covers']})" if result.get("covers") else ""
+                    bar.write(f"step {self.step}: val bpb {result['bpb']:.4f} at {self.flops:.3g} FLOPs{final}",
                               file=sys.stderr)  # stdout is kept for the --json summary
             if (t.ckpt_every and self.step % t.ckpt_every == 0) or done:
                 self.save()
-        bar.close()
-        if hasattr(self.loader, "close"):  # stop data workers; a later fit() restarts them where they were
-            self.loader.close()
-        if not evals:  # resumed a finished run, or budget hit before the first step
-            result = self.evaluate()
-            evals.append({"step": self.step, "flops": self.flops, "val_bpb": result["bpb"]})
+                saved = self.step
+            self._last = last
+            if done:
+                self._result = result
+            if stop.requested and not done:
+                self._interrupted = True
+                if saved != self.step:
+                    self.save()
+                bar.write(f"interrupted at step {self.step} of {self.total_steps}: checkpoint saved; continue with "
+                          f"`proxylm resume {self.run_dir}`", file=sys.stderr)
+                return
+
+    def _close_loggers(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.close()
+
+    def _finish(self, evals: list, last: dict, result: dict) -> dict:
+        self._close_loggers()
         summary = {"run_dir": str(self.run_dir), "steps": self.step, "flops": self.flops,
                    "symbols": self.symbols, "raw_bytes": self.raw_bytes, "raw_view_bytes": self.raw_view_bytes,
                    "compressed_view_bytes": self.compressed_view_bytes,
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
-                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "dtype": self.dtype, "loader_stats": self.loader.stats()}
+                   "loss": last.get("loss"), "elapsed_s": self.elapsed, "dtype": self.dtype, "loader_stats": self.loader.stats(),
+                   # which bytes val_bpb covers (the final eval's)
+                   "val_bytes": result.get("bytes"), "val_documents": result.get("documents"),
+                   "val_covers": result.get("covers")}
         if self.ctx.is_main:
             (self.run_dir / rundir.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary

@@ -51,6 +51,7 @@ with open("probe.json", "w") as f:
 '''
 
 _isolation_cache: dict | None = None
+UNIX_PATH_MAX = 108  # sun_path of a Linux AF_UNIX address, its final NUL included
 
 
 def _probe(prefix: list[str], seccomp: bool) -> dict | None:
@@ -65,7 +66,12 @@ def _probe(prefix: list[str], seccomp: bool) -> dict | None:
     port = listener.getsockname()[1]
     workdir = make_workdir(None)
     outside = os.path.join(os.path.dirname(workdir), name)
-    unix_path = outside + ".sock"
+    unix_path, short_dir = outside + ".sock", None
+    if len(os.fsencode(unix_path)) >= UNIX_PATH_MAX:  # a deep TMPDIR: bind in a short folder (still outside)
+        import tempfile
+
+        short_dir = tempfile.mkdtemp(prefix="pxlm-", dir="/tmp" if os.access("/tmp", os.W_OK) else None)
+        unix_path = os.path.join(short_dir, "p.sock")
     unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     unix.bind(unix_path)
     unix.listen(1)
@@ -92,6 +98,8 @@ def _probe(prefix: list[str], seccomp: bool) -> dict | None:
         for path in (outside, unix_path):
             if os.path.lexists(path):
                 os.unlink(path)
+        if short_dir is not None:
+            shutil.rmtree(short_dir, ignore_errors=True)
 
 
 def detect_isolation(refresh: bool = False) -> dict:
