@@ -95,7 +95,8 @@ def diff_program(task: dict, solution: str, which: str, min_time_limit: float = 
             f"             canonical_src={task['prompt'] + task['canonical_solution']!r},\n"
             f"             inputs=_pickle.loads(_b64.b64decode({blob!r})), atol={float(task['atol'])!r},\n"
             f"             label={which!r}, min_time_limit={min_time_limit!r}, time_factor={time_factor!r})\n")
-    return Program(solution, PLUS_CHECK_SOURCE + call, ep)
+    return Program(solution, PLUS_CHECK_SOURCE + call, ep,
+                   opaque_results=task["dataset"] == "mbpp" and ep in MBPP_OUTPUT_NOT_NONE_TASKS)
 
 
 def programs_for(task: dict, solution: str) -> list[Program]:
@@ -105,8 +106,8 @@ def programs_for(task: dict, solution: str) -> list[Program]:
                         context=task["prompt"])]
     if task["kind"] == "asserts":
         ep = task["entry_point"]
-        # not-None tasks return e.g. re.Match objects, which the plain-data check would refuse
-        return [Program(solution, task["test"], None if ep in MBPP_OUTPUT_NOT_NONE_TASKS else ep)]
+        # not-None tasks return e.g. re.Match objects: they reach the tests as wire.Opaque (not None, equal to nothing)
+        return [Program(solution, task["test"], ep, opaque_results=ep in MBPP_OUTPUT_NOT_NONE_TASKS)]
     return [diff_program(task, solution, "base"), diff_program(task, solution, "plus")]
 
 
