@@ -36,7 +36,7 @@ from proxylm.core.errors import UserError
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.datasets import BENCHMARKS, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
-from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, sandbox_facts
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 MBPP_STOPS = tuple(s for s in HUMANEVAL_STOPS if s != "\ndef")
@@ -254,7 +254,7 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
                     "sanitizer": "evalplus" if sanitize else "none",
                     "sanitized_count": sum(bool(r.get("sanitized")) for r in records),
                     "out": str(out) if out else None, "timeouts_s": config["timeouts_s"],
-                    "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})
+                    "sandbox": sandbox_facts()})
     if completions_path is None:
         summary.update({"run": str(run_dir or run.run_dir), "step": getattr(run, "step", None),
                         "temperature": temperature, "top_p": top_p, "seed": seed, "max_new_bytes": max_new_bytes})

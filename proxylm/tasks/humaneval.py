@@ -10,9 +10,10 @@ with the fields task_id, prompt, test, entry_point (canonical_solution optional)
 Generation: the prompt goes in as raw bytes (the run's interface adds `<bos><raw>` or tokenizes), the
 continuation is cut at the first HumanEval stop string. Greedy (n=1, T=0) or sampled (n, T, top_p), every
 sample seeded by (seed, task_id, sample index), so reruns give the same completions.
-Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion, then test + f"check({entry_point})"
-in globals made from the prompt, the entry point's results checked to be plain data (program_for); a sample
-passes when the tests run to their end without an exception.
+Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion in the candidate's process; test +
+f"check({entry_point})" in globals made from the prompt in a separate judge process, calling the entry point
+through the call proxy (results arrive as plain data); a sample passes when the judge ran the tests to
+their end without an exception (program_for).
 Output directory (--out; default RUN/eval/humaneval-<decoding>; none for --completions without --out):
   samples.jsonl  one line per sample: task_id, sample, completion, passed, status, result
   summary.json   what --json prints
@@ -34,7 +35,7 @@ import numpy as np
 from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
 from proxylm.eval.generate import generate_batch
-from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, sandbox_facts
 
 STOP_STRINGS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")
 PASS_AT_K = (1, 10, 100)
@@ -94,9 +95,9 @@ def build_program(problem: dict, completion: str) -> str:
 
 
 def program_for(problem: dict, completion: str) -> Program:
-    """What the sandbox runs: prompt + completion, then the tests in their own globals (made from the
-    prompt, so a completion that redefines a prompt helper the tests call changes nothing) calling the
-    entry point, whose results must be plain data. A completion cannot swallow the tests into a string."""
+    """What the sandbox runs: prompt + completion (the candidate), and the tests in the judge's globals (made
+    from the prompt, so a completion that redefines a prompt helper the tests call changes nothing) calling
+    the entry point through the call proxy. A completion cannot swallow the tests into a string."""
     return Program(problem["prompt"] + completion, problem["test"] + "\n" + f"check({problem['entry_point']})",
                    problem["entry_point"], context=problem["prompt"])
 
@@ -336,7 +337,7 @@ def evaluate_humaneval(run_dir=None, *, problems_path=None, completions_path=Non
                                      samples_path=samples_path, workers=workers, progress=progress)
     summary = summarize(records)
     summary.update({"missing": missing, "missing_count": len(missing), "problems": str(problems_file), "out": str(out) if out else None,
-                    "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})
+                    "sandbox": sandbox_facts()})
     if completions_path is None:
         summary.update({"run": str(run_dir or run.run_dir), "step": getattr(run, "step", None),
                         "temperature": temperature, "top_p": top_p, "seed": seed})

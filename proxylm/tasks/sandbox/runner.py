@@ -23,7 +23,7 @@ import signal
 from .process import launch, launch_pair
 from .probe import detect_isolation
 from .policy import MESSAGE_CHARS, PROGRAM_NAME, ExecResult, Limits, Program
-from .workdir import discard, make_workdir
+from .workdir import CLEANUP, discard, make_workdir
 
 def _signal_of(returncode: int) -> int | None:
     """A child killed by a signal: Popen says -N; unshare re-raising it may exit with 128 + N."""
@@ -137,6 +137,17 @@ class Sandbox:
         for i, res in self.map(programs, workers, progress):
             out[i] = res
         return out  # type: ignore[return-value]
+
+def sandbox_facts() -> dict:
+    """What a benchmark summary says about its sandbox: the isolation that held, the verdict's process,
+    and how many working directories could not be removed (workdir.CLEANUP, with the last reason)."""
+    facts = {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}
+    facts["verdict"] = "judge process (call proxy)"
+    facts["workdirs_not_removed"] = CLEANUP["not_removed"]
+    if CLEANUP["not_removed"]:
+        facts["workdir_error"] = CLEANUP["last_error"]
+    return facts
+
 
 def default_workers() -> int:
     try:

@@ -17,7 +17,7 @@ import time
 
 from .policy import WORKDIR_PREFIX
 
-REMOVE_LIMIT_S = 10.0   # per directory; a program making files faster than this removes them is stopped by it
+REMOVE_LIMIT_S = 30.0   # per directory (5,000 nested dirs take ~15 s on a busy ext4 disk, 0.2 s on tmpfs)
 CLEANUP = {"removed": 0, "not_removed": 0, "last_error": ""}   # this process's tally, reported in summaries
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 
@@ -50,8 +50,9 @@ def _empty_one(sub_fd: int, root_fd: int, hoisted: list[int]) -> None:
                     raise
 
 
-def remove_tree(path: str, limit_s: float = REMOVE_LIMIT_S) -> str:
+def remove_tree(path: str, limit_s: float | None = None) -> str:
     """Remove `path` (a directory, never followed if a link); '' when done, else why not. Never raises."""
+    limit_s = REMOVE_LIMIT_S if limit_s is None else limit_s
     deadline = time.monotonic() + limit_s
     parent, name = os.path.split(os.path.abspath(path))
     try:
