@@ -17,6 +17,7 @@ import sys
 import warnings
 
 from proxylm import __version__
+from proxylm.cli.args import harden_numbers
 from proxylm.core.errors import UserError
 
 COMMAND_MODULES = [
@@ -52,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    harden_numbers(parser)   # every numeric flag, whoever added it: finite, 64-bit, in its range (cli/args.py)
     return parser
 
 
