@@ -8,6 +8,7 @@ Generated from the parser and the dataclasses, so flags and keys added later are
 
 import argparse
 import dataclasses
+import json
 import types
 import typing
 
@@ -16,6 +17,7 @@ import pytest
 from proxylm.cli import build_parser
 from proxylm.cli.args import numeric_actions
 from proxylm.config import ConfigError, RunConfig, load_config
+from proxylm.core.errors import UserError
 
 NEVER = ("nan", "inf", "-inf", "1e400", "-1e400", str(2 ** 70), str(-2 ** 70))   # refused by every numeric flag
 
@@ -117,3 +119,66 @@ def test_yaml_values_are_checked_too(tmp_path):
     path.write_text("base: proxy-bpe-tiny\ntrain:\n  lr: .nan\n")
     with pytest.raises(ConfigError, match="train.lr"):
         load_config(str(path))
+
+
+# ---- JSONL fields: file:line and the field named ----
+
+PROBLEM = {"task_id": "T/0", "prompt": "def f(x):\n", "test": "assert f(1) == 1\n", "entry_point": "f"}
+
+
+def _jsonl(path, lines):
+    path.write_text("".join((l if isinstance(l, str) else json.dumps(l)) + "\n" for l in lines))
+    return path
+
+
+@pytest.mark.parametrize("sample", ["1e400", "[1]", '"abc"', "NaN", "-1", "Infinity", str(2 ** 70), "1.5", "true"])
+def test_completion_fields_are_checked(tmp_path, sample):
+    from proxylm.tasks import codegen, humaneval
+
+    path = _jsonl(tmp_path / "c.jsonl", [{"task_id": "T/0", "completion": "  return x"},
+                                         '{"task_id": "T/0", "completion": "  return x", "sample": %s}' % sample])
+    with pytest.raises(UserError, match=r"c\.jsonl:2: field 'sample'"):
+        humaneval.read_completions(path, [PROBLEM])
+    with pytest.raises(UserError, match=r"c\.jsonl:2: field 'sample'"):
+        codegen.read_samples(path, [dict(PROBLEM, kind="check")])
+
+
+@pytest.mark.parametrize("line,match", [("{not json", r"c\.jsonl:1: not JSON"), ("[1, 2]", r"c\.jsonl:1: a JSON list"),
+                                        ('{"task_id": "T/0", "completion": 5}', r"c\.jsonl:1: field 'completion'")])
+def test_bad_completion_lines_name_the_line(tmp_path, line, match):
+    from proxylm.tasks import humaneval
+
+    with pytest.raises(UserError, match=match):
+        humaneval.read_completions(_jsonl(tmp_path / "c.jsonl", [line]), [PROBLEM])
+
+
+def test_problem_fields_must_be_strings(tmp_path):
+    from proxylm.tasks import humaneval
+
+    path = _jsonl(tmp_path / "p.jsonl", [PROBLEM, dict(PROBLEM, task_id="T/1", prompt=["def f(x):"])])
+    with pytest.raises(UserError, match=r"p\.jsonl:2: field 'prompt' must be a string"):
+        humaneval.load_problems(path)
+
+
+def test_jsonl_lines_are_capped(tmp_path, monkeypatch):
+    from proxylm.core import records
+    from proxylm.tasks import humaneval
+
+    monkeypatch.setattr(records, "MAX_LINE_BYTES", 1000)
+    path = _jsonl(tmp_path / "c.jsonl", [{"task_id": "T/0", "completion": "x" * 5000}])
+    with pytest.raises(UserError, match=r"c\.jsonl:1: a line over 1000 bytes"):
+        humaneval.read_completions(path, [PROBLEM])
+    lines = [ln for ln in records.capped_lines(open(_jsonl(tmp_path / "d.jsonl", ["a" * 3000, "{}"]), "rb"), 1000)]
+    assert lines == [(1, None), (2, b"{}\n")]
+
+
+def test_corpus_jsonl_lines_are_capped(tmp_path, monkeypatch):
+    from proxylm.core import records
+    from proxylm.data.readers import Unit, _jsonl_records
+
+    monkeypatch.setattr(records, "MAX_LINE_BYTES", 1000)
+    path = _jsonl(tmp_path / "c.jsonl", [{"text": "y" * 5000}, {"text": "ok"}])
+    seen = []
+    out = list(_jsonl_records(Unit(key="c.jsonl", reader="jsonl", path=str(path), name="c.jsonl", ftype=".jsonl"),
+                              "text", lambda kind, where, msg: seen.append((kind, where))))
+    assert out[0] is None and out[1][0] == "c.jsonl:2" and seen == [("line_too_long", f"{path}:1")]

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxylm.core.errors import UserError
+from proxylm.core import records
 from proxylm.data.walk import STDLIB_EXCLUDE_DIRS, Listing, split_patterns, stdlib_files, stdlib_root, walk  # noqa: F401
 
 SNIFF_BYTES = 8192
@@ -365,10 +366,14 @@ def _jsonl_records(unit: Unit, text_field: str, problem):
     fields = (text_field, FALLBACK_TEXT_FIELD) if text_field == DEFAULT_TEXT_FIELD else (text_field,)
     with f:
         try:
-            for lineno, line in enumerate(f, start=1):
+            for lineno, line in records.capped_lines(f, records.MAX_LINE_BYTES):   # a longer line: skipped unread
+                where = f"{unit.path}:{lineno}"
+                if line is None:
+                    problem("line_too_long", where, f"a line over {records.MAX_LINE_BYTES} bytes; skipped")
+                    yield None
+                    continue
                 if not line.strip():
                     continue  # blank lines (e.g. a trailing newline) are not records
-                where = f"{unit.path}:{lineno}"
                 try:
                     obj = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
+from proxylm.core.records import int_field, read_jsonl_records, str_field
 from proxylm.tasks import humaneval as he
 from proxylm.tasks.datasets import BENCHMARKS, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
@@ -134,14 +135,17 @@ def read_samples(path, tasks: list[dict]) -> list[tuple[dict, int, str | None, s
     by_id = {t["task_id"]: t for t in tasks}
     counts: dict[str, int] = {}
     items = []
-    for i, rec in enumerate(he.read_jsonl(path)):
+    for where, rec in read_jsonl_records(path):
         if "task_id" not in rec or not ("completion" in rec or "solution" in rec):
-            raise UserError(f"{path}: line {i + 1} needs task_id and completion (or solution)")
-        if rec["task_id"] not in by_id:
+            raise UserError(f"{where}: needs task_id and completion (or solution)")
+        task_id = str_field(rec, "task_id", where)
+        completion = str_field(rec, "completion", where, default=None, nullable=True)
+        solution = str_field(rec, "solution", where, default=None, nullable=True)
+        if task_id not in by_id:
             continue
-        sample = int(rec.get("sample", counts.get(rec["task_id"], 0)))
-        counts[rec["task_id"]] = max(counts.get(rec["task_id"], 0), sample + 1)
-        items.append((by_id[rec["task_id"]], sample, rec.get("completion"), rec.get("solution")))
+        sample = int_field(rec, "sample", where, low=0, default=counts.get(task_id, 0))
+        counts[task_id] = max(counts.get(task_id, 0), sample + 1)
+        items.append((by_id[task_id], sample, completion, solution))
     return items
 
 

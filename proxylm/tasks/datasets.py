@@ -31,12 +31,12 @@ Every task comes out as one dict: task_id, prompt, entry_point, canonical_soluti
 from __future__ import annotations
 
 import ast
-import gzip
 import json
 import os
 from pathlib import Path
 
 from proxylm.core.errors import UserError
+from proxylm.core.records import read_jsonl_records, str_field
 from proxylm.tasks.humaneval import default_problems_path
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
@@ -101,21 +101,9 @@ def find_dataset(benchmark: str, path=None) -> Path:
                     + (f" (or set ${env})" if env else ""))
 
 
-def _read_lines(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"{path}:{n}: not JSON ({e}); expected one task per line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object per line")
-            rows.append((n, row))
-    return rows
+def _read_lines(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) per line; a long, non-JSON or non-object line is a UserError naming path:line."""
+    return [(int(where.rsplit(":", 1)[1]), row) for where, row in read_jsonl_records(path)]
 
 
 def _require(path: Path, n: int, row: dict, fields) -> None:
@@ -123,6 +111,9 @@ def _require(path: Path, n: int, row: dict, fields) -> None:
     if missing:
         raise UserError(f"{path}:{n}: task {row.get('task_id', '?')} lacks {', '.join(missing)}; "
                         f"is this the right file for the benchmark?")
+    for key in ("prompt", "entry_point", "test"):   # the text fields a task runs as code
+        if key in fields:
+            str_field(row, key, f"{path}:{n}")
 
 
 # ---- MBPP+ inputs: tuples, sets and complex numbers that JSON cannot hold ----

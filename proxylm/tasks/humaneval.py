@@ -24,7 +24,6 @@ pass@k: the unbiased estimator of Chen et al. (2021), for k in (1, 10, 100) wher
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.util
 import json
@@ -34,6 +33,7 @@ import numpy as np
 
 from proxylm.assemble import load_run
 from proxylm.core.errors import UserError
+from proxylm.core.records import int_field, read_jsonl_records, str_field
 from proxylm.eval.generate import generate_batch
 from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, sandbox_facts
 
@@ -61,23 +61,24 @@ def default_problems_path() -> Path:
 
 
 def read_jsonl(path) -> list[dict]:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a .jsonl / .jsonl.gz (a bad line is a UserError naming path:line; core/records.py)."""
+    return [rec for _, rec in read_jsonl_records(path)]
 
 
 def load_problems(path=None, limit: int | None = None) -> list[dict]:
-    """Problems in file order (the first `limit` when given)."""
+    """Problems in file order (the first `limit` when given); every required field a string (path:line named)."""
     path = Path(path) if path else default_problems_path()
-    problems = read_jsonl(path)
-    for i, p in enumerate(problems):
+    records = read_jsonl_records(path)
+    for where, p in records:
         missing = [k for k in REQUIRED_FIELDS if k not in p]
         if missing:
-            raise ValueError(f"{path}: problem {i} lacks {', '.join(missing)}")
+            raise UserError(f"{where}: problem {p.get('task_id', '?')} lacks {', '.join(missing)}")
+        for k in REQUIRED_FIELDS:
+            str_field(p, k, where)
+    problems = [p for _, p in records]
     ids = [p["task_id"] for p in problems]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{path}: duplicate task_id")
+        raise UserError(f"{path}: duplicate task_id")
     return problems[:limit] if limit else problems
 
 
@@ -204,14 +205,15 @@ def read_completions(path, problems: list[dict]) -> list[tuple[dict, int, str]]:
     by_id = {p["task_id"]: p for p in problems}
     counts: dict[str, int] = {}
     items = []
-    for i, rec in enumerate(read_jsonl(path)):
+    for where, rec in read_jsonl_records(path):
         if "task_id" not in rec or "completion" not in rec:
-            raise ValueError(f"{path}: line {i + 1} needs task_id and completion")
-        if rec["task_id"] not in by_id:
+            raise UserError(f"{where}: needs task_id and completion")
+        task_id, completion = str_field(rec, "task_id", where), str_field(rec, "completion", where)
+        if task_id not in by_id:
             continue
-        sample = int(rec.get("sample", counts.get(rec["task_id"], 0)))
-        counts[rec["task_id"]] = max(counts.get(rec["task_id"], 0), sample + 1)
-        items.append((by_id[rec["task_id"]], sample, str(rec["completion"])))
+        sample = int_field(rec, "sample", where, low=0, default=counts.get(task_id, 0))
+        counts[task_id] = max(counts.get(task_id, 0), sample + 1)
+        items.append((by_id[task_id], sample, completion))
     return items
 
 
