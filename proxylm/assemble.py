@@ -102,13 +102,15 @@ class RunLock:
         self.release()
 
 
-def remove_if_unused(run_dir: Path) -> None:
-    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/)."""
+def remove_if_unused(run_dir: Path, keep_dir: bool = False) -> None:
+    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/);
+    `keep_dir`: the directory was there (empty) before, so only what this start put in it goes."""
     if run_dir.is_dir() and not any(p.name not in (LOCK, CKPT_DIR) for p in run_dir.iterdir()):
         _rmdir_quiet(run_dir / CKPT_DIR)
         if not any(p.name != LOCK for p in run_dir.iterdir()):
             (run_dir / LOCK).unlink(missing_ok=True)
-            _rmdir_quiet(run_dir)
+            if not keep_dir:
+                _rmdir_quiet(run_dir)
 
 
 def probe_writable(directory: Path, what: str) -> None:

@@ -241,6 +241,8 @@ def migrate_moved_keys(d: dict, where: str) -> dict:
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None, cls=RunConfig):
     d: dict = {}
+    if name_or_path is not None and not str(name_or_path).strip():   # `train ''` would train the built-in defaults
+        raise ConfigError("the config name is empty; give a shipped config name (e.g. proxy-bpe-tiny) or a YAML path")
     if name_or_path:
         d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)

@@ -70,6 +70,7 @@ def cmd_train(args) -> int:
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
+    was_empty = created or (run_dir.is_dir() and not any(run_dir.iterdir()))   # an empty --out: left empty on error
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 locks and clears for all ranks
     with RunLock(run_dir) if main_rank else nullcontext():  # before looking inside: another process may write it
         try:
@@ -86,8 +87,8 @@ def cmd_train(args) -> int:
                 clear_run_dir(run_dir)
             trainer = build_trainer(cfg, run_dir, quiet=args.quiet)
         except BaseException:
-            if created and main_rank:
-                remove_if_unused(run_dir)
+            if was_empty and main_rank:
+                remove_if_unused(run_dir, keep_dir=not created)
             raise
         summary = trainer.fit()
         trainer.run_lock.release()

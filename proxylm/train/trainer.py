@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -19,8 +20,13 @@ from pathlib import Path
 import torch
 
 from proxylm.config import RunConfig
+from proxylm.core.errors import UserError
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
+
+
+class NonFiniteTraining(UserError):
+    """The loss or the gradient norm is NaN or infinite: stopped before the optimizer step (nothing saved)."""
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -85,6 +91,7 @@ class Trainer:
         self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
         # inputs by view, each counted once: raw-view bytes (= raw symbols), compressed-view bytes and symbols
         self.raw_view_bytes, self.compressed_view_bytes, self.compressed_symbols = 0, 0, 0
+        self.last_saved: int | None = None   # the step of the newest checkpoint this process saved or loaded
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _make_optimizer(self):
@@ -117,6 +124,7 @@ class Trainer:
                                     f"{self.run_dir / 'checkpoints'})")
         path, state, report = found
         self.step, self.flops = state["step"], state["flops"]
+        self.last_saved = self.step
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
         self.raw_view_bytes = state.get("raw_view_bytes", 0)  # absent in checkpoints written before these counters
         self.compressed_view_bytes = state.get("compressed_view_bytes", 0)
@@ -143,6 +151,37 @@ class Trainer:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
         dist_utils.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self._state(),
                                    keep=self.cfg.train.keep_ckpts)
+        self.last_saved = self.step
+
+    def _non_finite_message(self, loss: float, grad_norm: float) -> str:
+        kept = (f"the last good checkpoint (step {self.last_saved}) is kept" if self.last_saved is not None
+                else "no checkpoint was saved")
+        return (f"step {self.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped before "
+                f"the optimizer step, {kept}. Lower train.lr (now {self.cfg.train.lr}) or set train.grad_clip, "
+                f"then `proxylm resume {self.run_dir}` with the new values, or train again")
+
+    def _trim_metrics(self) -> None:
+        """metrics.jsonl keeps only rows up to the step training starts from: an aborted attempt's later rows
+        (after a resume) or every row (a restart from step 0) would otherwise be written twice."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.ctx.is_main or not path.exists():
+            return
+        kept, dropped = [], 0
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    keep = int(json.loads(line)["step"]) <= self.step
+                except (ValueError, KeyError, TypeError):
+                    keep = False   # a torn last line of a killed attempt
+                if keep:
+                    kept.append(line)
+                else:
+                    dropped += 1
+        if dropped:
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_bytes(b"".join(kept))
+            os.replace(tmp, path)
+            self.log(f"metrics.jsonl: dropped {dropped} row(s) after step {self.step} (an earlier attempt's)")
 
     # ---- logging --------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -152,8 +191,13 @@ class Trainer:
     def _metrics(self, record: dict) -> None:
         if not self.ctx.is_main:
             return
+        try:   # strict JSON: a NaN/Infinity row is no valid JSON line (non-finite values become null, named)
+            line = json.dumps(record, allow_nan=False)
+        except ValueError:
+            bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+            line = json.dumps({**{k: (None if k in bad else v) for k, v in record.items()}, "non_finite": bad})
         with open(self.run_dir / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(line + "\n")
         if self._tb is not None:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and k != "step":
@@ -202,6 +246,9 @@ class Trainer:
             if p.grad is not None:
                 p.grad.mul_(scale)
         grad_norm = dist_utils.clip_grad_norm(self.model, t.grad_clip)  # global norm, also over FSDP shards
+        loss = float(sums[0]) / weight
+        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):   # same on every rank (all-reduced)
+            raise NonFiniteTraining(self._non_finite_message(loss, float(grad_norm)))
         self.optimizer.step()
         counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols],
                                                         dtype=torch.float64, device=self.device)).cpu()
@@ -214,7 +261,7 @@ class Trainer:
         self.compressed_symbols += int(counts[4])
         self.step += 1
         rate, mode = self.loader.schedule(self.step - 1)
-        return {"step": self.step, "loss": float(sums[0]) / weight, "lr": lr, "grad_norm": float(grad_norm),
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                 "loss_raw": float(sums[2] / sums[3]) if sums[3] else None,
                 "loss_compressed": float(sums[4] / sums[5]) if sums[5] else None,
                 "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
@@ -238,6 +285,7 @@ class Trainer:
             self._tb = SummaryWriter(str(self.run_dir / "tb"))
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet,
                    dynamic_ncols=True, file=sys.stderr)
+        self._trim_metrics()
         last = {}
         evals = []
         step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume
