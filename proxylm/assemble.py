@@ -35,6 +35,7 @@ from proxylm.codecs.train import cache_root, check_lossless, codec_options, defa
 from proxylm.config import RunConfig, load_config, save_config, to_dict
 from proxylm.core.device import pick_device
 from proxylm.core.errors import ConfigError, UserError
+from proxylm.core.io import printable
 from proxylm.core.interface import interface_for
 from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
@@ -248,7 +249,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False,
-                  reset_optimizer: bool = False) -> Trainer:
+                  reset_optimizer: bool = False, accept_changed_data: bool = False) -> Trainer:
     """Every part of a run, built once and handed to the Trainer (which imports none of them). Checks come
     first (see the module docstring); the run directory's lock stays held as `trainer.run_lock` until
     `trainer.run_lock.release()` or the end of the process."""
@@ -277,7 +278,7 @@ def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = F
     if error is not None:
         raise UserError(error)
     try:
-        trainer = _build(cfg, run_dir, resume, quiet, reset_optimizer, ctx)
+        trainer = _build(cfg, run_dir, resume, quiet, reset_optimizer, ctx, accept_changed_data)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -317,7 +318,8 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
     return model
 
 
-def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
+def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx,
+           accept_changed_data: bool = False) -> Trainer:
     t = cfg.train
     if t.threads:
         torch.set_num_threads(t.threads)
@@ -355,7 +357,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     if log:
         trainer.log(log)
     if resume:
-        trainer.restore(reset_optimizer=reset_optimizer)
+        trainer.restore(reset_optimizer=reset_optimizer, accept_changed_data=accept_changed_data)
         if ctx.is_main:  # only now: a resume that fails leaves config.yaml as it was
             write_run_files(cfg, run_dir, rep, codec, resume)
         dist_utils.barrier()
@@ -366,14 +368,14 @@ def startup_summary(cfg: RunConfig, corpus, rep: Representation, codec, model, t
                     lossless: dict | None = None) -> str:
     """What the run will do, before it does it (printed on stderr): data, model, vocabulary, steps, epochs."""
     s = corpus.summary()
-    lines = [f"corpus {s['corpus']}: {s['units']} units (files, row groups or row ranges)"]
+    lines = [f"corpus {printable(s['corpus'])}: {s['units']} units (files, row groups or row ranges)"]
     text_bytes = 0
     for ftype, t in sorted(s["types"].items()):
         docs = f"{t['documents']} documents" if t["documents"] >= 0 else "documents counted as read"
         lines.append(f"  {ftype:<12} {t['files']:>7} files  {t['bytes'] / 1e6:>10.2f} MB  {docs}")
         text_bytes += t["bytes"]
     if s["skipped"]:
-        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {s['skipped_examples'][k]})" for k, v in
+        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {printable(s['skipped_examples'][k])})" for k, v in
                                             sorted(s["skipped"].items())))
     n_params = sum(p.numel() for p in model.parameters())
     per_step = cfg.data.batch_size * cfg.data.seq_len * cfg.train.grad_accum * world_size

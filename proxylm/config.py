@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from proxylm.core.errors import ConfigError  # noqa: F401  (raised here, imported from here by callers)
-from proxylm.core.numbers import INT_LIMIT, number_problem
+from proxylm.core.numbers import number_problem
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig  # noqa: F401
 from proxylm.model.config import ModelConfig
 from proxylm.train.config import EvalConfig, TrainConfig
@@ -68,7 +68,10 @@ def _coerce(value, tp, where: str):
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value) if abs(value) <= INT_LIMIT else value   # 2**70 is refused below, not rounded
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}={value}: not a finite number") from None
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
             value = float(value)

@@ -104,7 +104,8 @@ def cmd_resume(args) -> int:
     if not (run_dir / "config.yaml").is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = load_config(str(run_dir / "config.yaml"), args.overrides)
-    trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
+    trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer,
+                            accept_changed_data=args.accept_changed_data)
     summary = trainer.fit()
     trainer.run_lock.release()
     _report(summary, args)
@@ -136,5 +137,8 @@ def add_commands(sub) -> None:
     p.add_argument("--reset-optimizer", action="store_true",
                    help="resume from the newest good weights with a fresh optimizer (when the optimizer state "
                         "is missing or damaged; otherwise resume falls back to the previous good checkpoint)")
+    p.add_argument("--accept-changed-data", action="store_true",
+                   help="resume although corpus files changed since the checkpoint (size or modification time); "
+                        "the changed units are named in the log and recorded in resume.jsonl")
     _common(p)
     p.set_defaults(func=cmd_resume)

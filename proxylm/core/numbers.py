@@ -3,8 +3,8 @@
     check_number(value, "train.lr", kind=float, low=0)   # raises UserError("train.lr=nan: not a finite number")
 
 Finite (no NaN, no infinity: 1e400 reads as infinity), of the right type (an int is no float's problem,
-a bool is no int), integers within 64 bits (torch, numpy and file offsets hold no more), inside [low, high]
-where given. Used by proxylm/cli/args.py (every numeric flag), proxylm/config.py (every numeric key) and
+a bool is no int), integers within 64 bits (torch, numpy and file offsets hold no more; floats may be large,
+a FLOP budget of 1e21 is one), inside [low, high] where given. Used by proxylm/cli/args.py (every numeric flag), proxylm/config.py (every numeric key) and
 proxylm/core/records.py (JSONL fields).
 """
 
@@ -25,7 +25,7 @@ def number_problem(value, kind=float, low: float | None = None, high: float | No
         return "not an integer"
     if isinstance(value, float) and not math.isfinite(value):
         return "not a finite number"
-    if abs(value) > INT_LIMIT:
+    if isinstance(value, int) and abs(value) > INT_LIMIT:   # floats may be large (a FLOP budget of 1e21)
         return "out of range (at most 2**63 - 1 in size)"
     if low is not None and value < low:
         return f"must be >= {low}" + (f" and <= {high}" if high is not None else "")

@@ -114,7 +114,7 @@ class Trainer:
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
                 "world_size": self.ctx.world_size}
 
-    def restore(self, reset_optimizer: bool = False) -> dict:
+    def restore(self, reset_optimizer: bool = False, accept_changed_data: bool = False) -> dict:
         """Load the newest usable checkpoint (model and optimizer; sharded under FSDP); `state` is this rank's
         own. Every fallback taken is counted in the log line and in run_dir/resume.jsonl."""
         found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size,
@@ -129,6 +129,7 @@ class Trainer:
         self.raw_view_bytes = state.get("raw_view_bytes", 0)  # absent in checkpoints written before these counters
         self.compressed_view_bytes = state.get("compressed_view_bytes", 0)
         self.compressed_symbols = state.get("compressed_symbols", 0)
+        changed = self.loader.check_unchanged(state["loader"], accept_changed_data)
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         notes = []
@@ -141,6 +142,10 @@ class Trainer:
             notes.append("checkpoint has no checksums (older format): loaded unverified")
         if report["pointer_problem"]:
             notes.append(report["pointer_problem"])
+        if changed:
+            report["accepted_changed_units"] = changed
+            notes.append(f"--accept-changed-data: going on with {len(changed)} changed corpus unit(s): "
+                         + ", ".join(changed[:5]))
         self.log(f"resumed from {path} at step {self.step}" + "".join(f"\n  warning: {n}" for n in notes))
         if self.ctx.is_main:
             with open(self.run_dir / "resume.jsonl", "a") as f:
@@ -154,11 +159,13 @@ class Trainer:
         self.last_saved = self.step
 
     def _non_finite_message(self, loss: float, grad_norm: float) -> str:
-        kept = (f"the last good checkpoint (step {self.last_saved}) is kept" if self.last_saved is not None
-                else "no checkpoint was saved")
-        return (f"step {self.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped before "
-                f"the optimizer step, {kept}. Lower train.lr (now {self.cfg.train.lr}) or set train.grad_clip, "
-                f"then `proxylm resume {self.run_dir}` with the new values, or train again")
+        head = (f"step {self.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped before "
+                f"the optimizer step")
+        fix = f"lower train.lr (now {self.cfg.train.lr}) or set train.grad_clip (now {self.cfg.train.grad_clip})"
+        if self.last_saved is None:
+            return f"{head}, no checkpoint was saved; {fix} and train again"
+        return (f"{head}; the last good checkpoint (step {self.last_saved}) is kept: `proxylm resume {self.run_dir} "
+                f"train.lr=...` continues from it, or {fix} and train again")
 
     def _trim_metrics(self) -> None:
         """metrics.jsonl keeps only rows up to the step training starts from: an aborted attempt's later rows
