@@ -172,8 +172,10 @@ def launch_pair(prefix: list[str], judge_dir: str, cand_dir: str, judge_cfg: dic
                 close("j_w", "req_w", "resp_r", "ready_w")
             _feed(judge, judge_cfg)
             cand = None
-            # the candidate starts only once the judge is set up (and non-dumpable: unreadable to it)
-            if _ready(fds["ready_r"], timeout_s):
+            # the candidate starts once the judge is set up and non-dumpable (unreadable to it); in a private
+            # pid namespace with its own /proc the candidate cannot name the judge at all: both start at once
+            private = "--pid" in prefix and "--mount-proc" in prefix
+            if private or _ready(fds["ready_r"], timeout_s):
                 try:
                     cand = _popen(prefix, cand_dir, (fds["c_w"], fds["req_r"], fds["resp_w"]), c_err)
                     procs.append(cand)
