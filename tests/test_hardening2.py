@@ -212,3 +212,49 @@ def test_os_stat_stamps_see_an_edit_of_the_same_size(tmp_path):
     os.utime(f, ns=(saved["a.py"][1] + 10**9, saved["a.py"][1] + 10**9))
     assert changed_units(saved, units) == ["a.py"]
     assert changed_units(None, units) == []   # a checkpoint from before stamps: nothing known, nothing refused
+
+
+@pytest.mark.slow
+def test_killing_the_torchrun_agent_and_a_rank_leaves_one_clean_line(trained, tmp_path):
+    """kill -9 of the agent and rank 0 together: rank 1 loses its peer in a collective and says so in one
+    line (no gloo traceback), exiting non-zero."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    _, corpus = trained
+    run = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "proxylm",
+           "train", "bytes-micro", f"data.corpus={corpus}", *SMALL, "train.max_steps=100000", "train.ckpt_every=0",
+           "train.device=cpu", "--out", str(run), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    agent = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((run / "metrics.jsonl").exists() and len(steps(run)) >= 2):
+            assert agent.poll() is None and time.monotonic() < deadline, agent.communicate()
+            time.sleep(0.5)
+        ranks = sorted(int(p) for p in Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split())
+        rank0 = next(p for p in ranks if "RANK=0\0" in Path(f"/proc/{p}/environ").read_text(errors="replace"))
+        os.kill(agent.pid, signal.SIGKILL)
+        os.kill(rank0, signal.SIGKILL)
+        _, err = agent.communicate(timeout=120)   # the pipes close when the surviving rank exits
+    finally:
+        try:
+            os.killpg(agent.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    lines = [line for line in err.splitlines() if line.startswith("proxylm train: error:")]
+    assert len(lines) == 1 and "rank 1 of 2" in lines[0] and "Traceback" not in err, err[-3000:]
+
+
+def test_eval_bpb_window_too_large_for_memory_is_refused_at_once(trained, capsys):
+    import time
+
+    run, _ = trained
+    t = time.monotonic()
+    rc, err = cli(["eval", "bpb", run, "--seq-len", "1000000000"], capsys)
+    assert rc == 2 and "--seq-len 1000000000" in err and "GiB" in err and time.monotonic() - t < 30
