@@ -101,3 +101,13 @@ def test_a_deep_tree_fails_no_evaluation(fast_tmp):
     wd._cleaned.discard(os.path.realpath(tmp_path))
     assert Sandbox(FAST, tmp_root=str(tmp_path)).run("x = 1").status == "passed"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_failures_are_reported_in_benchmark_summaries(monkeypatch):
+    from proxylm.tasks.sandbox import sandbox_facts
+
+    monkeypatch.setitem(wd.CLEANUP, "not_removed", 2)
+    monkeypatch.setitem(wd.CLEANUP, "last_error", "/tmp/x: not removed within 30 s")
+    facts = sandbox_facts()
+    assert facts["workdirs_not_removed"] == 2 and "not removed" in facts["workdir_error"]
+    assert facts["verdict"].startswith("judge process")

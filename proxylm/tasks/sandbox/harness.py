@@ -2,9 +2,10 @@
 
 The parent starts `python -I -c BOOTSTRAP <this folder> <workdir>` (through LAUNCHER and unshare) in the
 working directory. BOOTSTRAP loads this folder as a private package (`_proxylm_sbx`) without importing
-proxylm, so only the standard library and the child-side modules (policy, isolation, guard, harness) are
-imported into the child. The config (with a per-run nonce) comes on stdin; the one result record goes to
-an inherited pipe as `<nonce> <json>`: the parent opens no path inside the working directory.
+proxylm, so only the standard library and the child-side modules (policy, isolation, guard, harness, proxy,
+wire) are imported into the child. The config (with a per-run nonce) comes on stdin; the one result record
+goes to an inherited pipe as `<nonce> <json>`: the parent opens no path inside the working directory. A judge
+(role "judge") also exits 0 only after the tests passed: the parent needs both, the record and the status.
 """
 
 from __future__ import annotations
