@@ -154,6 +154,11 @@ def test_wire_round_trip(value):
     assert back == value and type(back) is type(value)
 
 
+def test_wire_carries_ints_longer_than_python_prints():
+    big = -(7 ** 20000)   # 16,900 decimal digits: str() refuses it, hex does not
+    assert wire.loads(wire.dumps(big)) == big
+
+
 def test_wire_is_strict():
     for bad in (b"not json", b'{"tuple": 1}', b'{"a": 1, "b": 2}', b'{"set": [[1]]}', b'{"fraction": [1, 0]}',
                 b'{"bytes": "!!"}', b"[" * 100_000 + b"]" * 100_000, b'{"evil": []}'):

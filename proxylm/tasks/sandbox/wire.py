@@ -7,7 +7,7 @@ compares from the bytes alone (`decode`, strict): nothing the candidate defines 
 `__eq__`, a patched `json`) can reach the judge's process, only data.
 
 Values: null/true/false, JSON numbers (NaN and +-Infinity as JSON's extension), strings, arrays (lists),
-and one-key objects for the rest: {"tuple": [...]}, {"set": [...]}, {"frozenset": [...]}, {"dict": [[k, v],
+and one-key objects for the rest: {"bigint": "0x..."} (beyond 64 bits), {"tuple": [...]}, {"set": [...]}, {"frozenset": [...]}, {"dict": [[k, v],
 ...]}, {"bytes": base64}, {"bytearray": base64}, {"complex": [re, im]}, {"deque": [...]}, {"decimal": str},
 {"fraction": [n, d]}, {"range": [start, stop, step]}, {"opaque": type name} (a value with no plain form,
 e.g. re.Match: the judge gets an `Opaque` only where the task allows it, see judge.py).
@@ -21,6 +21,7 @@ import os
 import struct
 
 FRAME_BYTES = 64 * 1024 * 1024   # the largest frame either side reads (a result of 64 MiB is no test's answer)
+BIGINT_HEX_DIGITS = 1 << 20      # ints beyond 64 bits travel as hex ({"bigint": "0x..."}), up to 4 Mbit
 _HEADER = struct.Struct("!Q")
 
 
@@ -78,10 +79,12 @@ def encode(value) -> object:
     """A JSON-ready tree for `value` (either side). Unknown types become {"opaque": name}; numpy scalars and
     arrays become Python numbers and lists (their .tolist())."""
     t = type(value)
-    if value is None or t in (bool, int, float, str):
+    if t is int or (isinstance(value, int) and t is not bool):
+        value = int.__index__(value)
+        # decimal text of a long int is capped by Python (4300 digits); hex is not, and costs linear time
+        return value if abs(value) < 1 << 64 else {"bigint": hex(value)}
+    if value is None or t in (bool, float, str):
         return value
-    if isinstance(value, int):
-        return int.__index__(value)
     if isinstance(value, float):
         return float.__float__(value)
     if isinstance(value, str):
@@ -146,6 +149,10 @@ def decode(tree, opaque_ok: bool):
     if t is not dict or len(tree) != 1:
         raise WireError("a value must be a JSON scalar, an array or an object with one tag")
     (tag, x), = tree.items()
+    if tag == "bigint":
+        if type(x) is not str or len(x) > BIGINT_HEX_DIGITS:
+            raise WireError(f"a bigint is a hex string of at most {BIGINT_HEX_DIGITS} digits")
+        return int(x, 16)
     if tag in ("tuple", "set", "frozenset", "deque"):
         items = [decode(v, opaque_ok) for v in _items(x)]
         if tag == "deque":
