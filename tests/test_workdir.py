@@ -111,3 +111,10 @@ def test_failures_are_reported_in_benchmark_summaries(monkeypatch):
     facts = sandbox_facts()
     assert facts["workdirs_not_removed"] == 2 and "not removed" in facts["workdir_error"]
     assert facts["verdict"].startswith("judge process")
+
+
+@pytest.mark.parametrize("kw", [{"timeout_s": float("inf")}, {"timeout_s": float("nan")}, {"timeout_s": 0},
+                                {"memory_mb": 2 ** 70}, {"max_processes": -1}, {"max_file_mb": 1.5}])
+def test_limits_are_checked_where_they_enter(kw):
+    with pytest.raises(ValueError, match=next(iter(kw))):
+        Limits(**kw)

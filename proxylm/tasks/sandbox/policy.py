@@ -39,6 +39,15 @@ class Limits:
     max_file_mb: int = DEFAULT_MAX_FILE_MB
     max_open_files: int = DEFAULT_MAX_OPEN_FILES
 
+    def __post_init__(self):
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) \
+                or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+            raise ValueError(f"Limits.timeout_s={self.timeout_s!r}: must be a finite number of seconds > 0")
+        for key in ("memory_mb", "max_processes", "max_file_mb", "max_open_files"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2 ** 40:
+                raise ValueError(f"Limits.{key}={value!r}: must be an integer in [1, 2**40)")
+
     def child(self) -> dict:
         d = asdict(self)
         d["cpu_s"] = max(1, math.ceil(self.timeout_s))
