@@ -104,13 +104,15 @@ class RunLock:
         self.release()
 
 
-def remove_if_unused(run_dir: Path) -> None:
-    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/)."""
+def remove_if_unused(run_dir: Path, keep_dir: bool = False) -> None:
+    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/);
+    `keep_dir`: the directory was there (empty) before, so only what this start put in it goes."""
     if run_dir.is_dir() and not any(p.name not in (LOCK, CKPT_DIR) for p in run_dir.iterdir()):
         _rmdir_quiet(run_dir / CKPT_DIR)
         if not any(p.name != LOCK for p in run_dir.iterdir()):
             (run_dir / LOCK).unlink(missing_ok=True)
-            _rmdir_quiet(run_dir)
+            if not keep_dir:
+                _rmdir_quiet(run_dir)
 
 
 def probe_writable(directory: Path, what: str) -> None:
@@ -271,7 +273,7 @@ def seed_everything(seed: int) -> None:
 
 
 def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = False,
-                  reset_optimizer: bool = False) -> Trainer:
+                  reset_optimizer: bool = False, accept_changed_data: bool = False) -> Trainer:
     """Every part of a run, built once and handed to the Trainer (which imports none of them). Checks come
     first (see the module docstring); the run directory's lock stays held as `trainer.run_lock` until
     `trainer.run_lock.release()` or the end of the process."""
@@ -300,7 +302,7 @@ def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = F
     if error is not None:
         raise UserError(error)
     try:
-        trainer = _build(cfg, run_dir, resume, quiet, reset_optimizer, ctx)
+        trainer = _build(cfg, run_dir, resume, quiet, reset_optimizer, ctx, accept_changed_data)
     except BaseException:
         if lock is not None:
             lock.release()
@@ -340,7 +342,8 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
     return model
 
 
-def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx) -> Trainer:
+def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optimizer: bool, ctx,
+           accept_changed_data: bool = False) -> Trainer:
     t = cfg.train
     threads = set_threads(t.threads)  # 0: the default policy (proxylm/core/threads.py)
     check_wandb(cfg.logging)  # an optional logger asked for and missing: refused before any work
@@ -386,7 +389,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     if log:
         trainer.log(log)
     if resume:
-        trainer.restore(reset_optimizer=reset_optimizer)
+        trainer.restore(reset_optimizer=reset_optimizer, accept_changed_data=accept_changed_data)
         if ctx.is_main:  # only now: a resume that fails leaves config.yaml as it was
             write_run_files(cfg, run_dir, rep, codec, resume)
         dist_utils.barrier()

@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from proxylm.core.errors import ConfigError  # noqa: F401  (raised here, imported from here by callers)
+from proxylm.core.numbers import number_problem
 from proxylm.data.config import DataConfig, ScheduleConfig, ViewsConfig  # noqa: F401
 from proxylm.model.config import ModelConfig
 from proxylm.train.config import EvalConfig, LoggingConfig, TrainConfig
@@ -68,10 +69,13 @@ def _coerce(value, tp, where: str):
     if tp is typing.Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}={value}: not a finite number") from None
     if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
         try:
-            return float(value)
+            value = float(value)
         except ValueError:
             pass
     if tp is bool and not isinstance(value, bool):
@@ -80,6 +84,11 @@ def _coerce(value, tp, where: str):
         return int(value)
     if tp in (int, float, str) and not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp in (int, float):   # every numeric key: finite, within 64 bits (ranges are the sections' own checks)
+        # seeds are non-negative (numpy refuses negative seeds; torch would wrap them to 64 bits)
+        problem = number_problem(value, tp, low=0 if where.rsplit(".", 1)[-1].endswith("seed") else None)
+        if problem:
+            raise ConfigError(f"{where}={value!r}: {problem}")
     return value
 
 
@@ -236,6 +245,8 @@ def migrate_moved_keys(d: dict, where: str) -> dict:
 
 def load_config(name_or_path: str | None = None, overrides: list[str] | None = None, cls=RunConfig):
     d: dict = {}
+    if name_or_path is not None and not str(name_or_path).strip():   # `train ''` would train the built-in defaults
+        raise ConfigError("the config name is empty; give a shipped config name (e.g. proxy-bpe-tiny) or a YAML path")
     if name_or_path:
         d = migrate_moved_keys(read_yaml(name_or_path), str(name_or_path))
         d.setdefault("name", resolve_config_path(name_or_path).stem)

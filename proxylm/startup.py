@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from proxylm.core.io import printable
+
 
 def _kb(n: int) -> str:
     return f"{n:,} bytes" if n < 10_000_000 else f"{n / 1e6:,.1f} MB"
@@ -105,14 +107,14 @@ def startup_summary(cfg, corpus, rep, codec, model, total_steps: int, world_size
     `extra` ({"facts": validation_facts(), "prepared": (bytes, documents) of the periodic evals, "codec": words,
     "threads": n}) also the validation split, the codec's source and the threads."""
     s = corpus.summary()
-    lines = [f"corpus {s['corpus']}: {s['units']} units (files, row groups or row ranges)"]
+    lines = [f"corpus {printable(s['corpus'])}: {s['units']} units (files, row groups or row ranges)"]
     text_bytes = 0
     for ftype, t in sorted(s["types"].items()):
         docs = f"{t['documents']} documents" if t["documents"] >= 0 else "documents counted as read"
         lines.append(f"  {ftype:<12} {t['files']:>7} files  {t['bytes'] / 1e6:>10.2f} MB  {docs}")
         text_bytes += t["bytes"]
     if s["skipped"]:
-        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {s['skipped_examples'][k]})" for k, v in
+        lines.append("  skipped: " + ", ".join(f"{k} {v} (e.g. {printable(s['skipped_examples'][k])})" for k, v in
                                             sorted(s["skipped"].items())))
     lines += corpus_lines(s, cfg.data)
     extra = extra or {}

@@ -201,7 +201,8 @@ def test_hostile_solutions_are_contained(files, tmp_path):
     assert not (precious / "owned").exists()
     statuses = {name: r[("Mbpp/3", i)] for i, name in enumerate(body)}
     assert "over its time limit" in statuses["loop"]["result"]         # the per-input limit (1 s) stopped it
-    assert statuses["stubborn"]["status"] == "timeout"                   # it ate the limit: the wall clock did
+    # the limit is the judge's (its own alarm, in its own process): a loop that eats signals cannot stop it
+    assert "over its time limit" in statuses["stubborn"]["result"]
     assert all(statuses[k]["status"] == "failed" for k in ("rmtree", "write", "fork", "socket"))
 
 

@@ -22,7 +22,9 @@ import sys
 import warnings
 
 from proxylm import __version__
+from proxylm.cli.args import harden_numbers
 from proxylm.core.errors import UserError
+from proxylm.core.io import printable
 
 COMMAND_MODULES = [
     "proxylm.cli.codec",
@@ -47,9 +49,30 @@ def _one_line_warnings(command: str):
     (a formatter only: whoever records warnings, e.g. a test, still gets them)."""
 
     def format_warning(message, category, filename, lineno, line=None):
-        return f"proxylm {command}: warning: {message}\n"
+        return f"proxylm {command}: warning: {printable(message)}\n"   # file names may hold escape sequences
 
     return format_warning
+
+
+PEER_ERRORS = ("gloo", "nccl", "connection closed", "connection reset", "broken pipe", "socket timeout",
+               "timed out", "peer")
+
+
+def peer_lost(e: BaseException) -> str | None:
+    """Under torchrun, a collective that failed because another rank (or the agent) died: one line saying so
+    instead of a gloo/NCCL traceback. None for any other error."""
+    import os
+
+    world = os.environ.get("WORLD_SIZE", "1")
+    if not world.isdigit() or int(world) <= 1:
+        return None
+    text = str(e).strip()
+    if type(e).__name__ not in ("DistBackendError", "DistNetworkError", "DistError") and \
+            not any(k in text.lower() for k in PEER_ERRORS):
+        return None
+    first = printable(text.splitlines()[0][:200]) if text else type(e).__name__
+    return (f"rank {os.environ.get('RANK', '?')} of {world}: another rank or the torchrun agent is gone ({first}); "
+            f"stopped. Work since the last checkpoint is lost; `proxylm resume RUN_DIR` continues from it")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)
+    harden_numbers(parser)   # every numeric flag, whoever added it: finite, 64-bit, in its range (cli/args.py)
     return parser
 
 
@@ -91,6 +115,12 @@ def main(argv: list[str] | None = None) -> int:
             message = f"{e.filename}: {e.strerror} (check the path and its permissions)"
         print(f"proxylm {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        message = peer_lost(e)
+        if message is None or getattr(args, "debug", False):
+            raise
+        print(f"proxylm {args.command}: error: {message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -15,6 +15,24 @@ import sys
 from proxylm.cli.args import add_dtype_flag, at_least, in_range, threads_arg
 
 
+def _check_window_memory(seq_len: int, batch_size: int, vocab_size: int) -> None:
+    """Before any reading: refuse a window whose logits alone (batch x seq_len x vocab float32) need more than
+    half of this machine's memory (`--seq-len 1000000000` asked for 256 GB after a minute of encoding)."""
+    import os
+
+    from proxylm.core.errors import UserError
+
+    need = batch_size * seq_len * vocab_size * 4
+    try:
+        have = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > have // 2:
+        raise UserError(f"--seq-len {seq_len} with --batch-size {batch_size}: the logits alone need "
+                        f"{need / 2**30:.1f} GiB, over half of this machine's {have / 2**30:.1f} GiB; "
+                        f"use a smaller --seq-len or --batch-size")
+
+
 def cmd_bpb(args) -> int:
     from proxylm.core.io import print_json
     from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
@@ -30,6 +48,7 @@ def cmd_bpb(args) -> int:
     stride = args.stride or run.cfg.eval.stride_for(seq_len)
     if stride > seq_len:
         raise UserError(f"--stride {stride} (or the run's eval.stride): must be <= the window ({seq_len})")
+    _check_window_memory(seq_len, args.batch_size, run.interface.rep.vocab_size)
     corpus = args.corpus or run.cfg.data.corpus
     docs = read_eval_docs(corpus, args.split, run.cfg.data, args.max_bytes)
     with run.compute():

@@ -89,6 +89,7 @@ def cmd_train(args) -> int:
     run_dir = Path(args.out or Path("runs") / cfg.name)
     check_run_dir_path(run_dir)
     created = not run_dir.exists()
+    was_empty = created or (run_dir.is_dir() and not any(run_dir.iterdir()))   # an empty --out: left empty on error
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under torchrun rank 0 locks and clears for all ranks
     with RunLock(run_dir) if main_rank else nullcontext():  # before looking inside: another process may write it
         try:
@@ -105,8 +106,8 @@ def cmd_train(args) -> int:
                 clear_run_dir(run_dir)
             trainer = build_trainer(cfg, run_dir, quiet=args.quiet)
         except BaseException:
-            if created and main_rank:
-                remove_if_unused(run_dir)
+            if was_empty and main_rank:
+                remove_if_unused(run_dir, keep_dir=not created)
             raise
         summary = trainer.fit()
         trainer.run_lock.release()
@@ -124,7 +125,8 @@ def cmd_resume(args) -> int:
     cfg = load_config(str(run_dir / rundir.CONFIG), with_threads(args))
     if args.print_config:
         return print_config(cfg)
-    trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer)
+    trainer = build_trainer(cfg, run_dir, resume=True, quiet=args.quiet, reset_optimizer=args.reset_optimizer,
+                            accept_changed_data=args.accept_changed_data)
     summary = trainer.fit()
     trainer.run_lock.release()
     _report(summary, args)
@@ -161,5 +163,8 @@ def add_commands(sub) -> None:
     p.add_argument("--reset-optimizer", action="store_true",
                    help="resume from the newest good weights with a fresh optimizer (when the optimizer state "
                         "is missing or damaged; otherwise resume falls back to the previous good checkpoint)")
+    p.add_argument("--accept-changed-data", action="store_true",
+                   help="resume although corpus files changed since the checkpoint (size or modification time); "
+                        "the changed units are named in the log and recorded in resume.jsonl")
     _common(p)
     p.set_defaults(func=cmd_resume)

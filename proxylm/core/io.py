@@ -60,3 +60,10 @@ def file_lock(lock_path, blocking: bool = True):
 def print_json(obj) -> None:
     """The one JSON object a `--json` command prints on stdout."""
     print(json.dumps(obj, indent=2, default=str))
+
+
+def printable(text) -> str:
+    """`text` safe for a terminal: every non-printable character (controls such as ESC, bidi and other
+    format characters, lone surrogates of undecodable file names) written as an escape (\\x1b, \\u202e),
+    so a file named with an escape sequence cannot drive the terminal."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in str(text))

@@ -15,6 +15,7 @@ Checkpoint layout and integrity: proxylm/train/checkpoint.py.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 CONFIG = "config.yaml"
@@ -52,8 +53,15 @@ def read_metrics(run_dir) -> list[dict]:
 
 
 def append_metrics(run_dir, record: dict) -> None:
+    """One strict JSON line: a NaN/Infinity value is no valid JSON, so non-finite values become null and are
+    named under "non_finite"."""
+    try:
+        line = json.dumps(record, allow_nan=False)
+    except ValueError:
+        bad = [k for k, v in record.items() if isinstance(v, float) and not math.isfinite(v)]
+        line = json.dumps({**{k: (None if k in bad else v) for k, v in record.items()}, "non_finite": bad})
     with open(Path(run_dir) / METRICS, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(line + "\n")
 
 
 def read_summary(run_dir) -> dict | None:

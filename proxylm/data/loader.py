@@ -33,10 +33,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from proxylm.core.errors import UserError
+from proxylm.core.io import printable
 from proxylm.data.config import DataConfig, ViewsConfig
 from proxylm.data.corpus import Corpus, open_corpus
 from proxylm.data.packing import Packer
 from proxylm.data.shuffle import ShuffleBuffer
+from proxylm.data.stamps import changed_units, unit_stamps
 from proxylm.data.stream import STATE_VERSION, UNPREPARED, DocStream
 from proxylm.data.views import (COMPRESSED, RAW, Decision, Part, decide, encode_or_none, is_translation, render,
                                 render_fitted, schedule_at)
@@ -227,7 +230,19 @@ class TrainLoader:
 
     def state_dict(self) -> dict:
         return {"version": STATE_VERSION, **self._identity(), "stream": self.stream.state_dict(),
-                "rows": [row.state_dict() for row in self.rows], "counts": dict(self.counts)}
+                "rows": [row.state_dict() for row in self.rows], "counts": dict(self.counts),
+                "unit_stamps": unit_stamps(self.corpus.units)}   # every rank: all refuse alike
+
+    def check_unchanged(self, state: dict, accept_changed: bool = False) -> list[str]:
+        """The corpus units whose files changed since `state` was saved (stamps.py): refused by name unless
+        `accept_changed` (then returned, for the run's record)."""
+        changed = changed_units(state.get("unit_stamps"), self.corpus.units)
+        if changed and not accept_changed:
+            shown = ", ".join(printable(k) for k in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            raise UserError(f"cannot resume: {len(changed)} corpus unit(s) changed since the checkpoint (size or "
+                            f"modification time): {shown}. Put the data back, or `proxylm resume RUN "
+                            f"--accept-changed-data` to go on with the new bytes (recorded in resume.jsonl)")
+        return changed
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("version") != STATE_VERSION:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from proxylm.core.errors import UserError
+from proxylm.core import records
 from proxylm.data.walk import STDLIB_EXCLUDE_DIRS, Listing, split_patterns, stdlib_files, stdlib_root, walk  # noqa: F401
 
 SNIFF_BYTES = 8192
@@ -266,11 +267,24 @@ def hub_hint(spec: str) -> str:
             f"also read directly: data.corpus='~/.cache/huggingface/datasets/{parts[0]}___{parts[1]}/**/*.arrow'")
 
 
-def pick_column(names: list[str], text_field: str, where) -> str:
-    if text_field in names:
-        return text_field
-    if text_field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names:
-        return FALLBACK_TEXT_FIELD
+def pick_column(names: list[str], text_field: str, where, schema=None) -> str:
+    """The text column; with an arrow `schema`, also refused when it holds no text (an int64 column would
+    otherwise give only skipped rows and an error about the val split)."""
+    column = text_field if text_field in names else (
+        FALLBACK_TEXT_FIELD if text_field == DEFAULT_TEXT_FIELD and FALLBACK_TEXT_FIELD in names else None)
+    if column is not None and schema is not None:
+        import pyarrow as pa
+
+        t = schema.field(column).type
+        if pa.types.is_dictionary(t):
+            t = t.value_type
+        if not (pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t)
+                or pa.types.is_large_binary(t)):
+            texts = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)]
+            raise UserError(f"{where}: column '{column}' holds {t}, not text; set data.text_field to a string "
+                            f"column" + (f" ({', '.join(texts)})" if texts else " (this file has none)"))
+    if column is not None:
+        return column
     raise UserError(f"{where}: no column '{text_field}'"
                     + (f" or '{FALLBACK_TEXT_FIELD}'" if text_field == DEFAULT_TEXT_FIELD else "")
                     + f"; columns: {', '.join(names)}; set data.text_field")
@@ -283,7 +297,8 @@ def _parquet_units(path: Path, name: str, text_field: str, listing: Listing) -> 
         meta = pq.ParquetFile(path).metadata
     except Exception as e:  # pyarrow raises ArrowInvalid & co for a damaged footer
         raise UserError(f"{path}: not a readable parquet file ({e})") from None
-    column = pick_column(meta.schema.to_arrow_schema().names, text_field, path)
+    schema = meta.schema.to_arrow_schema()
+    column = pick_column(schema.names, text_field, path, schema)
     units, row0, size = [], 0, path.stat().st_size
     for g in range(meta.num_row_groups):
         rg = meta.row_group(g)
@@ -302,7 +317,7 @@ def _row_units(base: dict, n_rows: int) -> list[Unit]:
 
 def _arrow_units(path: Path, name: str, text_field: str, listing: Listing) -> list[Unit]:
     table = _arrow_table(str(path))
-    column = pick_column(table.column_names, text_field, path)
+    column = pick_column(table.column_names, text_field, path, table.schema)
     listing.add(".arrow", path.stat().st_size, table.num_rows)
     return _row_units({"reader": "arrow", "path": str(path), "name": name, "ftype": ".arrow", "column": column,
                        "size": path.stat().st_size}, table.num_rows)
@@ -318,7 +333,8 @@ def _dataset_units(path: Path, text_field: str, listing: Listing) -> list[Unit]:
     units = []
     size = sum(p.stat().st_size for p in path.rglob("*.arrow"))
     for split, ds in sorted(splits.items()):
-        column = pick_column(ds.column_names, text_field, f"{path} (split {split or 'default'})")
+        column = pick_column(ds.column_names, text_field, f"{path} (split {split or 'default'})",
+                             getattr(getattr(ds, "data", None), "schema", None))
         name = f"{path.name}/{split}" if split else path.name
         units += _row_units({"reader": "dataset", "path": str(path), "name": name, "ftype": "dataset",
                              "column": column, "split": split, "size": size * ds.num_rows // max(1, sum(
@@ -465,10 +481,14 @@ def _jsonl_records(unit: Unit, text_field: str, problem):
     fields = (text_field, FALLBACK_TEXT_FIELD) if text_field == DEFAULT_TEXT_FIELD else (text_field,)
     with f:
         try:
-            for lineno, line in enumerate(f, start=1):
+            for lineno, line in records.capped_lines(f, records.MAX_LINE_BYTES):   # a longer line: skipped unread
+                where = f"{unit.path}:{lineno}"
+                if line is None:
+                    problem("line_too_long", where, f"a line over {records.MAX_LINE_BYTES} bytes; skipped")
+                    yield None
+                    continue
                 if not line.strip():
                     continue  # blank lines (e.g. a trailing newline) are not records
-                where = f"{unit.path}:{lineno}"
                 try:
                     obj = json.loads(line)
                 except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -123,6 +123,9 @@ class DocStream:
         self.num_workers, self.prepare = num_workers, prepare
         split_units = corpus.split_units(split)
         self.units = rank_units(split_units, rank, world_size)
+        if not split_units:
+            raise UserError(f"the '{split}' split of corpus '{corpus.spec}' is empty (data.val_fraction decides the "
+                            f"split: lower it for a train split, raise it for a val split), or add documents")
         if not self.units:
             raise ValueError(f"rank {rank} of {world_size} has no '{split}' units (corpus '{corpus.spec}' has "
                              f"{len(split_units)}: files, row groups or row ranges); use fewer ranks")

@@ -42,7 +42,7 @@ from proxylm.tasks import results
 from proxylm.tasks.datasets import BENCHMARKS, PLUS_MEMORY_MB, PLUS_TIMEOUT_S, load_benchmark
 from proxylm.tasks.plus_check import MBPP_OUTPUT_NOT_NONE_TASKS
 from proxylm.tasks.results import EVALPLUS, HUMANEVAL_STOPS, Harness
-from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, detect_isolation
+from proxylm.tasks.sandbox import Limits, Program, Sandbox, default_workers, sandbox_facts
 
 MBPP_STOPS = tuple(s for s in HUMANEVAL_STOPS if s != "\ndef")
 STOPS = {"humaneval": HUMANEVAL_STOPS, "humaneval+": HUMANEVAL_STOPS, "mbpp": MBPP_STOPS, "mbpp+": MBPP_STOPS}
@@ -100,7 +100,8 @@ def diff_program(task: dict, solution: str, which: str, min_time_limit: float = 
             f"             canonical_src={task['prompt'] + task['canonical_solution']!r},\n"
             f"             inputs=_pickle.loads(_b64.b64decode({blob!r})), atol={float(task['atol'])!r},\n"
             f"             label={which!r}, min_time_limit={min_time_limit!r}, time_factor={time_factor!r})\n")
-    return Program(solution, PLUS_CHECK_SOURCE + call, ep)
+    return Program(solution, PLUS_CHECK_SOURCE + call, ep,
+                   opaque_results=task["dataset"] == "mbpp" and ep in MBPP_OUTPUT_NOT_NONE_TASKS)
 
 
 def programs_for(task: dict, solution: str) -> list[Program]:
@@ -110,8 +111,8 @@ def programs_for(task: dict, solution: str) -> list[Program]:
                         context=task["prompt"])]
     if task["kind"] == "asserts":
         ep = task["entry_point"]
-        # not-None tasks return e.g. re.Match objects, which the plain-data check would refuse
-        return [Program(solution, task["test"], None if ep in MBPP_OUTPUT_NOT_NONE_TASKS else ep)]
+        # not-None tasks return e.g. re.Match objects: they reach the tests as wire.Opaque (not None, equal to nothing)
+        return [Program(solution, task["test"], ep, opaque_results=ep in MBPP_OUTPUT_NOT_NONE_TASKS)]
     return [diff_program(task, solution, "base"), diff_program(task, solution, "plus")]
 
 
@@ -248,7 +249,7 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
                     "sanitizer": "evalplus" if sanitize else "none",
                     "sanitized_count": sum(bool(r.get("sanitized")) for r in records),
                     "out": str(out) if out else None, "timeouts_s": config["timeouts_s"],
-                    "sandbox": {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}})
+                    "sandbox": sandbox_facts()})
     if completions_path is None:
         summary.update({"run": str(run_dir or run.run_dir), "step": getattr(run, "step", None),
                         "temperature": temperature, "top_p": top_p, "seed": seed, "max_new_bytes": max_new_bytes})

@@ -38,6 +38,7 @@ import os
 from pathlib import Path
 
 from proxylm.core.errors import UserError
+from proxylm.core.records import read_jsonl_records, str_field
 
 BENCHMARKS = ("humaneval", "humaneval+", "mbpp", "mbpp+")
 HUMANEVAL_PLUS_VERSION = "v0.1.10"   # evalplus 0.3.1 defaults
@@ -86,11 +87,14 @@ REQUIRED_FIELDS = ("task_id", "prompt", "test", "entry_point")  # a HumanEval-fo
 def load_problems(path=None, limit: int | None = None) -> list[dict]:
     """Problems in file order (the first `limit` when given)."""
     path = Path(path) if path else default_problems_path()
-    problems = [row for _, row in _read_lines(path)]
-    for i, p in enumerate(problems):
+    rows = _read_lines(path)
+    for n, p in rows:
         missing = [k for k in REQUIRED_FIELDS if k not in p]
         if missing:
-            raise UserError(f"{path}: problem {i} lacks {', '.join(missing)}")
+            raise UserError(f"{path}:{n}: problem {p.get('task_id', '?')} lacks {', '.join(missing)}")
+        for k in REQUIRED_FIELDS:
+            str_field(p, k, f"{path}:{n}")
+    problems = [p for _, p in rows]
     ids = [p["task_id"] for p in problems]
     if len(set(ids)) != len(ids):
         raise UserError(f"{path}: duplicate task_id")
@@ -131,21 +135,9 @@ def find_dataset(benchmark: str, path=None) -> Path:
                     + (f" (or set ${env})" if env else ""))
 
 
-def _read_lines(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    rows = []
-    with opener(path, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as e:
-                raise UserError(f"{path}:{n}: not JSON ({e}); expected one task per line") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}:{n}: expected a JSON object per line")
-            rows.append((n, row))
-    return rows
+def _read_lines(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) per line; a long, non-JSON or non-object line is a UserError naming path:line."""
+    return [(int(where.rsplit(":", 1)[1]), row) for where, row in read_jsonl_records(path)]
 
 
 def _require(path: Path, n: int, row: dict, fields) -> None:
@@ -153,6 +145,9 @@ def _require(path: Path, n: int, row: dict, fields) -> None:
     if missing:
         raise UserError(f"{path}:{n}: task {row.get('task_id', '?')} lacks {', '.join(missing)}; "
                         f"is this the right file for the benchmark?")
+    for key in ("prompt", "entry_point", "test"):   # the text fields a task runs as code
+        if key in fields:
+            str_field(row, key, f"{path}:{n}")
 
 
 # ---- MBPP+ inputs: tuples, sets and complex numbers that JSON cannot hold ----

@@ -12,9 +12,10 @@ Generation (`ORIGINAL_HUMANEVAL` in proxylm/tasks/results.py): the prompt goes i
 interface adds `<bos><raw>` or tokenizes), the continuation is cut at the first HumanEval stop string, at most
 1024 new bytes. Greedy (n=1, T=0) or sampled (n, T, top_p), every sample seeded by (seed, task_id, sample index),
 so reruns give the same completions.
-Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion, then test + f"check({entry_point})"
-in globals made from the prompt, the entry point's results checked to be plain data (codegen.programs_for); a
-sample passes when the tests run to their end without an exception.
+Execution in the sandbox (proxylm/tasks/sandbox/): prompt + completion in the candidate's process; test +
+f"check({entry_point})" in globals made from the prompt in a separate judge process, calling the entry point
+through the call proxy (results arrive as plain data; codegen.programs_for); a sample passes when the judge ran
+the tests to their end without an exception.
 Output directory (--out; default RUN/eval/humaneval-<decoding>; none for --completions without --out) and
 pass@k: proxylm/tasks/results.py. Resumable: samples already in samples.jsonl are not generated or executed again.
 """

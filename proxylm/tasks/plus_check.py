@@ -1,16 +1,17 @@
-"""Differential tests of HumanEval+/MBPP+ (EvalPlus 0.3.1 rules), run INSIDE the sandbox as a task's tests.
+"""Differential tests of HumanEval+/MBPP+ (EvalPlus 0.3.1 rules), run in the sandbox's judge as a task's tests.
 
 Standard library only, and never imported by the evaluator for running: proxylm/tasks/codegen.py puts this
 file's source, followed by one call of `check_inputs(...)` with the task's data embedded as literals, into
-the program's test part (sandbox Program.test). The harness reads that text before the candidate runs, so
-the candidate cannot change the inputs, the canonical solution or these rules.
+the program's test part (sandbox Program.test). That runs in the judge process, which never runs candidate
+code: `candidate` is the call proxy's stub (sandbox/proxy.py), so the candidate cannot change the inputs,
+the canonical solution, these rules or the outputs it is compared on (they arrive as data).
 
 What one call does (evalplus.evaluate.check_correctness + evalplus.eval.unsafe_execute, fast_check mode):
   1. the canonical solution (prompt + canonical_solution, trusted dataset code) runs in fresh globals on a
      deep copy of every input; its results are the expected outputs, its time per input the reference time
      (evalplus measures it once in the evaluator and caches it; here it is measured in the same process, just
      before the candidate, on the same machine load);
-  2. the candidate (the entry point as the harness wrapped it: plain-data results) runs on a deep copy of every
+  2. the candidate (the entry point through the call proxy: plain-data results) runs on a deep copy of every
      input, each under a time limit of max(min_time_limit, factor * reference time) (evalplus: 1 s and 4);
   3. results are compared as evalplus does: ==, the special oracles (HumanEval/32 find_zero, Mbpp 164, 295,
      558, 581, set-equality and not-None tasks), and for floats np.allclose(rtol=1e-7, atol) with atol
@@ -123,8 +124,6 @@ def check_inputs(candidate, *, dataset: str, entry_point: str, canonical_src: st
     mismatch, error or time-out. Returns the number of inputs checked."""
     not_none = dataset == "mbpp" and entry_point in MBPP_OUTPUT_NOT_NONE_TASKS
     expected, ref_times = _expected(canonical_src, entry_point, inputs, not_none)
-    if not_none:   # the outputs are e.g. re.Match objects: only `is not None` is compared, never the object
-        candidate = getattr(candidate, "__wrapped__", candidate)
     signal.signal(signal.SIGALRM, _on_alarm)
     for i, (inp, exp, ref) in enumerate(zip(inputs, expected, ref_times)):
         limit = max(min_time_limit, time_factor * ref)

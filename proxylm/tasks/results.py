@@ -13,7 +13,6 @@ pass@k: the unbiased estimator of Chen et al. (2021), for k in (1, 10, 100) wher
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from proxylm.core.errors import UserError
+from proxylm.core.records import int_field, read_jsonl_records, str_field
 
 HUMANEVAL_STOPS = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```")  # the reference's stop strings
 PASS_AT_K = (1, 10, 100)
@@ -50,10 +50,8 @@ ORIGINAL_HUMANEVAL = Harness(False, False, 1024, "humaneval-{decoding}", "proble
 
 
 def read_jsonl(path) -> list[dict]:
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    """The objects of a .jsonl / .jsonl.gz (a long, non-JSON or non-object line is a UserError naming path:line)."""
+    return [rec for _, rec in read_jsonl_records(path)]
 
 
 def truncate_at_stop(text: str, stop=HUMANEVAL_STOPS) -> str:
@@ -172,16 +170,17 @@ def read_completions(path, tasks: list[dict], solutions: bool = False) -> list[t
     by_id = {t["task_id"]: t for t in tasks}
     counts: dict[str, int] = {}
     items = []
-    for i, rec in enumerate(read_jsonl(path)):
+    for where, rec in read_jsonl_records(path):
         if "task_id" not in rec or not ("completion" in rec or (solutions and "solution" in rec)):
-            raise UserError(f"{path}: line {i + 1} needs task_id and completion" + (" (or solution)" if solutions else ""))
-        if rec["task_id"] not in by_id:
+            raise UserError(f"{where}: needs task_id and completion" + (" (or solution)" if solutions else ""))
+        task_id = str_field(rec, "task_id", where)
+        completion = str_field(rec, "completion", where, default=None, nullable=solutions)
+        solution = str_field(rec, "solution", where, default=None, nullable=True) if solutions else None
+        if task_id not in by_id:
             continue
-        sample = int(rec.get("sample", counts.get(rec["task_id"], 0)))
-        counts[rec["task_id"]] = max(counts.get(rec["task_id"], 0), sample + 1)
-        completion = rec.get("completion")
-        items.append((by_id[rec["task_id"]], sample, None if completion is None else str(completion),
-                      rec.get("solution")))
+        sample = int_field(rec, "sample", where, low=0, default=counts.get(task_id, 0))
+        counts[task_id] = max(counts.get(task_id, 0), sample + 1)
+        items.append((by_id[task_id], sample, completion, solution))
     return items
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,9 +22,14 @@ import torch
 
 from proxylm.core import rundir
 from proxylm.core.device import autocast, describe_dtype, native_bf16, resolve_dtype
+from proxylm.core.errors import UserError
 from proxylm.model.flops import training_flops
 from proxylm.train import distributed as dist_utils
 from proxylm.train.interrupt import StopOnInterrupt
+
+
+class NonFiniteTraining(UserError):
+    """The loss or the gradient norm is NaN or infinite: stopped before the optimizer step (nothing saved)."""
 
 
 def lr_at(cfg, step: int, total_steps: int) -> float:
@@ -91,6 +97,7 @@ class Trainer:
         self.step, self.flops, self.symbols, self.raw_bytes, self.elapsed = 0, 0.0, 0, 0, 0.0
         # inputs by view, each counted once: raw-view bytes (= raw symbols), compressed-view bytes and symbols
         self.raw_view_bytes, self.compressed_view_bytes, self.compressed_symbols = 0, 0, 0
+        self.last_saved: int | None = None   # the step of the newest checkpoint this process saved or loaded
 
     # ---- set-up ---------------------------------------------------------------------------------
     def _make_optimizer(self):
@@ -113,7 +120,7 @@ class Trainer:
                 "loader": self.loader.state_dict(), "torch_rng": torch.get_rng_state().tolist(),
                 "world_size": self.ctx.world_size, "dtype": self.dtype}
 
-    def restore(self, reset_optimizer: bool = False) -> dict:
+    def restore(self, reset_optimizer: bool = False, accept_changed_data: bool = False) -> dict:
         """Load the newest usable checkpoint (model and optimizer; sharded under FSDP); `state` is this rank's
         own. Every fallback taken is counted in the log line and in run_dir/resume.jsonl."""
         found = dist_utils.load_checkpoint(self.run_dir, self.model, self.optimizer, self.ctx.world_size,
@@ -123,10 +130,12 @@ class Trainer:
                                     f"{self.run_dir / 'checkpoints'})")
         path, state, report = found
         self.step, self.flops = state["step"], state["flops"]
+        self.last_saved = self.step
         self.symbols, self.raw_bytes, self.elapsed = state["symbols"], state["raw_bytes"], state["elapsed"]
         self.raw_view_bytes = state.get("raw_view_bytes", 0)  # absent in checkpoints written before these counters
         self.compressed_view_bytes = state.get("compressed_view_bytes", 0)
         self.compressed_symbols = state.get("compressed_symbols", 0)
+        changed = self.loader.check_unchanged(state["loader"], accept_changed_data)
         self.loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.tensor(state["torch_rng"], dtype=torch.uint8))
         notes = self._resume_dtype(state.get("dtype", "float32"))  # absent: trained before dtype=auto
@@ -139,6 +148,10 @@ class Trainer:
             notes.append("checkpoint has no checksums (older format): loaded unverified")
         if report["pointer_problem"]:
             notes.append(report["pointer_problem"])
+        if changed:
+            report["accepted_changed_units"] = changed
+            notes.append(f"--accept-changed-data: going on with {len(changed)} changed corpus unit(s): "
+                         + ", ".join(changed[:5]))
         self.log(f"resumed from {path} at step {self.step}" + "".join(f"\n  warning: {n}" for n in notes))
         if self.ctx.is_main:
             with open(self.run_dir / "resume.jsonl", "a") as f:
@@ -166,6 +179,39 @@ class Trainer:
         # every rank takes part: FSDP shards, the consolidated model and each rank's loader state
         dist_utils.save_checkpoint(self.run_dir, self.step, self.model, self.optimizer, self._state(),
                                    keep=self.cfg.train.keep_ckpts)
+        self.last_saved = self.step
+
+    def _non_finite_message(self, loss: float, grad_norm: float) -> str:
+        head = (f"step {self.step + 1}: the loss is {loss} (gradient norm {grad_norm}); training stopped before "
+                f"the optimizer step")
+        fix = f"lower train.lr (now {self.cfg.train.lr}) or set train.grad_clip (now {self.cfg.train.grad_clip})"
+        if self.last_saved is None:
+            return f"{head}, no checkpoint was saved; {fix} and train again"
+        return (f"{head}; the last good checkpoint (step {self.last_saved}) is kept: `proxylm resume {self.run_dir} "
+                f"train.lr=...` continues from it, or {fix} and train again")
+
+    def _trim_metrics(self) -> None:
+        """metrics.jsonl keeps only rows up to the step training starts from: an aborted attempt's later rows
+        (after a resume) or every row (a restart from step 0) would otherwise be written twice."""
+        path = self.run_dir / "metrics.jsonl"
+        if not self.ctx.is_main or not path.exists():
+            return
+        kept, dropped = [], 0
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    keep = int(json.loads(line)["step"]) <= self.step
+                except (ValueError, KeyError, TypeError):
+                    keep = False   # a torn last line of a killed attempt
+                if keep:
+                    kept.append(line)
+                else:
+                    dropped += 1
+        if dropped:
+            tmp = path.with_suffix(".jsonl.tmp")
+            tmp.write_bytes(b"".join(kept))
+            os.replace(tmp, path)
+            self.log(f"metrics.jsonl: dropped {dropped} row(s) after step {self.step} (an earlier attempt's)")
 
     # ---- logging --------------------------------------------------------------------------------
     def log(self, msg: str) -> None:
@@ -231,6 +277,9 @@ class Trainer:
             if p.grad is not None:
                 p.grad.mul_(scale)
         grad_norm = dist_utils.clip_grad_norm(self.model, t.grad_clip)  # global norm, also over FSDP shards
+        loss = float(sums[0]) / weight
+        if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):   # same on every rank (all-reduced)
+            raise NonFiniteTraining(self._non_finite_message(loss, float(grad_norm)))
         self.optimizer.step()
         counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols],
                                                         dtype=torch.float64, device=self.device)).cpu()
@@ -243,7 +292,7 @@ class Trainer:
         self.compressed_symbols += int(counts[4])
         self.step += 1
         rate, mode = self.loader.schedule(self.step - 1)
-        return {"step": self.step, "loss": float(sums[0]) / weight, "lr": lr, "grad_norm": float(grad_norm),
+        return {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(grad_norm),
                 "loss_raw": float(sums[2] / sums[3]) if sums[3] else None,
                 "loss_compressed": float(sums[4] / sums[5]) if sums[5] else None,
                 "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
@@ -273,6 +322,7 @@ class Trainer:
         self._plain = plain = self.ctx.is_main and not self.quiet and not sys.stderr.isatty()
         bar = tqdm(total=self.total_steps, initial=self.step, disable=not self.ctx.is_main or self.quiet or plain,
                    dynamic_ncols=True, file=sys.stderr)
+        self._trim_metrics()
         last = {}
         evals = []
         step_flops_estimate = self.flops / self.step if self.step else None  # known again after a resume

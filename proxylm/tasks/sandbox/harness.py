@@ -2,9 +2,10 @@
 
 The parent starts `python -I -c BOOTSTRAP <this folder> <workdir>` (through LAUNCHER and unshare) in the
 working directory. BOOTSTRAP loads this folder as a private package (`_proxylm_sbx`) without importing
-proxylm, so only the standard library and the child-side modules (policy, isolation, guard, harness) are
-imported into the child. The config (with a per-run nonce) comes on stdin; the one result record goes to
-an inherited pipe as `<nonce> <json>`: the parent opens no path inside the working directory.
+proxylm, so only the standard library and the child-side modules (policy, isolation, guard, harness, proxy,
+wire) are imported into the child. The config (with a per-run nonce) comes on stdin; the one result record
+goes to an inherited pipe as `<nonce> <json>`: the parent opens no path inside the working directory. A judge
+(role "judge") also exits 0 only after the tests passed: the parent needs both, the record and the status.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import os
 import sys
 
 from . import isolation
-from .guard import install_python_guard, plain_results
+from .guard import install_python_guard
 from .policy import CANDIDATE_MODULE_NAME, CONTEXT_NAME, MESSAGE_CHARS, PROGRAM_NAME, STATUSES, TEST_NAME
+from .proxy import CandidateStub, NotSendable, run_tests, serve
 
 PACKAGE = "_proxylm_sbx"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -29,6 +31,7 @@ LAUNCHER = ("import ctypes, os, sys\n"
             "    os._exit(70)\n"
             "os.execv(sys.argv[2], sys.argv[2:])\n")
 RECORD_BYTES = 64 * MESSAGE_CHARS   # the longest status record the parent reads
+JUDGE_FAILED_EXIT = 3               # a judge exits 0 only after the tests passed (the verdict, twice)
 
 
 def harness_command(prefix: list[str], workdir: str) -> list[str]:
@@ -67,29 +70,22 @@ def _read_source(name: str) -> str:
         return f.read()
 
 
-def _reset_hooks(builtins_snapshot: dict) -> None:
-    """Between the program and its tests: undo trace hooks and replaced builtins the program installed."""
-    import builtins
-
-    sys.settrace(None)
-    sys.setprofile(None)
-    if "threading" in sys.modules:
-        sys.modules["threading"].settrace(None)
-        sys.modules["threading"].setprofile(None)
-    b = vars(builtins)
-    b.update(builtins_snapshot)
-    for k in [k for k in b if k not in builtins_snapshot]:
-        del b[k]
-
-
 def main(workdir: str) -> None:
-    """Child side; cwd is the working directory, stdin the config pipe, fd 2 the parent's stderr file."""
+    """Child side; cwd is the working directory, stdin the config pipe, fd 2 the parent's stderr file.
+
+    Roles (cfg["role"]): "program" runs a program alone; "candidate" runs the solution, then answers the
+    judge's calls (proxy.serve); "judge" runs the trusted tests against a stub of the entry point and alone
+    decides the verdict (it never runs candidate code, and no file of it lies in any working directory)."""
+    try:   # first: no process of our uid may read this one's memory or descriptors (/proc/PID/mem, fd)
+        isolation.set_dumpable(False)
+    except OSError:
+        pass
     raw = _read_all(0)
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
     cfg = json.loads(raw)
-    nonce, status_fd = cfg.pop("nonce"), cfg["status_fd"]
+    nonce, status_fd, role = cfg.pop("nonce"), cfg["status_fd"], cfg.get("role", "program")
     real_write, real_exit = os.write, os._exit
     layers, problems = [], []
     try:
@@ -106,12 +102,13 @@ def main(workdir: str) -> None:
 
     def report(record: dict) -> None:
         real_write(status_fd, (nonce + " " + json.dumps(record) + "\n").encode())
-        real_exit(0)   # skip atexit handlers and non-daemon threads the program may have left
+        # skip atexit handlers and threads the program may have left; a judge's exit status is its verdict too
+        real_exit(0 if role != "judge" or record["status"] == "passed" else JUDGE_FAILED_EXIT)
 
-    def finish(status: str, message: str = "") -> None:
+    def finish(status: str, message: str = "", **extra) -> None:
         if status == "passed":   # a pass is reported in one place only: after the tests ran to their end
             raise PermissionError("finish('passed') is not how a program passes")
-        report({"status": status, "message": message[:MESSAGE_CHARS], "layers": layers, "problems": problems})
+        report({"status": status, "message": message[:MESSAGE_CHARS], "layers": layers, "problems": problems, **extra})
 
     if os.geteuid() == 0:   # real root, or root inside our user namespace
         try:
@@ -133,37 +130,45 @@ def main(workdir: str) -> None:
     if problems and not cfg.get("probe"):
         # fail closed: a layer the probe found working did not come up this time
         finish("error", "sandbox set-up failed: " + "; ".join(problems))
+    if role == "judge":
+        _judge(cfg, layers, finish, report)
     try:   # every file is read before any of the program's code runs
         solution = compile(_read_source(PROGRAM_NAME), PROGRAM_NAME, "exec")
-        test = compile(_read_source(TEST_NAME), TEST_NAME, "exec") if cfg.get("test") else None
     except (SyntaxError, ValueError) as e:
         finish("failed", f"{type(e).__name__}: {e}")
-    try:   # trusted code the tests may call (a HumanEval prompt's helpers), run apart from the program's
-        context = compile(_read_source(CONTEXT_NAME), CONTEXT_NAME, "exec") if cfg.get("context") else None
-    except (SyntaxError, ValueError):
-        context = None   # e.g. a partial-code prompt: the tests then share the program's globals
-    entry_point = cfg.get("entry_point")
     if cfg["python_guard"]:
         install_python_guard(workdir)
         layers.append("python_guard")
-    import builtins
-
-    builtins_snapshot = dict(vars(builtins))
-    modules = sys.modules
     try:
         g = {"__name__": CANDIDATE_MODULE_NAME}
         exec(solution, g)
-        if test is not None:
-            _reset_hooks(builtins_snapshot)
-            tg = g
-            if context is not None:
-                tg = {"__name__": CANDIDATE_MODULE_NAME}
-                exec(context, tg)
-            if entry_point and callable(g.get(entry_point)):
-                tg[entry_point] = plain_results(g[entry_point], modules)
-            exec(test, tg)
+        if role == "candidate":
+            serve(g, cfg["entry_point"], cfg["req_fd"], cfg["resp_fd"])
     except MemoryError as e:
         finish("memory", f"MemoryError: {e}")
     except BaseException as e:   # SystemExit and KeyboardInterrupt are failures of the program too
         finish("failed", f"{type(e).__name__}: {e}")
     report({"status": "passed", "message": "", "layers": layers, "problems": problems})
+
+
+def _judge(cfg: dict, layers: list, finish, report) -> None:
+    """The judge's part: tell the parent it is set up (so the candidate starts only now), run the tests."""
+    os.write(cfg["ready_fd"], b"R")
+    os.close(cfg["ready_fd"])
+    stub = CandidateStub(cfg["entry_point"], cfg["req_fd"], cfg["resp_fd"], cfg.get("opaque_results", False))
+    try:
+        test = compile(cfg["test"], TEST_NAME, "exec")
+        context = None
+        if cfg.get("context"):
+            try:
+                context = compile(cfg["context"], CONTEXT_NAME, "exec")
+            except (SyntaxError, ValueError):
+                context = None   # e.g. a partial-code prompt: the tests run without its helpers
+        run_tests(context, test, cfg["entry_point"], stub, CANDIDATE_MODULE_NAME)
+    except NotSendable as e:
+        finish("error", f"the tests cannot be run through the call proxy: {e}")
+    except MemoryError as e:
+        finish("memory", f"MemoryError: {e}", candidate_gone=stub.gone)
+    except BaseException as e:
+        finish("failed", f"{type(e).__name__}: {e}", candidate_gone=stub.gone)
+    report({"status": "passed", "message": "", "layers": layers, "problems": []})

@@ -152,7 +152,12 @@ def install_seccomp(block_sockets: bool = True) -> None:
     _check(libc.prctl(_PR_SET_SECCOMP, 2, ctypes.byref(fprog), 0, 0), "seccomp")   # 2: SECCOMP_MODE_FILTER
 
 
-_PR_SET_PDEATHSIG = 1
+_PR_SET_PDEATHSIG, _PR_SET_DUMPABLE = 1, 4
+
+
+def set_dumpable(on: bool) -> None:
+    """Off: other processes of our uid cannot open this one's /proc/PID/mem, fd/ or environ (no ptrace)."""
+    _check(_c().prctl(_PR_SET_DUMPABLE, int(on), 0, 0, 0), "PR_SET_DUMPABLE")
 
 
 def die_with_parent() -> None:

@@ -39,6 +39,15 @@ class Limits:
     max_file_mb: int = DEFAULT_MAX_FILE_MB
     max_open_files: int = DEFAULT_MAX_OPEN_FILES
 
+    def __post_init__(self):
+        if isinstance(self.timeout_s, bool) or not isinstance(self.timeout_s, (int, float)) \
+                or not math.isfinite(self.timeout_s) or self.timeout_s <= 0:
+            raise ValueError(f"Limits.timeout_s={self.timeout_s!r}: must be a finite number of seconds > 0")
+        for key in ("memory_mb", "max_processes", "max_file_mb", "max_open_files"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < 2 ** 40:
+                raise ValueError(f"Limits.{key}={value!r}: must be an integer in [1, 2**40)")
+
     def child(self) -> dict:
         d = asdict(self)
         d["cpu_s"] = max(1, math.ceil(self.timeout_s))
@@ -59,14 +68,19 @@ class ExecResult:
 
 @dataclass(frozen=True)
 class Program:
-    """A program with tests: `solution` runs first; then `test` runs, with `entry_point` wrapped so that its
-    results must be plain data (guard.check_plain). With `context` (trusted code such as a HumanEval
-    prompt), the tests run in fresh globals made by `context` plus the wrapped entry point, so a program
-    that redefines a prompt helper the tests call changes nothing."""
+    """A program with tests: `solution` runs in the candidate's process; `test` (with `context`, trusted code
+    such as a HumanEval prompt, run first in the same globals) runs in a separate judge process that calls
+    `entry_point` through the call proxy (proxy.py): arguments and results cross as plain data only
+    (`opaque_results`: a result with no plain form arrives as a wire.Opaque, else it fails the test)."""
     solution: str
     test: str = ""
     entry_point: str | None = None
     context: str | None = None
+    opaque_results: bool = False
+
+    def __post_init__(self):
+        if self.test and not self.entry_point:
+            raise ValueError("a Program with tests needs the entry_point the tests call (the call proxy forwards it)")
 
     def text(self) -> str:
         return self.solution + ("\n" + self.test if self.test else "")

@@ -3,8 +3,9 @@
 The parent never opens a path inside the working directory once the program may run: the config goes in
 on a stdin pipe, the result comes back on an inherited pipe (framed with a per-run nonce, read without
 blocking after the whole process group is dead), and stderr goes to an unlinked file the parent made
-outside the working directory. Working directories are named after their owner (pid and start time), so
-the next sandbox in the same folder removes those of evaluators that died (kill -9) without cleaning up.
+outside the working directory. Working directories: workdir.py. A program with tests is two
+processes (launch_pair): the judge starts first, says it is set up, then the candidate starts; the two talk
+only through two pipes the parent made (proxy.py), and the verdict is the judge's alone.
 """
 
 from __future__ import annotations
@@ -12,16 +13,16 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import signal
-import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 
 from .harness import RECORD_BYTES, harness_command, parse_status
-from .policy import CHILD_ENV, MESSAGE_CHARS, WORKDIR_PREFIX
+from .policy import CHILD_ENV, MESSAGE_CHARS
+from .workdir import clean_stale, make_workdir, owner_tag  # noqa: F401  (re-exported: the parent's workdir API)
 
 
 @dataclass
@@ -33,58 +34,6 @@ class Outcome:
     stderr: str               # the last MESSAGE_CHARS characters of the process's stderr
     duration_s: float
     start_error: str = ""
-
-
-def _start_time(pid: int) -> str | None:
-    """The process's start time in clock ticks (field 22 of /proc/PID/stat): pid + this is unique."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[19].decode()
-    except (OSError, IndexError):
-        return None
-
-
-def owner_tag(pid: int | None = None) -> str:
-    pid = os.getpid() if pid is None else pid
-    return f"{pid}.{_start_time(pid) or 0}"
-
-
-_cleaned: set[str] = set()
-
-
-def clean_stale(root: str) -> int:
-    """Remove `proxylm-sbx-<pid>.<start>-*` dirs in `root` whose owner is gone; returns how many."""
-    removed = 0
-    try:
-        names = os.listdir(root)
-    except OSError:
-        return 0
-    for name in names:
-        if not name.startswith(WORKDIR_PREFIX):
-            continue
-        tag = name[len(WORKDIR_PREFIX):].split("-", 1)[0]
-        pid, _, start = tag.partition(".")
-        if not pid.isdigit() or not start.isdigit():
-            continue   # not named by this version: owner unknown, left alone
-        if _start_time(int(pid)) == start:
-            continue   # the owner still runs
-        path = os.path.join(root, name)
-        try:
-            st = os.lstat(path)
-        except OSError:
-            continue
-        if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid():   # never a symlink, never someone else's
-            shutil.rmtree(path, ignore_errors=True)
-            removed += 1
-    return removed
-
-
-def make_workdir(root: str | None) -> str:
-    root = os.path.realpath(root or tempfile.gettempdir())
-    if root not in _cleaned:
-        _cleaned.add(root)
-        clean_stale(root)
-    return os.path.realpath(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{owner_tag()}-", dir=root))
 
 
 def _wait_exited(proc, timeout_s: float) -> bool:
@@ -135,19 +84,36 @@ def _tail(f) -> str:
     return f.read().decode("utf-8", "replace").strip()[-MESSAGE_CHARS:]
 
 
+def _popen(prefix: list[str], workdir: str, pass_fds: tuple, err):
+    env = dict(CHILD_ENV, HOME=workdir, TMPDIR=workdir)
+    return subprocess.Popen(harness_command(prefix, workdir), cwd=workdir, env=env, stdin=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, stderr=err, close_fds=True, pass_fds=pass_fds,
+                            start_new_session=True)
+
+
+def _feed(proc, cfg: dict) -> None:
+    """Write the config to the child's stdin and close it (a judge's tests may be megabytes: a thread)."""
+    def write():
+        try:
+            proc.stdin.write(json.dumps(cfg).encode())
+            proc.stdin.close()
+        except (OSError, ValueError):
+            pass   # the child died early; its exit status tells why
+    t = threading.Thread(target=write, daemon=True)
+    t.start()
+    return t
+
+
 def launch(prefix: list[str], workdir: str, cfg: dict, timeout_s: float) -> Outcome:
     """Run the harness in `workdir` (files already written there) with `cfg`; kill its group afterwards."""
     nonce = secrets.token_hex(16)
     start = time.monotonic()
     r, w = os.pipe()
     cfg = dict(cfg, nonce=nonce, status_fd=w)
-    env = dict(CHILD_ENV, HOME=workdir, TMPDIR=workdir)
     with tempfile.TemporaryFile(dir=os.path.dirname(workdir)) as err:
         try:
             try:
-                proc = subprocess.Popen(harness_command(prefix, workdir), cwd=workdir, env=env,
-                                        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,
-                                        close_fds=True, pass_fds=(w,), start_new_session=True)
+                proc = _popen(prefix, workdir, (w,), err)
             finally:
                 os.close(w)
         except OSError as e:
@@ -155,12 +121,8 @@ def launch(prefix: list[str], workdir: str, cfg: dict, timeout_s: float) -> Outc
             return Outcome(False, None, None, False, "", time.monotonic() - start, f"could not start the sandbox: {e}")
         try:
             with proc:
-                try:   # a few hundred bytes into an empty pipe: never blocks
-                    proc.stdin.write(json.dumps(cfg).encode())
-                    proc.stdin.close()
-                except OSError:
-                    pass   # the launcher died early; its exit status tells why
-                finished = _wait_exited(proc, timeout_s)
+                _feed(proc, cfg).join(timeout_s)
+                finished = _wait_exited(proc, max(0.0, timeout_s - (time.monotonic() - start)))
                 _kill_group(proc.pid)   # leftovers of a finished program too; the leader is not reaped yet
                 proc.wait()
             data = _read_pipe(r, RECORD_BYTES)
@@ -169,3 +131,77 @@ def launch(prefix: list[str], workdir: str, cfg: dict, timeout_s: float) -> Outc
         record = parse_status(data, nonce)
         return Outcome(finished, proc.returncode, record, bool(data) and record is None, _tail(err),
                        time.monotonic() - start)
+
+
+def _ready(fd: int, timeout_s: float) -> bool:
+    import select
+
+    ready, _, _ = select.select([fd], [], [], max(0.0, timeout_s))
+    return bool(ready) and os.read(fd, 1) == b"R"
+
+
+def launch_pair(prefix: list[str], judge_dir: str, cand_dir: str, judge_cfg: dict, cand_cfg: dict,
+                timeout_s: float) -> tuple[Outcome, Outcome | None]:
+    """The judge (tests, no candidate code) and the candidate (the solution, serving calls), connected by two
+    pipes; both groups killed when the judge ends or the wall clock runs out. (judge, candidate) outcomes;
+    the candidate's is None when it never started (the judge did not come up)."""
+    start = time.monotonic()
+    jn, cn = secrets.token_hex(16), secrets.token_hex(16)
+    fds: dict[str, int] = {}
+    for a, b in (("j_r", "j_w"), ("c_r", "c_w"), ("req_r", "req_w"), ("resp_r", "resp_w"), ("ready_r", "ready_w")):
+        fds[a], fds[b] = os.pipe()
+
+    def close(*names: str) -> None:   # each descriptor closed once: a number closed twice may be another thread's
+        for name in names:
+            fd = fds.pop(name, None)
+            if fd is not None:
+                os.close(fd)
+
+    judge_cfg = dict(judge_cfg, role="judge", nonce=jn, status_fd=fds["j_w"], req_fd=fds["req_w"],
+                     resp_fd=fds["resp_r"], ready_fd=fds["ready_w"])
+    cand_cfg = dict(cand_cfg, role="candidate", nonce=cn, status_fd=fds["c_w"], req_fd=fds["req_r"],
+                    resp_fd=fds["resp_w"])
+    procs: list = []
+    with tempfile.TemporaryFile(dir=os.path.dirname(judge_dir)) as j_err, \
+            tempfile.TemporaryFile(dir=os.path.dirname(cand_dir)) as c_err:
+        try:
+            try:
+                judge = _popen(prefix, judge_dir, (fds["j_w"], fds["req_w"], fds["resp_r"], fds["ready_w"]), j_err)
+                procs.append(judge)
+            finally:
+                close("j_w", "req_w", "resp_r", "ready_w")
+            _feed(judge, judge_cfg)
+            cand = None
+            # the candidate starts once the judge is set up and non-dumpable (unreadable to it); in a private
+            # pid namespace with its own /proc the candidate cannot name the judge at all: both start at once
+            private = "--pid" in prefix and "--mount-proc" in prefix
+            if private or _ready(fds["ready_r"], timeout_s):
+                try:
+                    cand = _popen(prefix, cand_dir, (fds["c_w"], fds["req_r"], fds["resp_w"]), c_err)
+                    procs.append(cand)
+                finally:
+                    close("c_w", "req_r", "resp_w")
+                _feed(cand, cand_cfg)
+            close("c_w", "req_r", "resp_w")
+            finished = _wait_exited(judge, max(0.0, timeout_s - (time.monotonic() - start)))
+            cand_finished = cand is not None and _wait_exited(cand, 0)
+        except OSError as e:
+            for proc in procs:
+                _kill_group(proc.pid)
+                proc.wait()
+            close(*list(fds))
+            return Outcome(False, None, None, False, "", time.monotonic() - start,
+                           f"could not start the sandbox: {e}"), None
+        outcomes: list = []
+        for proc, r, nonce, err, done in ((judge, "j_r", jn, j_err, finished), (cand, "c_r", cn, c_err, cand_finished)):
+            if proc is None:
+                outcomes.append(None)
+                continue
+            _kill_group(proc.pid)   # the leader is not reaped yet: its group id is still ours
+            proc.wait()
+            data = _read_pipe(fds[r], RECORD_BYTES)
+            record = parse_status(data, nonce)
+            outcomes.append(Outcome(done, proc.returncode, record, bool(data) and record is None, _tail(err),
+                                    time.monotonic() - start))
+        close(*list(fds))
+        return outcomes[0], outcomes[1]

@@ -18,12 +18,12 @@ measured once per process by a probe (probe.py); docs/sandbox.md says what is an
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 
-from .process import launch, make_workdir
+from .process import launch, launch_pair
 from .probe import detect_isolation
-from .policy import CONTEXT_NAME, MESSAGE_CHARS, PROGRAM_NAME, TEST_NAME, ExecResult, Limits, Program
+from .policy import MESSAGE_CHARS, PROGRAM_NAME, ExecResult, Limits, Program
+from .workdir import CLEANUP, discard, make_workdir
 
 def _signal_of(returncode: int) -> int | None:
     """A child killed by a signal: Popen says -N; unshare re-raising it may exit with 128 + N."""
@@ -53,23 +53,50 @@ class Sandbox:
             self.prefix = []
 
     def run(self, program: str | Program) -> ExecResult:
-        """Run one program (plain source, or a Program with tests) in a fresh process and working directory."""
+        """Run one program (plain source, or a Program with tests: judge + candidate) in fresh processes."""
         if isinstance(program, str):
             program = Program(program)
+        cfg = {"namespaces": bool(self.prefix), "seccomp": self.seccomp, "limits": self.limits.child()}
         workdir = make_workdir(self.tmp_root)
+        judge_dir = None
         try:
-            files = {PROGRAM_NAME: program.solution, TEST_NAME: program.test, CONTEXT_NAME: program.context}
-            for name, text in files.items():
-                if text:
-                    with open(os.path.join(workdir, name), "w", encoding="utf-8") as f:
-                        f.write(text)
-            cfg = {"namespaces": bool(self.prefix), "seccomp": self.seccomp, "python_guard": self.python_guard,
-                   "limits": self.limits.child(), "test": bool(program.test), "context": bool(program.context),
-                   "entry_point": program.entry_point}
-            out = launch(self.prefix, workdir, cfg, self.limits.timeout_s)
+            with open(os.path.join(workdir, PROGRAM_NAME), "w", encoding="utf-8") as f:
+                f.write(program.solution)
+            if not program.test:
+                return self._result(launch(self.prefix, workdir, dict(cfg, python_guard=self.python_guard),
+                                           self.limits.timeout_s))
+            judge_dir = make_workdir(self.tmp_root)   # empty: the tests come on the judge's stdin, not as a file
+            judge_cfg = dict(cfg, python_guard=False, test=program.test, context=program.context,
+                             entry_point=program.entry_point, opaque_results=program.opaque_results)
+            cand_cfg = dict(cfg, python_guard=self.python_guard, entry_point=program.entry_point)
+            judge, cand = launch_pair(self.prefix, judge_dir, workdir, judge_cfg, cand_cfg, self.limits.timeout_s)
+            return self._with_candidate_layers(self._verdict(judge, cand), cand)
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
-        return self._result(out)
+            discard(workdir)
+            if judge_dir is not None:
+                discard(judge_dir)
+
+    def _verdict(self, judge, cand) -> ExecResult:
+        """Passed only on the judge's word: its record says passed AND it exited 0. A failure the candidate's
+        own end explains (it crashed, ran out of memory or CPU, never defined the entry point) is told with
+        the candidate's status; otherwise with the judge's."""
+        verdict = self._result(judge)
+        if verdict.passed and judge.returncode != 0:
+            return ExecResult("error", f"the judge reported a pass but exited {judge.returncode}", verdict.duration_s)
+        if verdict.passed or verdict.status == "timeout" or cand is None:
+            return verdict
+        if judge.record is not None and judge.record.get("candidate_gone"):
+            own = self._result(cand)
+            if own.status != "passed":   # a candidate "passed" only means it served to the end
+                return ExecResult(own.status, own.message, verdict.duration_s, verdict.layers)
+        return verdict
+
+    @staticmethod
+    def _with_candidate_layers(result: ExecResult, cand) -> ExecResult:
+        """The layers the candidate's own process had (the judge's are the same, less the Python guard)."""
+        if cand is not None and cand.record is not None:
+            result.layers = list(cand.record.get("layers", result.layers))
+        return result
 
     def _result(self, out) -> ExecResult:
         if out.start_error:
@@ -110,6 +137,17 @@ class Sandbox:
         for i, res in self.map(programs, workers, progress):
             out[i] = res
         return out  # type: ignore[return-value]
+
+def sandbox_facts() -> dict:
+    """What a benchmark summary says about its sandbox: the isolation that held, the verdict's process,
+    and how many working directories could not be removed (workdir.CLEANUP, with the last reason)."""
+    facts = {k: v for k, v in detect_isolation().items() if k != "unshare_prefix"}
+    facts["verdict"] = "judge process (call proxy)"
+    facts["workdirs_not_removed"] = CLEANUP["not_removed"]
+    if CLEANUP["not_removed"]:
+        facts["workdir_error"] = CLEANUP["last_error"]
+    return facts
+
 
 def default_workers() -> int:
     try:
