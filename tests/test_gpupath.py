@@ -20,10 +20,11 @@ import pytest
 from proxylm.config import load_config
 from proxylm.train.checkpoint import CKPT_DIR, LATEST, SHARDED, checkpoint_name
 import test_distributed
-from test_distributed import (CKPT_EVERY, LAUNCH_TIMEOUT_S, LOSS_RTOL, REPO, STEPS, final_bpb, losses, overrides,
-                              step_metrics, torchrun)
+from helpers import losses_by_step, metric_records, val_by_step
+from test_distributed import CKPT_EVERY, LAUNCH_TIMEOUT_S, LOSS_RTOL, REPO, STEPS, overrides, torchrun
 
-corpus = test_distributed.corpus  # the same module-scoped fixture
+corpus = test_distributed.corpus  # the same module-scoped fixtures
+restore_threads = test_distributed.restore_threads  # autouse
 
 pytestmark = [pytest.mark.gpupath, pytest.mark.filterwarnings("ignore::proxylm.data.corpus.CorpusWarning")]
 BF16 = ["train.dtype=bfloat16"]  # explicit: train.dtype's default is not this test's business
@@ -63,7 +64,7 @@ def test_fsdp_bf16_two_ranks_resume_from_dcp_shards(corpus, tmp_path):
     (run_dir / CKPT_DIR / LATEST).write_text(checkpoint_name(CKPT_EVERY) + "\n")
     (run_dir / "metrics.jsonl").write_text("")
     torchrun("resume", str(run_dir))
-    want, got = losses(full), losses(run_dir)
+    want, got = losses_by_step(full), losses_by_step(run_dir)
     assert sorted(got) == list(range(CKPT_EVERY + 1, STEPS + 1))
     for step, loss in got.items():
         assert loss == pytest.approx(want[step], rel=LOSS_RTOL), f"step {step}"
@@ -93,9 +94,9 @@ def test_two_nodes_on_one_host_match_one_node(corpus, tmp_path):
             if n.poll() is None:
                 n.kill()
     assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-4000:] for o in outs)
-    want, got = step_metrics(single), step_metrics(multi)
+    want, got = ({r['step']: r for r in metric_records(d) if 'loss' in r} for d in (single, multi))
     assert sorted(got) == sorted(want) == list(range(1, STEPS + 1))
     for step in want:
         for key in ("loss", "grad_norm", "symbols"):
             assert got[step][key] == pytest.approx(want[step][key], rel=LOSS_RTOL), f"step {step} {key}"
-    assert final_bpb(multi) == pytest.approx(final_bpb(single), rel=LOSS_RTOL)
+    assert list(val_by_step(multi).values())[-1] == pytest.approx(list(val_by_step(single).values())[-1], rel=LOSS_RTOL)
