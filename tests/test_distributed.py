@@ -67,6 +67,15 @@ def overrides(corpus, mode: str, extra=()) -> list[str]:
     return [*MICRO, f"data.corpus={corpus}", f"train.distributed={mode}", *extra]
 
 
+def rolled_back_copy(full: Path, run_dir: Path) -> Path:
+    """A copy of the finished run `full` rolled back to its middle checkpoint (CKPT_EVERY), metrics emptied."""
+    shutil.copytree(full, run_dir)
+    shutil.rmtree(run_dir / CKPT_DIR / checkpoint_name(STEPS))
+    (run_dir / CKPT_DIR / LATEST).write_text(checkpoint_name(CKPT_EVERY) + "\n")
+    (run_dir / "metrics.jsonl").write_text("")
+    return run_dir
+
+
 def torchrun(*args: str, nproc: int = RANKS) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            "-m", "proxylm", *args, "--quiet"]
@@ -200,11 +209,7 @@ def test_consolidated_checkpoint_loads_in_one_process(runs, mode):
 def test_resume_under_two_ranks_continues_exactly(runs, mode, tmp_path):
     """Roll a finished run back to its middle checkpoint and resume: the same losses as uninterrupted."""
     full = runs(mode)
-    run_dir = tmp_path / "resumed"
-    shutil.copytree(full, run_dir)
-    shutil.rmtree(run_dir / CKPT_DIR / checkpoint_name(STEPS))
-    (run_dir / CKPT_DIR / LATEST).write_text(checkpoint_name(CKPT_EVERY) + "\n")
-    (run_dir / "metrics.jsonl").write_text("")
+    run_dir = rolled_back_copy(full, tmp_path / "resumed")
     torchrun("resume", str(run_dir))
     want = losses_by_step(full)
     got = losses_by_step(run_dir)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -18,10 +17,10 @@ import sys
 import pytest
 
 from proxylm.config import load_config
-from proxylm.train.checkpoint import CKPT_DIR, LATEST, SHARDED, checkpoint_name
+from proxylm.train.checkpoint import CKPT_DIR, SHARDED, checkpoint_name
 import test_distributed
 from helpers import losses_by_step, metric_records, val_by_step
-from test_distributed import CKPT_EVERY, LAUNCH_TIMEOUT_S, LOSS_RTOL, REPO, STEPS, overrides, torchrun
+from test_distributed import CKPT_EVERY, LAUNCH_TIMEOUT_S, LOSS_RTOL, REPO, STEPS, overrides, rolled_back_copy, torchrun
 
 corpus = test_distributed.corpus  # the same module-scoped fixtures
 restore_threads = test_distributed.restore_threads  # autouse
@@ -38,7 +37,7 @@ def train_steps(corpus, run_dir, extra, steps=3):
 
 
 def test_bf16_autocast_training_on_cpu(corpus, tmp_path):
-    fp32, _ = train_steps(corpus, tmp_path / "fp32", [])
+    fp32, _ = train_steps(corpus, tmp_path / "fp32", ["train.dtype=float32"])
     bf16, trainer = train_steps(corpus, tmp_path / "bf16", BF16)
     assert all(math.isfinite(x) for x in bf16)
     assert bf16 != fp32  # bf16 really ran (the same batches, other rounding) ...
@@ -58,11 +57,7 @@ def test_fsdp_bf16_two_ranks_resume_from_dcp_shards(corpus, tmp_path):
     full = tmp_path / "full"
     torchrun("train", "bytes-micro", *overrides(corpus, "fsdp", BF16), "--out", str(full))
     assert (full / CKPT_DIR / checkpoint_name(CKPT_EVERY) / SHARDED).is_dir()
-    run_dir = tmp_path / "resumed"
-    shutil.copytree(full, run_dir)
-    shutil.rmtree(run_dir / CKPT_DIR / checkpoint_name(STEPS))
-    (run_dir / CKPT_DIR / LATEST).write_text(checkpoint_name(CKPT_EVERY) + "\n")
-    (run_dir / "metrics.jsonl").write_text("")
+    run_dir = rolled_back_copy(full, tmp_path / "resumed")
     torchrun("resume", str(run_dir))
     want, got = losses_by_step(full), losses_by_step(run_dir)
     assert sorted(got) == list(range(CKPT_EVERY + 1, STEPS + 1))
