@@ -32,6 +32,7 @@ import torch
 
 from proxylm.config import load_config
 from proxylm.assemble import build_trainer
+from proxylm.core.device import autocast
 
 
 def main() -> None:
@@ -56,11 +57,12 @@ def main() -> None:
     tokens, doc_ids, positions = batch.tokens, batch.doc_ids, batch.positions
     bare_opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
-    def bare_step():
+    def bare_step():  # in the trainer's compute dtype (train.dtype auto: bfloat16 where native)
         bare_opt.zero_grad(set_to_none=True)
         for _ in range(cfg.train.grad_accum):
-            hidden = model(tokens[:, :S], positions=positions, doc_ids=doc_ids[:, :S])
-            out = model.loss(hidden, tokens, doc_ids)
+            with autocast(trainer.device, trainer.dtype):
+                hidden = model(tokens[:, :S], positions=positions, doc_ids=doc_ids[:, :S])
+                out = model.loss(hidden, tokens, doc_ids)
             (out.loss_sum / out.weight_sum).backward()
         bare_opt.step()
 
@@ -78,7 +80,7 @@ def main() -> None:
         print(f"round {r}: bare {bare[-1]:.0f} sym/s   proxylm {ours[-1]:.0f} sym/s")
     ratio = statistics.median(ours) / statistics.median(bare)
     print(f"config {args.config}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M params, "
-          f"{symbols_per_step} symbols/step, torch threads {torch.get_num_threads()}")
+          f"{symbols_per_step} symbols/step, torch threads {torch.get_num_threads()}, dtype {trainer.dtype}")
     print(f"median bare {statistics.median(bare):.0f} sym/s, proxylm {statistics.median(ours):.0f} sym/s")
     print(f"RESULT train_vs_bare {ratio:.3f}")
     if args.dtype_rounds:
