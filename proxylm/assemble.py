@@ -33,6 +33,7 @@ from proxylm.codecs.base import CODEC_FILE
 from proxylm.codecs.precomputed import PrecomputedViews
 from proxylm.codecs.train import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training, open_corpus
 from proxylm.config import RunConfig, load_config, save_config, to_dict
+from proxylm.convert import plan_conversion
 from proxylm.core.device import pick_device
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
@@ -321,10 +322,14 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
         torch.set_num_threads(t.threads)
     device = ctx.device or pick_device(t.device)
     seed_everything(t.seed)
-    if not resume:
+    conversion = None if resume else plan_conversion(cfg)  # train.init_from is a token model (proxylm/convert.py)
+    if conversion is not None:
+        cfg = conversion.cfg  # the source's model shape; written as the run's config.yaml
+    elif not resume:
         check_codec_cache(cfg)
     try:
-        codec, rep = codec_and_representation(cfg, run_dir if resume else None)
+        codec, rep = ((conversion.codec, conversion.rep) if conversion is not None
+                      else codec_and_representation(cfg, run_dir if resume else None))
     except PermissionError as e:
         raise UserError(f"cannot write the codec cache at {e.filename} ({e.strerror}); set PROXYLM_CACHE to a "
                         "writable folder or views.codec_dir to a writable directory") from None
@@ -333,7 +338,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     model = new_model(cfg, rep, codec).to(device)
     log = None
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
-        log = load_init_from(model, t.init_from, rep)
+        log = conversion.load(model) if conversion is not None else load_init_from(model, t.init_from, rep)
     total_steps = planned_steps(cfg, rep, ctx.world_size)
     corpus = open_corpus(cfg.data.corpus, cfg.data)
     lossless = None
