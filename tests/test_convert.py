@@ -215,3 +215,44 @@ def test_transformers_checkpoint_round_trip(llama_dir, corpus, root):
         assert ids_to_bytes(tok, hf_ids) == ours
         lengths.append(len(ours))
     assert max(lengths) >= 10
+
+
+# ---- the conversion study ---------------------------------------------------------------------------------------
+def _result(arm, x, seed, bpb):
+    return {"arm": arm, "added": x, "seed": seed, "bpb": {"val": bpb}, "flops": x}
+
+
+def test_study_statistics():
+    from proxylm.compare.convert import ConvertPreset, build_report, result_lines
+
+    p = ConvertPreset("micro", 4.0, [1.0, 2.0, 4.0], eval_bytes=1)
+    proxy = {1.0: 2.6, 2.0: 2.4, 4.0: 2.2}  # the byte model at X=4 reaches 2.5: proxy needs 1.5 by log interpolation
+    rs = [_result("tokens", 4.0, s, 2.0) for s in range(3)]
+    for s in range(3):
+        for x in p.added:
+            rs += [_result("bytes", x, s, 3.0 - 0.125 * x + 0.01 * s), _result("naive", x, s, 2.8 - 0.1 * x),
+                   _result("proxy", x, s, proxy[x] + 0.02 * s), _result("bytes+T", x, s, 2.9 - 0.1 * x)]
+    r = build_report(p, rs, 3)
+    gap = r["convert_gap"]
+    assert gap["added"] == 4.0 and gap["mean"] == pytest.approx(2.2 + 0.02 - 2.5 - 0.01) and gap["verdict"] == "better"
+    assert r["convert_vs_naive"]["mean"] == pytest.approx(2.22 - 2.4)
+    m = r["convert_flops_to_match"]
+    assert m["reached"] and not m["early"] and 0.25 < m["ratio"] < 1.0
+    lines = result_lines(r)
+    assert [line.split()[1] for line in lines] == ["convert_gap", "convert_vs_naive", "convert_flops_to_match"]
+    assert "95% interval" in lines[0]
+
+
+@pytest.mark.slow
+def test_study_smoke_end_to_end(corpus, tmp_path, capsys):
+    from proxylm.cli import main
+
+    out = tmp_path / "study"
+    assert main(["compare", "--preset", "convert-smoke", "--out", str(out), "--quiet", f"data.corpus={corpus}",
+                 "data.val_fraction=0.2", "data.seq_len=32", "data.batch_size=2", "eval.batch_size=4"]) == 0
+    text = capsys.readouterr().out
+    assert "RESULT convert_gap" in text and "RESULT convert_vs_naive" in text and "RESULT convert_flops_to_match" in text
+    assert (out / "convert_curve.png").stat().st_size > 1000
+    report = json.loads((out / "results.json").read_text())
+    assert not report["partial"] and len(report["probes"]) == 2
+    assert {row["arm"] for row in report["table"]} == {"bytes", "bytes+T", "naive", "proxy"}
