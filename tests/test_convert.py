@@ -256,3 +256,25 @@ def test_study_smoke_end_to_end(corpus, tmp_path, capsys):
     report = json.loads((out / "results.json").read_text())
     assert not report["partial"] and len(report["probes"]) == 2
     assert {row["arm"] for row in report["table"]} == {"bytes", "bytes+T", "naive", "proxy"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_conversion_under_two_ranks_matches_one_process(token_run, corpus, tmp_path, mode):
+    """Every rank converts the same weights before wrapping: 2 ranks == one process reading both shards."""
+    from test_distributed import MICRO, RANKS, STEPS, Interleaved, assert_same_run, torchrun
+
+    from proxylm.data.loader import TrainLoader
+
+    extra = [*MICRO, f"data.corpus={corpus}", f"train.init_from={token_run[0]}", f"train.distributed={mode}"]
+    torchrun("train", "proxy-convert-micro", *extra, "--out", str(tmp_path / "run"))
+    cfg = load_config("proxy-convert-micro", extra + [f"train.grad_accum={RANKS}"])
+    trainer = build_trainer(cfg, tmp_path / "ref", quiet=True)
+    c = trainer.cfg
+    trainer.loader = Interleaved([TrainLoader(c.data, c.views, trainer.rep, trainer.loader.codec, rank=r,
+                                              world_size=RANKS, total_steps=STEPS, n_future=c.model.n_future)
+                                  for r in range(RANKS)])
+    got = {m["step"]: m for m in (trainer.train_step() for _ in range(STEPS))}
+    assert_same_run(tmp_path / "run", (got, trainer.evaluate()["bpb"]))
+    saved = load_config(str(tmp_path / "run" / "config.yaml"))
+    assert (saved.model.n_heads, saved.model.n_kv_heads) == (4, 2)  # MICRO says 2 heads: the source's shape won
