@@ -254,8 +254,8 @@ def test_study_smoke_end_to_end(corpus, tmp_path, capsys):
     assert "RESULT convert_gap" in text and "RESULT convert_vs_naive" in text and "RESULT convert_flops_to_match" in text
     assert (out / "convert_curve.png").stat().st_size > 1000
     report = json.loads((out / "results.json").read_text())
-    assert not report["partial"] and len(report["probes"]) == 2
-    assert {row["arm"] for row in report["table"]} == {"bytes", "bytes+T", "naive", "proxy"}
+    assert not report["partial"] and len(report["probes"]) == 3  # proxy at both X, proxy-paper at one
+    assert {row["arm"] for row in report["table"]} == {"bytes", "bytes+T", "naive", "proxy", "proxy-paper"}
 
 
 @pytest.mark.slow

@@ -10,6 +10,8 @@ then an added budget X (several points) spent on each arm, all scored on the sam
 * bytes+T:      a byte model from scratch at X + T        (equal total FLOPs: the token model's cost counted)
 * naive:        the token model converted with raw bytes only (bytes-<size> config), fine-tuned at X
 * proxy:        the token model converted with its own tokenizer as the proxy (proxy-convert-<size>), at X
+* proxy-paper:  the same conversion with the paper's schedule instead (proxy-bpe-<size>: rate 0.4 -> 0.9 warm-up,
+                then 0.9, a raw-byte head), at the X points in `paper_at` only: what the conversion schedule buys
 
 Conversion is `train.init_from=<the tokens run>` (proxylm/convert.py). Arms on one seed share the data order and
 the view coin flips, so they are compared on per-seed differences (95% t-intervals). RESULT lines:
@@ -31,7 +33,7 @@ from proxylm.compare.runs import check_reusable, run_one
 from proxylm.compare.stats import flops_to_reach, mean_interval
 from proxylm.core.errors import UserError
 
-ARMS = ("bytes", "bytes+T", "naive", "proxy")
+ARMS = ("bytes", "bytes+T", "naive", "proxy", "proxy-paper")
 PROBE_FILE = "translation_probe.json"
 
 
@@ -44,14 +46,16 @@ class ConvertPreset:
     evals_per_run: int = 4
     seeds: int = 3
     probe_pairs: int = 24  # translation probe pairs per proxy-converted model
+    paper_at: list[float] = dataclasses.field(default_factory=list)  # X points that also train proxy-paper
 
 
 CONVERT_PRESETS = {
     # T = the quickstart's budget; 1 token model + 5 distinct byte budgets + 3 naive + 3 proxy runs per seed: 54e12
     # FLOPs a seed, about 12 minutes a seed on 2 quiet cores at the quickstart's measured speed
-    "convert": ConvertPreset("tiny", 4.5e12, [1.5e12, 3e12, 6e12], eval_bytes=30_000, seeds=3),
+    # (+ 6e12 for proxy-paper): 60e12 a seed, about 13 minutes a seed
+    "convert": ConvertPreset("tiny", 4.5e12, [1.5e12, 3e12, 6e12], eval_bytes=30_000, seeds=3, paper_at=[6e12]),
     "convert-smoke": ConvertPreset("micro", 2e10, [1e10, 2e10], eval_bytes=4_000, evals_per_run=2, seeds=1,
-                                   probe_pairs=4),
+                                   probe_pairs=4, paper_at=[2e10]),
 }
 
 
@@ -79,12 +83,13 @@ def plan(p: ConvertPreset, out: Path, seeds: int, extra: list[str]) -> list[tupl
         jobs.append(job("tokens", "tokens", p.token_budget, p.token_budget, "tokens"))
         for x in p.added:
             init = [f"train.init_from={tokens_dir}"]
-            for arm, budget in (("bytes", x), ("naive", x), ("proxy", x), ("bytes+T", x + p.token_budget)):
+            arms = [("bytes", x), ("naive", x), ("proxy", x), ("bytes+T", x + p.token_budget)]
+            for arm, budget in arms + ([("proxy-paper", x)] if x in p.paper_at else []):
                 if arm.startswith("bytes"):
                     name = f"bytes-{_flops_name(budget)}"
                     jobs.append(job(arm, "bytes", budget, x, name))
                 else:
-                    family = "bytes" if arm == "naive" else "proxy-convert"
+                    family = {"naive": "bytes", "proxy": "proxy-convert", "proxy-paper": "proxy-bpe"}[arm]
                     jobs.append(job(arm, family, budget, x, f"{arm}-{_flops_name(x)}", init))
     return jobs
 
@@ -112,7 +117,7 @@ def convert_study(p: ConvertPreset, out: Path, seeds: int | None = None, extra: 
         if r is None:
             continue
         r = {**r, "arm": arm, "added": x, "seed": seed}
-        if arm == "proxy":
+        if arm.startswith("proxy"):
             r["probe"] = _probe(run_dir, eval_sets["val"], p.probe_pairs)
         results.append(r)
     if not results:
@@ -198,10 +203,11 @@ def build_report(p: ConvertPreset, results: list[dict], seeds: int) -> dict:
                               "seeds": sorted(runs)})
     tokens = g.get(("tokens", p.token_budget), {})
     pairs = [d for x in xs for d in (_paired(g, "proxy", "bytes", x), _paired(g, "proxy", "bytes+T", x),
-                                     _paired(g, "proxy", "naive", x), _paired(g, "naive", "bytes", x)) if d]
+                                     _paired(g, "proxy", "naive", x), _paired(g, "naive", "bytes", x),
+                                     _paired(g, "proxy", "proxy-paper", x)) if d]
     complete = [x for x in xs if _paired(g, "proxy", "bytes", x) and _paired(g, "proxy", "naive", x)]
     top = complete[-1] if complete else None
-    probes = [{"added": r["added"], "seed": r["seed"], **r["probe"]} for r in results if r.get("probe")]
+    probes = [{"arm": r["arm"], "added": r["added"], "seed": r["seed"], **r["probe"]} for r in results if r.get("probe")]
     return {"preset": dataclasses.asdict(p), "seeds": seeds, "table": table, "pairs": pairs, "runs": results,
             "token_model": {"bpb": [tokens[s]["bpb"]["val"] for s in sorted(tokens)],
                             "flops": [tokens[s]["flops"] for s in sorted(tokens)]},
@@ -252,10 +258,10 @@ def markdown(report: dict) -> str:
                      f"per seed {', '.join(f'{v:+.4f}' for v in d['diffs'])})")
     if report["probes"]:
         lines += ["", "Translation probe on the proxy-converted models (held-out pairs, bits per raw byte):", "",
-                  "| X | seed | raw alone | raw given compressed | compressed -> raw exact | raw -> compressed exact |",
-                  "|---|---|---|---|---|---|"]
+                  "| arm | X | seed | raw alone | raw given compressed | compressed -> raw exact | raw -> compressed exact |",
+                  "|---|---|---|---|---|---|---|"]
         for r in report["probes"]:
-            lines.append(f"| {r['added']:.3g} | {r['seed']} | {r['bpb_raw_alone']:.4f} | "
+            lines.append(f"| {r['arm']} | {r['added']:.3g} | {r['seed']} | {r['bpb_raw_alone']:.4f} | "
                          f"{r['bpb_raw_given_compressed']:.4f} | {r['exact_match_compressed_to_raw']:.1%} | "
                          f"{r['exact_match_raw_to_compressed']:.1%} |")
     lines += [""] + result_lines(report)
@@ -279,7 +285,8 @@ def plot(report: dict, path: Path) -> Path:
             ys = [r["bpb"] for r in rows]
             err = [[r["bpb"] - min(r["per_seed"]) for r in rows], [max(r["per_seed"]) - r["bpb"] for r in rows]]
             label = {"bytes+T": "bytes from scratch at X + token model FLOPs", "bytes": "bytes from scratch at X",
-                     "naive": "naive conversion (raw bytes only)", "proxy": "proxy conversion"}[arm]
+                     "naive": "naive conversion (raw bytes only)", "proxy": "proxy conversion",
+                     "proxy-paper": "proxy conversion, the paper's schedule"}[arm]
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
     if report["token_model"]["bpb"]:
         ax.axhline(statistics.mean(report["token_model"]["bpb"]), ls=":", c="gray", label="token model (start)")
