@@ -64,33 +64,35 @@ def _flops_name(f: float) -> str:
 
 
 def plan(p: ConvertPreset, out: Path, seeds: int, extra: list[str]) -> list[tuple[str, float, int, object, Path]]:
-    """[(arm, added FLOPs X (T for the token model), seed, cfg, run_dir)] in training order: seed-major, the token
-    model first, then each X ascending, so an interrupted study has complete points early."""
+    """[(arm, added FLOPs X (T for the token model), seed, cfg, run_dir)] in training order, so that an interrupted
+    study already has what matters most: first the token model and the core arms (bytes, naive, proxy) at the
+    largest X on every seed (the RESULT lines' point), then the core arms at the other X (the curve), then the
+    secondary arms (bytes+T, proxy-paper)."""
     from proxylm.config import load_config
 
+    def job(arm, family, budget, x, seed, run_name, more=()):
+        settings = [f"train.max_flops={budget}", "train.max_steps=1000000", f"train.seed={seed}",
+                    f"eval.max_bytes={p.eval_bytes}", f"train.evals_per_run={p.evals_per_run}",
+                    f"data.seed={seed}", f"views.seed={seed}", f"name={run_name}", *more]
+        cfg = load_config(f"{family}-{p.size}", settings + list(extra))
+        return (arm, x, seed, cfg, out / f"seed{seed}" / run_name)
+
+    def arm_job(arm, x, seed):
+        if arm.startswith("bytes"):
+            budget = x + p.token_budget if arm == "bytes+T" else x
+            return job(arm, "bytes", budget, x, seed, f"bytes-{_flops_name(budget)}")
+        family = {"naive": "bytes", "proxy": "proxy-convert", "proxy-paper": "proxy-bpe"}[arm]
+        return job(arm, family, x, x, seed, f"{arm}-{_flops_name(x)}",
+                   [f"train.init_from={out / f'seed{seed}' / 'tokens'}"])
+
+    top, rest = p.added[-1], p.added[:-1]
     jobs = []
     for seed in range(seeds):
-        base = out / f"seed{seed}"
-        tokens_dir = base / "tokens"
-
-        def job(arm, family, budget, x, run_name, more=()):
-            settings = [f"train.max_flops={budget}", "train.max_steps=1000000", f"train.seed={seed}",
-                        f"eval.max_bytes={p.eval_bytes}", f"train.evals_per_run={p.evals_per_run}",
-                        f"data.seed={seed}", f"views.seed={seed}", f"name={run_name}", *more]
-            cfg = load_config(f"{family}-{p.size}", settings + list(extra))
-            return (arm, x, seed, cfg, base / run_name)
-
-        jobs.append(job("tokens", "tokens", p.token_budget, p.token_budget, "tokens"))
-        for x in p.added:
-            init = [f"train.init_from={tokens_dir}"]
-            arms = [("bytes", x), ("naive", x), ("proxy", x), ("bytes+T", x + p.token_budget)]
-            for arm, budget in arms + ([("proxy-paper", x)] if x in p.paper_at else []):
-                if arm.startswith("bytes"):
-                    name = f"bytes-{_flops_name(budget)}"
-                    jobs.append(job(arm, "bytes", budget, x, name))
-                else:
-                    family = {"naive": "bytes", "proxy": "proxy-convert", "proxy-paper": "proxy-bpe"}[arm]
-                    jobs.append(job(arm, family, budget, x, f"{arm}-{_flops_name(x)}", init))
+        jobs.append(job("tokens", "tokens", p.token_budget, p.token_budget, seed, "tokens"))
+        jobs += [arm_job(arm, top, seed) for arm in ("bytes", "naive", "proxy")]
+    jobs += [arm_job(arm, x, seed) for seed in range(seeds) for x in rest for arm in ("bytes", "naive", "proxy")]
+    jobs += [arm_job(arm, x, seed) for seed in range(seeds) for x in p.added
+             for arm in ("bytes+T", *(["proxy-paper"] if x in p.paper_at else []))]
     return jobs
 
 
