@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proxylm.codecs import load_codec
 from proxylm.codecs.imported import import_tokenizer
 from proxylm.codecs.options import codec_options_for
 from proxylm.config import RunConfig, load_config
@@ -256,6 +257,9 @@ def plan_conversion(cfg: RunConfig) -> Conversion | None:
     # the probes here; the run checks the round trip on 1 MB of its own corpus before training (assemble)
     codec, _ = import_tokenizer(src.tokenizer)
     n_sym = codec.alphabet_size
+    if src.kind == "run" and load_codec(src.path / CODEC_DIR).symbol_bytes() != codec.symbol_bytes():
+        raise UserError(f"{src.path / CODEC_DIR}: its tokenizer, imported, does not give the bytes the run's codec "
+                        "gives for every token id; convert a run whose codec is a BPE tokenizer")
     limit = src.rep.codec_alphabet if src.kind == "run" else src.hf_config.get("vocab_size", 0)
     if n_sym > limit:
         raise UserError(f"{src.path}: the tokenizer has {n_sym} tokens but the model has rows for {limit} "

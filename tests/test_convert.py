@@ -182,6 +182,18 @@ def llama_dir(root):
     return d, model, fast
 
 
+def test_lossy_tokenizer_is_refused_by_the_import_checks(llama_dir, corpus, root):
+    d = root / "llama-lowercase"
+    d.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (d / name).write_bytes((llama_dir[0] / name).read_bytes())
+    spec = json.loads((llama_dir[0] / "tokenizer.json").read_text())
+    spec["normalizer"] = {"type": "Lowercase"}
+    (d / "tokenizer.json").write_text(json.dumps(spec))
+    with pytest.raises(UserError, match="normalizer Lowercase"):
+        plan_conversion(_cfg(corpus, d))
+
+
 def test_transformers_checkpoint_round_trip(llama_dir, corpus, root):
     transformers = pytest.importorskip("transformers")
     from proxylm.eval.generate import generate
