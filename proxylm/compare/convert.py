@@ -295,7 +295,7 @@ def plot(report: dict, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_xlabel("added training FLOPs X")
     ax.set_ylabel("validation raw-byte BPB")
-    ax.set_title(f"Converting a token model ({report['preset']['size']}, {report['seeds']} seed(s))")
+    ax.set_title(f"Converting a token model ({report['preset']['size']}; up to {report['seeds']} seeds a point)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
