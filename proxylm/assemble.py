@@ -34,6 +34,7 @@ from proxylm.codecs.base import CODEC_FILE
 from proxylm.prepare.precomputed import PrecomputedViews
 from proxylm.prepare.codec_cache import cache_root, check_lossless, codec_options, default_codec_dir, ensure_codec, needs_training
 from proxylm.config import RunConfig, load_config, save_config, to_dict
+from proxylm.convert import plan_conversion
 from proxylm.core.device import autocast, pick_device, resolve_dtype
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
@@ -351,13 +352,19 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     require_backward_ok(cfg.model.attention, device)  # flex on a CPU: refused before any work
     seed_everything(t.seed)
     corpus = open_corpus(cfg.data.corpus, cfg.data)  # lists units only; opened once, handed to every part
-    if not resume:
-        check_codec_cache(cfg, corpus)
-    codec_words, _, train_now = codec_source(cfg, run_dir, resume, corpus) if ctx.is_main else ("", None, False)
+    conversion = None if resume else plan_conversion(cfg)  # train.init_from is a token model (proxylm/convert.py)
+    if conversion is not None:
+        cfg = conversion.cfg  # the source's model shape; written as the run's config.yaml
+        codec_words, train_now = "the token model's own tokenizer (train.init_from, imported and checked)", False
+    else:
+        if not resume:
+            check_codec_cache(cfg, corpus)
+        codec_words, _, train_now = codec_source(cfg, run_dir, resume, corpus) if ctx.is_main else ("", None, False)
     if train_now and not quiet:  # said before the wait, not after
         print(f"codec: {codec_words}; this takes a while, once", file=sys.stderr, flush=True)
     try:
-        codec, rep = codec_and_representation(cfg, run_dir if resume else None, corpus)
+        codec, rep = ((conversion.codec, conversion.rep) if conversion is not None
+                      else codec_and_representation(cfg, run_dir if resume else None, corpus))
     except PermissionError as e:
         raise UserError(f"cannot write the codec cache at {e.filename} ({e.strerror}); set PROXYLM_CACHE to a "
                         "writable folder or views.codec_dir to a writable directory") from None
@@ -366,7 +373,7 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
     model = new_model(cfg, rep, codec).to(device)
     log = None
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
-        log = load_init_from(model, t.init_from, rep)
+        log = conversion.load(model) if conversion is not None else load_init_from(model, t.init_from, rep)
     total_steps = planned_steps(cfg, rep, ctx.world_size)
     lossless = None
     if codec is not None and getattr(codec, "roundtrip_check", False) and not resume:

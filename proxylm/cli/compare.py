@@ -3,6 +3,7 @@
     proxylm compare --preset quickstart --out runs/quickstart --sample "def fibonacci(n):"
     proxylm compare --preset demo --out runs/compare-demo --seeds 3
     proxylm compare --preset scaling --out runs/scaling
+    proxylm compare --preset convert --out runs/convert      # a token model converted to bytes (compare/convert.py)
     proxylm compare --preset demo --out runs/compare-demo train.lr=0.003 --retrain   # settings changed
 """
 
@@ -20,7 +21,32 @@ from proxylm.cli.args import threads_arg
 SAMPLE_MODELS = ("bytes", "tokens")  # beside the best proxy model
 
 
+def cmd_convert_study(args) -> int:
+    """`--preset convert`: the conversion study (proxylm/compare/convert.py)."""
+    from proxylm.compare.convert import CONVERT_PRESETS, convert_study
+
+    if args.seeds is not None and args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    for flag in ("models", "budget_flops", "size", "sample", "eval_corpus"):
+        if getattr(args, flag):
+            raise UserError(f"--{flag.replace('_', '-')}: not taken by the conversion study (preset {args.preset}); "
+                            "its arms and budgets are in proxylm/compare/convert.py, key=value overrides apply to all")
+    out = Path(args.out)
+    extra = ([f"data.corpus={args.corpus}"] if args.corpus else []) + list(args.overrides)
+    report = convert_study(CONVERT_PRESETS[args.preset], out, args.seeds, extra, args.quiet,
+                           retrain=args.retrain, report_only=args.report_only)
+    print((out / "results.md").read_text())
+    if args.json:
+        print_json({k: report[k] for k in ("table", "pairs", "convert_gap", "convert_vs_naive",
+                                           "convert_flops_to_match", "probes", "plots", "partial") if k in report})
+    return 0
+
+
 def cmd_compare(args) -> int:
+    from proxylm.compare.convert import CONVERT_PRESETS
+
+    if args.preset in CONVERT_PRESETS:
+        return cmd_convert_study(args)
     preset = dataclasses.replace(PRESETS[args.preset])
     if args.models:
         preset.models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -99,7 +125,9 @@ def sample_side_by_side(report: dict, prompt: str, max_bytes: int, width: int = 
 
 def add_commands(sub) -> None:
     p = sub.add_parser("compare", help="compute-matched comparison of byte, token and proxy models")
-    p.add_argument("--preset", choices=sorted(PRESETS), default="demo")
+    from proxylm.compare.convert import CONVERT_PRESETS
+
+    p.add_argument("--preset", choices=sorted([*PRESETS, *CONVERT_PRESETS]), default="demo")
     p.add_argument("--out", required=True, help="output directory (re-run to resume)")
     p.add_argument("--corpus", help="training corpus (default: the configs' corpus, stdlib)")
     p.add_argument("--eval-corpus", help="second held-out corpus scored in full (e.g. code never trained on)")
