@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from proxylm.bridges import BRIDGE_CODEC_DIR, attach_bridges, bridge_codec
 from proxylm.codecs import load_codec
 from proxylm.codecs.base import CODEC_FILE
 from proxylm.codecs.precomputed import PrecomputedViews
@@ -300,9 +301,10 @@ def _rmdir_quiet(path: Path) -> None:
         pass
 
 
-def new_model(cfg: RunConfig, rep, codec) -> Transformer:
+def new_model(cfg: RunConfig, rep, codec, run_dir=None) -> Transformer:
     """The run's Transformer (random weights), with its input-embedding composition when
-    model.compose_embedding asks for it: each compressed id's raw-byte ids, from the codec."""
+    model.compose_embedding asks for it (each compressed id's raw-byte ids, from the codec) and its bridges
+    (model.input_bridge, model.output_bridge: the codec's symbol bytes; see bridge_codec)."""
     model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
     if cfg.model.compose_embedding:
         pieces = codec.symbol_bytes() if codec is not None else None
@@ -312,6 +314,7 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
         ids = rep.compressed_ids(np.arange(len(pieces), dtype=np.int64))
         model.set_composition({int(i): rep.raw_ids(b).tolist() for i, b in zip(ids, pieces)
                                if not rep.is_raw_byte(int(i))})
+    attach_bridges(model, cfg, rep, codec, run_dir)  # model.input_bridge, model.output_bridge
     return model
 
 
@@ -330,7 +333,9 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
                         "writable folder or views.codec_dir to a writable directory") from None
 
     torch.manual_seed(t.seed)
-    model = new_model(cfg, rep, codec).to(device)
+    model = new_model(cfg, rep, codec, run_dir).to(device)
+    if codec is None and cfg.model.input_bridge == "own" and ctx.is_main and not resume:  # travels with the run
+        bridge_codec(cfg, codec, run_dir).save(run_dir / BRIDGE_CODEC_DIR)
     log = None
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
         log = load_init_from(model, t.init_from, rep)
@@ -408,7 +413,7 @@ def load_run(run_dir, device: str | torch.device = "cpu") -> LoadedRun:
         raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no {CONFIG})")
     cfg = load_config(str(run_dir / CONFIG))
     codec, rep = codec_and_representation(cfg, run_dir)
-    model = new_model(cfg, rep, codec)
+    model = new_model(cfg, rep, codec, run_dir)
     expect = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = latest_checkpoint(run_dir, with_optimizer=False, expect=expect)
     if found is None:
