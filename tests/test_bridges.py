@@ -176,3 +176,27 @@ def test_bridges_are_off_by_default_and_refused_without_a_compressed_view():
         load_config("bytes-micro", ["model.input_bridge=shared"])
     with pytest.raises(ConfigError, match="input_bridge"):
         load_config("bytes-micro", ["model.input_bridge=maybe"])
+
+
+def test_the_bridges_preset_judges_each_arm_against_its_byte_arm_and_probes_the_proxies(tmp_path, code_corpus):
+    import dataclasses
+
+    from proxylm.compare import PRESETS, Size, compare, result_lines
+
+    toy = ["model.dim=32", "model.n_layers=1", "model.n_heads=2", "data.seq_len=32", "data.batch_size=2",
+           "views.codec_options.bpe.vocab_size=300", "eval.batch_size=8", "data.val_fraction=0.2",
+           "data.max_doc_bytes=256", f"views.codec_dir={tmp_path / 'bpe'}"]
+    preset = dataclasses.replace(PRESETS["bridges"], models=["bytes-trie", "proxy-bpe-tuned-bridges"], eval_bytes=2000,
+                                 evals_per_run=2, scaling=[Size("m", "micro", 5e8)])
+    report = compare(preset, tmp_path / "cmp", corpus=code_corpus, seeds=2, extra=toy, quiet=True)
+    e = report["bridges"]["sizes"]["m"]
+    assert e["best_proxy"] == "proxy-bpe-tuned-bridges" and e["gap"]["reference"] == "bytes-trie"
+    assert len(e["gap"]["diffs"]) == 2
+    arms = e["arms"]
+    assert arms["bytes-trie"]["params"]["features"] > 0 and "translation" not in arms["bytes-trie"]
+    assert 0 < arms["proxy-bpe-tuned-bridges"]["translation"]["bpb_raw_alone"] < 20
+    assert (tmp_path / "cmp" / "m" / "proxy-bpe-tuned-bridges" / "translation.json").exists()
+    lines = result_lines(report)
+    assert any(line.startswith("RESULT proxy_bridge_gap ") for line in lines)
+    assert any(line.startswith("RESULT bridge_flops_to_match") for line in lines) == (e["gap"]["mean"] < 0)
+    assert "## Bridges" in (tmp_path / "cmp" / "results.md").read_text()

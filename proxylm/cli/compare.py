@@ -38,6 +38,12 @@ def cmd_compare(args) -> int:
         if preset.scaling:
             raise UserError(f"--size: preset '{args.preset}' trains several sizes; use a one-size preset")
         preset.size = args.size
+    if args.sizes:
+        names = [n.strip() for n in args.sizes.split(",") if n.strip()]
+        known = [s.name for s in preset.scaling]
+        if not preset.scaling or any(n not in known for n in names):
+            raise UserError(f"--sizes {args.sizes}: preset '{args.preset}' has sizes {', '.join(known) or '(one)'}")
+        preset.scaling = [s for s in preset.scaling if s.name in names]
     out = Path(args.out)
     report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, args.overrides, args.quiet,
                      retrain=args.retrain, report_only=args.report_only)
@@ -48,7 +54,7 @@ def cmd_compare(args) -> int:
         sample_side_by_side(report, args.sample, args.sample_bytes)
     if args.json:
         keys = ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots", "seeds", "headline",
-                "ablations", "scaling", "partial", "planned_runs", "finished_runs")
+                "ablations", "scaling", "bridges", "partial", "planned_runs", "finished_runs")
         print_json({k: report[k] for k in keys if k in report})
     return 0
 
@@ -96,6 +102,7 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-corpus", help="second held-out corpus scored in full (e.g. code never trained on)")
     p.add_argument("--budget-flops", type=float, help="training FLOPs per model (default: the preset's)")
     p.add_argument("--size", help="backbone size: micro | tiny | gpu (default: the preset's)")
+    p.add_argument("--sizes", help="comma-separated subset of a several-size preset's sizes (e.g. d32x2)")
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)}")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per model (default: the preset's: " +

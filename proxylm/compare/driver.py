@@ -77,6 +77,9 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     report = build_report(preset, results, eval_sets, unigram, seeds)
     report["planned_runs"], report["finished_runs"] = len(jobs), len(results)
     report["partial"] = len(results) < len(jobs)
+    if preset.analysis == "bridges":  # compare/bridges.py: gaps per size, the translation probe, parameters
+        from proxylm.compare import bridges
+        report["bridges"] = bridges.analyse(preset, results, eval_sets["val"])
     write_markdown(report, out / "results.md")
     report["plots"] = [str(p) for p in write_plots(report, out)]
     (out / "results.json").write_text(json.dumps(report, indent=2, default=_json_default) + "\n")
@@ -87,10 +90,10 @@ def _json_default(x):
     return None if isinstance(x, float) and math.isinf(x) else str(x)
 
 
-def _ablations(results: list[dict], models: list[str], size: str) -> list[dict]:
+def _ablations(results: list[dict], models: list[str], size: str, references: dict | None = None) -> list[dict]:
     out = []
     for m in models:
-        ref = REFERENCE.get(m)
+        ref = (references or {}).get(m, REFERENCE.get(m))
         if ref in models:
             d = stats.paired_difference(results, m, ref, size)
             if d:
@@ -106,7 +109,7 @@ def build_report(preset: Preset, results: list[dict], eval_sets: dict, unigram: 
     report = {"preset": dataclasses.asdict(preset), "seeds": seeds,
               "eval_sets": {k: sum(map(len, v)) for k, v in eval_sets.items()},
               "table": tables[top], "runs": results, "unigram_bpb_val": unigram,
-              "ablations": [a for s in sizes for a in _ablations(results, preset.models, s)],
+              "ablations": [a for s in sizes for a in _ablations(results, preset.models, s, preset.references)],
               "headline": head,
               "bytes_flops_to_match_proxy": head["ratio"] if head else None,
               "bytes_reached_proxy_bpb": head["reached"] if head else None,
@@ -170,6 +173,9 @@ def result_lines(report: dict) -> list[str]:
     lines = []
     if report["bytes_flops_to_match_proxy"] is not None:
         lines.append(f"RESULT bytes_flops_to_match_proxy {report['bytes_flops_to_match_proxy']:.4f}")
+    if report.get("bridges"):
+        from proxylm.compare import bridges
+        lines += bridges.result_lines(report["bridges"])
     s = report.get("scaling")
     if s:
         for fam, t in s["trends"].items():

@@ -96,6 +96,9 @@ def write_markdown(report: dict, path: Path) -> None:
     lines += ["", f"Reference: a unigram byte model (fit on the training split) scores {report['unigram_bpb_val']:.4f} "
               "BPB on val."]
     lines += headline_lines(report.get("headline"))
+    if report.get("bridges"):
+        from proxylm.compare.bridges import markdown_lines
+        lines += markdown_lines(report["bridges"])
     lines += code_lines(report["runs"])
     path.write_text("\n".join(lines) + "\n")
 
