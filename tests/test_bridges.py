@@ -200,3 +200,22 @@ def test_the_bridges_preset_judges_each_arm_against_its_byte_arm_and_probes_the_
     assert any(line.startswith("RESULT proxy_bridge_gap ") for line in lines)
     assert any(line.startswith("RESULT bridge_flops_to_match") for line in lines) == (e["gap"]["mean"] < 0)
     assert "## Bridges" in (tmp_path / "cmp" / "results.md").read_text()
+
+
+def test_an_export_carries_the_trie_and_says_transformers_alone_lacks_it(tmp_path, code_corpus):
+    pytest.importorskip("transformers")
+    from safetensors.torch import load_file
+
+    from proxylm.export import FEATURES_FILE, export_run
+
+    overrides = ["model.dim=32", "model.n_layers=1", "model.n_heads=2", "data.seq_len=64", "data.batch_size=2",
+                 "train.max_steps=2", "train.warmup_steps=1", "train.eval_every=0", "eval.max_bytes=2000",
+                 "views.codec_options.bpe.vocab_size=300", "model.input_bridge=shared", "model.ngram_sizes=[3]",
+                 "model.ngram_buckets=64", f"data.corpus={code_corpus}", f"views.codec_dir={tmp_path / 'bpe'}"]
+    build_trainer(load_config("proxy-bpe-micro", overrides), tmp_path / "run", quiet=True).fit()
+    out = export_run(tmp_path / "run", tmp_path / "hf")
+    saved = load_file(str(tmp_path / "hf" / FEATURES_FILE))
+    run = load_run(tmp_path / "run")
+    assert torch.equal(saved["trie_keys"], run.model.features.trie_keys) and "ngrams.0.weight" in saved
+    assert out["input_features"]["file"] == FEATURES_FILE
+    assert "transformers` alone does not compute them" in (tmp_path / "hf" / "README.md").read_text()
