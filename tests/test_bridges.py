@@ -219,3 +219,27 @@ def test_an_export_carries_the_trie_and_says_transformers_alone_lacks_it(tmp_pat
     assert torch.equal(saved["trie_keys"], run.model.features.trie_keys) and "ngrams.0.weight" in saved
     assert out["input_features"]["file"] == FEATURES_FILE
     assert "transformers` alone does not compute them" in (tmp_path / "hf" / "README.md").read_text()
+
+
+def test_bpb_eval_scores_with_the_features_a_plain_forward_sees(codec):
+    from proxylm.core.interface import ByteInterface
+    from proxylm.eval.bpb import evaluate_bpb
+
+    model, rep = bridged_model(codec)
+    doc = b"def add(a, b):\n    return a + b\n"
+    ids, counted, _ = ByteInterface(rep).score_ids(doc)
+    x = torch.from_numpy(ids).view(1, -1)
+    with torch.no_grad():
+        logits = model.logits(model(x[:, :-1]))[0]
+        nll = torch.nn.functional.cross_entropy(logits, x[0, 1:], reduction="none")
+    want = float(nll[torch.from_numpy(counted[1:])].sum())
+    got = evaluate_bpb(model, ByteInterface(rep), [doc], seq_len=64, stride=64)
+    assert got["nats"] == pytest.approx(want, rel=1e-5)
+
+
+def test_flops_count_the_feature_adds_and_the_bridge_head():
+    base = ModelConfig(dim=16, n_layers=1, n_heads=2)
+    feats = ModelConfig(dim=16, n_layers=1, n_heads=2, input_bridge="shared", ngram_sizes=[3, 4])
+    V, R = 400, 272
+    assert training_flops(feats, V, R, 2, 8) - training_flops(base, V, R, 2, 8) == 3 * 2 * 8 * 3 * 16
+    assert training_flops(base, V, R, 2, 8, n_bridge_positions=5) - training_flops(base, V, R, 2, 8) == 3 * 5 * 2 * 16 * V
