@@ -243,3 +243,21 @@ def test_flops_count_the_feature_adds_and_the_bridge_head():
     V, R = 400, 272
     assert training_flops(feats, V, R, 2, 8) - training_flops(base, V, R, 2, 8) == 3 * 2 * 8 * 3 * 16
     assert training_flops(base, V, R, 2, 8, n_bridge_positions=5) - training_flops(base, V, R, 2, 8) == 3 * 5 * 2 * 16 * V
+
+
+@pytest.mark.parametrize("kind", ["byte_level", "metaspace"])
+def test_the_output_bridge_works_for_imported_tokenizers(tmp_path, kind):
+    import test_import
+
+    from proxylm.codecs.imported import import_tokenizer
+
+    make = test_import._byte_level if kind == "byte_level" else test_import._metaspace
+    codec, _ = import_tokenizer(make(tmp_path / "t.json"))
+    rep = Representation.for_codec(codec)
+    text = "def f1(x):\n    return x * 1  # ünïcode ✓\n".encode()
+    body = np.concatenate([[rep.bos_id, rep.raw_start_id], rep.raw_ids(text), [rep.raw_end_id, rep.eos_id]])
+    _, cols, targets = OutputBridge(codec, rep, 1.0).pairs(body.reshape(1, -1), len(body))
+    sym = codec.encode(text)
+    assert targets.tolist() == rep.compressed_ids(sym).tolist()
+    for i, c in enumerate(cols[1:].tolist()):  # symbol i ends at byte c - 2: the text so far decodes to it
+        assert codec.decode(sym[:i + 1]) == text[:c - 1]
