@@ -171,7 +171,10 @@ class InputFeatures(nn.Module):
         B, S = ids.shape
         win = context_windows(ids, doc_ids, self.context, kv_cache).reshape(B * S, -1)  # (N, L)
         parts = []
-        if self.mode != "none" and self.trie_keys.numel():
+        if self.mode != "none":
+            if not self.trie_keys.numel():
+                raise RuntimeError("model.input_bridge: no vocabulary; call model.features.set_vocabulary (assemble's "
+                                   "new_model does) before the first forward")
             sym = self.longest_symbol(win)  # (N,)
             table = self.own.weight if self.mode == "own" else shared
             rows = self.trie_rows[sym.clamp(min=0)]
