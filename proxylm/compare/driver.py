@@ -135,7 +135,8 @@ def scaling_analysis(preset: Preset, results: list[dict]) -> dict:
     for fam in preset.models:
         pts = [(r["flops"], r["bpb"]["val"]) for s in sizes for r in g.get((s["name"], fam), {}).values()]
         points[fam] = pts
-        fit = stats.fit_power_law(*zip(*pts)) if len(pts) >= 3 else None
+        n_sizes = sum(1 for s in sizes if g.get((s["name"], fam)))  # one size: every point at one budget, no curve
+        fit = stats.fit_power_law(*zip(*pts)) if len(pts) >= 3 and n_sizes >= 2 else None
         fits[fam] = {**fit, "points": len(pts)} if fit else None
     gaps, trends, crossovers, text = {}, {}, {}, {}
     largest = max((p[0] for pts in points.values() for p in pts), default=0.0)
