@@ -142,6 +142,7 @@ def test_a_proxy_run_with_both_bridges_trains_counts_flops_reloads_and_generates
     assert record["flops"] > plain  # the bridge's head ran at some positions on top of the counted features
     summary = trainer.fit()
     trainer.run_lock.release()
+    assert summary["bridge_runs_skipped"] == 0  # counted (and said in summary.json) when a run cannot be encoded
     run = load_run(tmp_path / "run")
     assert torch.equal(run.model.features.trie_keys, trainer.raw_model.features.trie_keys)
     assert run.model.output_bridge is not None  # rebuilt from the run's codec (unused at inference)

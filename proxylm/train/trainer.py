@@ -286,6 +286,9 @@ class Trainer:
                    "compressed_view_bytes": self.compressed_view_bytes,
                    "compressed_symbols": self.compressed_symbols, "val_bpb": evals[-1]["val_bpb"],
                    "loss": last.get("loss"), "elapsed_s": self.elapsed, "loader_stats": self.loader.stats()}
+        bridge = getattr(self.raw_model, "output_bridge", None)
+        if bridge is not None:  # raw runs the codec could not encode (left out of the auxiliary loss; this process)
+            summary.update(bridge.stats())
         if self.ctx.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
