@@ -57,7 +57,7 @@ def test_the_trie_finds_the_longest_symbol_ending_at_each_byte(codec):
     assert got[:2] == [-1, -1]  # <bos>, <raw>: no bytes
     assert got[2:] == [longest_suffix_symbol(pieces, text[:t + 1]) for t in range(len(text))]
     assert max(len(pieces[s]) for s in got[2:]) >= 4  # multi-byte symbols are found
-    keys, child, terminal, depth = build_trie([b"ab", b"b", b"ab"])
+    _, _, terminal, depth = build_trie([b"ab", b"b", b"ab"])
     assert depth == 2 and terminal.tolist() == [-1, 1, 0]  # a repeated string ends at its lowest index
 
 
@@ -66,7 +66,9 @@ def test_a_feature_never_sees_a_later_byte_nor_another_document(codec):
         model, rep = bridged_model(codec, mode=mode)
         text = rep.raw_ids(b"def add(a, b):\n    return a + b\n")
         ids = torch.from_numpy(np.concatenate([[rep.bos_id, rep.raw_start_id], text])).view(1, -1)
-        feats = lambda x, **kw: model.features(x, shared=model.embed.weight, **kw)  # noqa: E731
+        def feats(x, model=model, **kw):
+            return model.features(x, shared=model.embed.weight, **kw)
+
         base = feats(ids)
         for t in (5, 12, 20):
             changed = ids.clone()

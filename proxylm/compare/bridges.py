@@ -135,9 +135,9 @@ def _cell(x, fmt="{:+.3f}") -> str:
 def markdown_lines(a: dict) -> list[str]:
     lines = ["", "## Bridges: each arm against the byte arm with the same input features (paired per seed)", ""]
     for size, e in a["sizes"].items():
-        lines += [f"### {size}", "", "| arm | BPB val | reference | diff | 95% interval | verdict | params | feature "
-                  "params | raw alone | raw given comp | comp alone | comp given raw | exact c→r / r→c |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        header = ("| arm | BPB val | reference | diff | 95% interval | verdict | params | feature params | raw alone "
+                  "| raw given comp | comp alone | comp given raw | exact c→r / r→c |")
+        lines += [f"### {size}", "", header, "|---" * 13 + "|"]
         for m, row in e["arms"].items():
             d, p, t = row["vs_reference"], row.get("params") or {}, row.get("translation") or {}
             probe_cells = ([f"{t[k]:.3f}" for k in ("bpb_raw_alone", "bpb_raw_given_compressed", "bpb_compressed_alone",
@@ -150,7 +150,7 @@ def markdown_lines(a: dict) -> list[str]:
                                      *probe_cells]) + " |")
         if e.get("gap"):
             g = e["gap"]
-            lines += ["", f"Best proxy arm: {e['best_proxy']}, {g['mean']:+.4f} BPB against {g['reference']} "
-                          f"[{g['low']:+.3f}, {g['high']:+.3f}] ({g['verdict']})."]
+            lines += ["", (f"Best proxy arm: {e['best_proxy']}, {g['mean']:+.4f} BPB against {g['reference']} "
+                           f"[{g['low']:+.3f}, {g['high']:+.3f}] ({g['verdict']}).")]
         lines.append("")
     return lines
