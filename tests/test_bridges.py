@@ -264,3 +264,24 @@ def test_the_output_bridge_works_for_imported_tokenizers(tmp_path, kind):
     assert targets.tolist() == rep.compressed_ids(sym).tolist()
     for i, c in enumerate(cols[1:].tolist()):  # symbol i ends at byte c - 2: the text so far decodes to it
         assert codec.decode(sym[:i + 1]) == text[:c - 1]
+
+
+def test_speculative_and_batched_generation_agree_with_full_recompute(codec):
+    from proxylm.core.interface import ByteInterface
+    from proxylm.eval.generate import GenStats, generate, generate_batch
+
+    rep = Representation.for_codec(codec)
+    torch.manual_seed(0)
+    cfg = ModelConfig(dim=16, n_layers=2, n_heads=2, n_pred_heads=3, input_bridge="shared", ngram_sizes=[2, 3],
+                      ngram_buckets=64, init_std=0.3, max_seq_len=256)
+    model = Transformer(cfg, rep.vocab_size, rep.raw_vocab_size).eval()
+    model.features.set_vocabulary(codec.symbol_bytes(), rep.compressed_ids(np.arange(codec.alphabet_size)).tolist(),
+                                  cfg.dim, cfg.init_std)
+    iface = ByteInterface(rep)
+    prompts = [b"def add(a, b):\n    ret", b"h\xc3\xa9llo", b"return a"]
+    want = [generate(model, iface, p, max_bytes=24, use_cache=False) for p in prompts]
+    stats = GenStats()
+    assert [generate(model, iface, p, max_bytes=24, speculative=True, stats=stats) for p in prompts] == want
+    assert stats.forwards > 0
+    assert generate_batch(model, iface, prompts, max_bytes=24, batch_size=2, speculative=True) == want
+    assert generate_batch(model, iface, prompts, max_bytes=24, batch_size=3, speculative=False) == want
