@@ -22,13 +22,13 @@ import os
 import random
 import sys
 import warnings
-from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from proxylm.bridges import BRIDGE_CODEC_DIR, attach_bridges, bridge_codec
 from proxylm.codecs import load_codec
 from proxylm.codecs.base import CODEC_FILE
 from proxylm.prepare.precomputed import PrecomputedViews
@@ -38,9 +38,8 @@ from proxylm.convert import plan_conversion
 from proxylm.core.device import autocast, pick_device, resolve_dtype
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
-from proxylm.core.io import file_lock
 from proxylm.core.representation import Representation
-from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, LOCK, REPRESENTATION
+from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, REPRESENTATION, NotLocked, RunLock, remove_if_unused
 from proxylm.core.threads import set_threads
 from proxylm.startup import codec_source, covers_text, startup_summary, validation_facts  # noqa: F401 (API)
 from proxylm.data.corpus import open_corpus
@@ -58,64 +57,7 @@ from proxylm.train.trainer import Trainer, planned_steps
 RESUMABLE_KEYS = ("train.*", "eval.*", "model.attention", "model.ce_chunk", "name", "logging.*")
 
 
-# ---- the run directory: one writer, writable, checked before work -------------------------------------------
-class RunLock:
-    """Exclusive lock on run_dir/.lock (flock: released when the process dies, so never stale). Re-entrant
-    within one process (a Trainer resumed in the process that trained it); other processes are refused."""
-
-    _held: dict[str, list] = {}  # real path -> [ExitStack, count]
-
-    def __init__(self, run_dir):
-        self.key = os.path.realpath(run_dir)
-        self.path = Path(run_dir) / LOCK
-        self.released = False
-        if self.key in RunLock._held:
-            RunLock._held[self.key][1] += 1
-            return
-        stack = ExitStack()
-        try:
-            lock = stack.enter_context(file_lock(self.path, blocking=False))
-        except BlockingIOError:
-            holder = self.path.read_text(errors="replace").strip() or "unknown"
-            raise UserError(f"{run_dir} is in use by another proxylm process (pid {holder}, holding {self.path}); "
-                            "wait for it to finish or choose another --out") from None
-        except OSError as e:  # read-only, or a path below a file
-            raise UserError(f"cannot write to {run_dir} ({e.strerror}); make it writable or choose another "
-                            "--out") from None
-        lock.truncate(0)
-        lock.write(f"{os.getpid()}\n")
-        lock.flush()
-        RunLock._held[self.key] = [stack, 1]
-
-    def release(self) -> None:
-        if self.released:
-            return
-        self.released = True
-        entry = RunLock._held.get(self.key)
-        if entry is not None:
-            entry[1] -= 1
-            if entry[1] == 0:
-                del RunLock._held[self.key]
-                entry[0].close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.release()
-
-
-def remove_if_unused(run_dir: Path, keep_dir: bool = False) -> None:
-    """Undo what a refused start created: a run directory holding nothing but the lock (and checkpoints/);
-    `keep_dir`: the directory was there (empty) before, so only what this start put in it goes."""
-    if run_dir.is_dir() and not any(p.name not in (LOCK, CKPT_DIR) for p in run_dir.iterdir()):
-        _rmdir_quiet(run_dir / CKPT_DIR)
-        if not any(p.name != LOCK for p in run_dir.iterdir()):
-            (run_dir / LOCK).unlink(missing_ok=True)
-            if not keep_dir:
-                _rmdir_quiet(run_dir)
-
-
+# ---- the run directory: writable, checked before work ----------------------------------------------------
 def probe_writable(directory: Path, what: str) -> None:
     """Create `directory` and write a file into it, so a read-only one is found before the work, not after."""
     try:
@@ -314,23 +256,10 @@ def build_trainer(cfg: RunConfig, run_dir, resume: bool = False, quiet: bool = F
     return trainer
 
 
-class NotLocked:
-    """What ranks other than 0 hold (rank 0 locks the run directory for all of them)."""
-
-    def release(self) -> None:
-        pass
-
-
-def _rmdir_quiet(path: Path) -> None:
-    try:
-        path.rmdir()
-    except OSError:
-        pass
-
-
-def new_model(cfg: RunConfig, rep, codec) -> Transformer:
+def new_model(cfg: RunConfig, rep, codec, run_dir=None) -> Transformer:
     """The run's Transformer (random weights), with its input-embedding composition when
-    model.compose_embedding asks for it: each compressed id's raw-byte ids, from the codec."""
+    model.compose_embedding asks for it (each compressed id's raw-byte ids, from the codec) and its bridges
+    (model.input_bridge, model.output_bridge: the codec's symbol bytes; see bridge_codec)."""
     model = Transformer(cfg.model, rep.vocab_size, rep.raw_vocab_size)
     if cfg.model.compose_embedding:
         pieces = codec.symbol_bytes() if codec is not None else None
@@ -340,6 +269,7 @@ def new_model(cfg: RunConfig, rep, codec) -> Transformer:
         ids = rep.compressed_ids(np.arange(len(pieces), dtype=np.int64))
         model.set_composition({int(i): rep.raw_ids(b).tolist() for i, b in zip(ids, pieces)
                                if not rep.is_raw_byte(int(i))})
+    attach_bridges(model, cfg, rep, codec, run_dir)  # model.input_bridge, model.output_bridge
     return model
 
 
@@ -370,7 +300,9 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
                         "writable folder or views.codec_dir to a writable directory") from None
 
     torch.manual_seed(t.seed)
-    model = new_model(cfg, rep, codec).to(device)
+    model = new_model(cfg, rep, codec, run_dir).to(device)
+    if codec is None and cfg.model.input_bridge == "own" and ctx.is_main and not resume:  # travels with the run
+        bridge_codec(cfg, codec, run_dir).save(run_dir / BRIDGE_CODEC_DIR)
     log = None
     if t.init_from and not resume:  # before wrapping: DDP broadcasts and FSDP shards these weights
         log = conversion.load(model) if conversion is not None else load_init_from(model, t.init_from, rep)
@@ -435,7 +367,7 @@ def load_run(run_dir, device: str | torch.device = "cpu", dtype: str = "auto", d
     resolved = "float32" if decoding and dtype == "auto" else resolve_dtype(dtype, device)
     cfg = load_config(str(run_dir / CONFIG))
     codec, rep = codec_and_representation(cfg, run_dir)
-    model = new_model(cfg, rep, codec)
+    model = new_model(cfg, rep, codec, run_dir)
     expect = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     found = latest_checkpoint(run_dir, with_optimizer=False, expect=expect)
     if found is None:

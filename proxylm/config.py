@@ -266,6 +266,10 @@ def validate_run(cfg: RunConfig) -> None:
     if cfg.model.compose_embedding and cfg.views.codec != "bpe":
         raise ConfigError(f"model.compose_embedding=true: needs views.codec=bpe (a codec whose symbols stand for bytes "
                           f"one by one), got {cfg.views.codec!r}; set model.compose_embedding=false")
+    m = cfg.model
+    if cfg.views.codec is None and (m.output_bridge > 0 or m.input_bridge == "shared"):
+        raise ConfigError("model.output_bridge > 0 and model.input_bridge=shared need a compressed view "
+                          "(views.codec=bpe); a byte model can use model.input_bridge=own")
 
 
 def save_config(cfg, path) -> None:

@@ -269,6 +269,29 @@ def trained_context(run_cfg, model_cfg) -> int:
     return min(model_cfg.max_seq_len, run_cfg.data.seq_len)
 
 
+FEATURES_FILE = "proxylm_input_features.safetensors"
+FEATURES_NOTE = f"""
+## Input features (not computed by LlamaForCausalLM)
+
+This model adds extra embeddings to each raw byte's input (proxylm's `model.input_bridge` and/or
+`model.ngram_sizes`; proxylm/model/features.py): the row of the longest codec symbol ending at the byte (a trie
+over the codec's vocabulary: a table the paper's models do not keep) and hashed byte n-gram rows. Their tables and
+the trie are in `{FEATURES_FILE}`; `transformers` alone does not compute them, so use proxylm
+(`proxylm generate RUN`, or train on with `train.init_from`) for this model's real outputs.
+"""
+
+
+def export_features(model, out: Path, dtype: str) -> dict | None:
+    """The input features' tables and trie (model.features) beside the weights; None when the model has none."""
+    if model.features is None:
+        return None
+    state = {k: (t.to(DTYPES[dtype]) if t.is_floating_point() else t).contiguous()
+             for k, t in model.features.state_dict().items()}
+    save_file(state, str(out / FEATURES_FILE), metadata={"format": "pt"})
+    return {"file": FEATURES_FILE, "tensors": len(state), "params": sum(t.numel() for t in state.values()
+                                                                         if t.is_floating_point())}
+
+
 def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) -> dict:
     """Write the transformers directory for the run's latest checkpoint; returns a summary."""
 
@@ -305,11 +328,15 @@ def export_run(run_dir, out_dir, dtype: str = "float32", force: bool = False) ->
     shutil.copyfile(run.run_dir / REPRESENTATION, out / REPRESENTATION)
     save_config(run.cfg, out / RUN_CONFIG)
 
+    features = export_features(model, out, dtype)
     dropped = {"pred_heads": sum(p.numel() for p in model.pred_heads.parameters()),
                "raw_heads": sum(p.numel() for p in model.raw_heads.parameters())}
     n_params = sum(t.numel() for t in weights.values())
-    (out / "README.md").write_text(_model_card(run, out, dtype, dropped, n_params))
+    card = _model_card(run, out, dtype, dropped, n_params)
+    if features:
+        card += FEATURES_NOTE
+    (out / "README.md").write_text(card)
     bpb = _validation_bpb(run.run_dir, run.step)
     return {"out": str(out), "run": str(run.run_dir), "step": run.step, "interface": iface.kind, "context": context,
             "vocab_size": rep.vocab_size, "params": n_params, "dtype": dtype, "dropped_heads": dropped,
-            "val_bpb": bpb["val_bpb"] if bpb else None}
+            "val_bpb": bpb["val_bpb"] if bpb else None, "input_features": features}

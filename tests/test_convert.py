@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 
 from proxylm.assemble import build_trainer, load_run
 from proxylm.codecs.bpe import BpeCodec

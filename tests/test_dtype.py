@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 from toys import REP, random_model
 
 from proxylm.assemble import build_trainer, load_run

@@ -9,7 +9,7 @@ import os
 import shutil
 
 import pytest
-from conftest import write_code_corpus
+from helpers import write_code_corpus
 
 import proxylm.cli
 import proxylm.train.trainer

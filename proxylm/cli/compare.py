@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 from proxylm.compare import MODELS, PRESETS, compare, result_lines
+from proxylm.compare.presets import SCALING_SIZES
 from proxylm.core.errors import UserError
 from proxylm.core.io import print_json
 from proxylm.cli.args import threads_arg
@@ -64,6 +65,13 @@ def cmd_compare(args) -> int:
         if preset.scaling:
             raise UserError(f"--size: preset '{args.preset}' trains several sizes; use a one-size preset")
         preset.size = args.size
+    if args.sizes:  # a subset of the preset's sizes, or the CPU scaling study's
+        names = [n.strip() for n in args.sizes.split(",") if n.strip()]
+        known = {s.name: s for s in [*SCALING_SIZES, *preset.scaling]}
+        if not preset.scaling or any(n not in known for n in names):
+            raise UserError(f"--sizes {args.sizes}: preset '{args.preset}' takes sizes among {', '.join(known)}"
+                            if preset.scaling else f"--sizes: preset '{args.preset}' has one size; use --size")
+        preset.scaling = [known[n] for n in names]
     out = Path(args.out)
     overrides = list(args.overrides or []) + ([f"train.threads={args.threads}"] if args.threads else [])
     report = compare(preset, out, args.corpus, args.eval_corpus, args.seeds, overrides, args.quiet,
@@ -75,7 +83,7 @@ def cmd_compare(args) -> int:
     samples = sample_side_by_side(report, args.sample, args.sample_bytes, show=not args.json) if args.sample else None
     if args.json:
         keys = ("table", "bytes_flops_to_match_proxy", "bytes_reached_proxy_bpb", "plots", "seeds", "headline",
-                "ablations", "scaling", "partial", "planned_runs", "finished_runs", "val_scope", "html",
+                "ablations", "scaling", "bridges", "partial", "planned_runs", "finished_runs", "val_scope", "html",
                 "unigram_bpb_val")
         extra = {"results": result_lines(report)}
         if samples is not None:
@@ -133,6 +141,7 @@ def add_commands(sub) -> None:
     p.add_argument("--eval-corpus", help="second held-out corpus scored in full (e.g. code never trained on)")
     p.add_argument("--budget-flops", type=float, help="training FLOPs per model (default: the preset's)")
     p.add_argument("--size", help="backbone size: micro | tiny | gpu (default: the preset's)")
+    p.add_argument("--sizes", help="sizes of a several-size preset: its own or the scaling study's (e.g. d32x2,tiny)")
     p.add_argument("--models", help=f"comma-separated subset of: {', '.join(MODELS)}")
     p.add_argument("--seeds", type=int, default=None,
                    help="seeds per model (default: the preset's: " +

@@ -79,7 +79,8 @@ def clear_run_dir(run_dir: Path) -> None:
 def cmd_train(args) -> int:
     from contextlib import nullcontext
 
-    from proxylm.assemble import RunLock, build_trainer, check_run_dir_path, remove_if_unused
+    from proxylm.assemble import build_trainer, check_run_dir_path
+    from proxylm.core.rundir import RunLock, remove_if_unused
     from proxylm.config import load_config
     from proxylm.train.checkpoint import list_checkpoints
 

@@ -86,6 +86,9 @@ def compare(preset: Preset, out: Path, corpus: str | None = None, eval_corpus: s
     report["planned_runs"], report["finished_runs"] = len(jobs), len(results)
     report["partial"] = len(results) < len(jobs)
     report["val_scope"] = val_scope(any_cfg, eval_sets["val"])
+    if preset.analysis == "bridges":  # compare/bridges.py: gaps per size, the translation probe, parameters
+        from proxylm.compare import bridges
+        report["bridges"] = bridges.analyse(preset, results, eval_sets["val"])
     write_markdown(report, out / "results.md")
     plots = write_plots(report, out)
     report["plots"] = [str(p) for p in plots]
@@ -125,10 +128,10 @@ def _json_default(x):
     return None if isinstance(x, float) and math.isinf(x) else str(x)
 
 
-def _ablations(results: list[dict], models: list[str], size: str) -> list[dict]:
+def _ablations(results: list[dict], models: list[str], size: str, references: dict | None = None) -> list[dict]:
     out = []
     for m in models:
-        ref = REFERENCE.get(m)
+        ref = (references or {}).get(m, REFERENCE.get(m))
         if ref in models:
             d = stats.paired_difference(results, m, ref, size)
             if d:
@@ -145,7 +148,7 @@ def build_report(preset: Preset, results: list[dict], eval_sets: dict, unigram: 
               "eval_sets": {k: sum(map(len, v)) for k, v in eval_sets.items()},
               "table": tables[top], "runs": results, "unigram_bpb_val": unigram,
               "unigram_sample_bytes": UNIGRAM_SAMPLE_BYTES,
-              "ablations": [a for s in sizes for a in _ablations(results, preset.models, s)],
+              "ablations": [a for s in sizes for a in _ablations(results, preset.models, s, preset.references)],
               "headline": head,
               "bytes_flops_to_match_proxy": head["ratio"] if head else None,
               "bytes_reached_proxy_bpb": head["reached"] if head else None,
@@ -171,7 +174,8 @@ def scaling_analysis(preset: Preset, results: list[dict]) -> dict:
     for fam in preset.models:
         pts = [(r["flops"], r["bpb"]["val"]) for s in sizes for r in g.get((s["name"], fam), {}).values()]
         points[fam] = pts
-        fit = stats.fit_power_law(*zip(*pts)) if len(pts) >= 3 else None
+        n_sizes = sum(1 for s in sizes if g.get((s["name"], fam)))  # one size: every point at one budget, no curve
+        fit = stats.fit_power_law(*zip(*pts)) if len(pts) >= 3 and n_sizes >= 2 else None
         fits[fam] = {**fit, "points": len(pts)} if fit else None
     gaps, trends, crossovers, text = {}, {}, {}, {}
     largest = max((p[0] for pts in points.values() for p in pts), default=0.0)
@@ -209,6 +213,9 @@ def result_lines(report: dict) -> list[str]:
     lines = []
     if report["bytes_flops_to_match_proxy"] is not None:
         lines.append(f"RESULT bytes_flops_to_match_proxy {report['bytes_flops_to_match_proxy']:.4f}")
+    if report.get("bridges"):
+        from proxylm.compare import bridges
+        lines += bridges.result_lines(report["bridges"])
     s = report.get("scaling")
     if s:
         for fam, t in s["trends"].items():

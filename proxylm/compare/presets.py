@@ -18,6 +18,12 @@ COOLDOWN = ["views.schedule.decay_frac=0.2", "views.schedule.final_rate=0.0", "v
 # compressed, no raw-byte head (at this size it takes loss weight from the main head), a 512-id BPE (a
 # smaller output layer buys more steps per FLOP) and the cooldown to raw bytes at the end.
 TUNED = ["views.rate=0.5", "model.n_raw_heads=0", "views.codec_options.bpe.vocab_size=512", *COOLDOWN]
+# Bridges (proxylm/model/features.py, bridge.py): the byte arm with the input-bridge table uses the tuned
+# recipe's 512-id BPE; n-grams as BLT at this scale: 3- to 5-grams, 2048 rows each.
+BRIDGE_TABLE = ["model.input_bridge=own", "views.codec_options.bpe.vocab_size=512"]
+INPUT_BRIDGE = ["model.input_bridge=shared"]
+OUTPUT_BRIDGE = ["model.output_bridge=0.5"]
+NGRAMS = ["model.ngram_sizes=[3,4,5]", "model.ngram_buckets=2048"]
 MODELS: dict[str, tuple[str, list[str]]] = {
     "bytes": ("bytes", []),
     "bytes-mbp": ("bytes", ["model.n_pred_heads=8"]),  # the reference's multi-byte prediction baseline
@@ -41,13 +47,34 @@ MODELS: dict[str, tuple[str, list[str]]] = {
     "proxy-bpe-tuned": ("proxy-bpe", TUNED),
     # our own idea: a BPE id's input embedding = its row + the mean of its bytes' rows (model.compose_embedding)
     "proxy-bpe-tuned-composed": ("proxy-bpe", TUNED + ["model.compose_embedding=true"]),
+    # the bridges between the views (issue 22; BENCHMARKS.md "Bridges"): the byte arms read the same features
+    "bytes-trie": ("bytes", BRIDGE_TABLE),  # the input-bridge table, trained from raw bytes only
+    "bytes-ngram": ("bytes", NGRAMS),
+    "proxy-bpe-tuned-obridge": ("proxy-bpe", TUNED + OUTPUT_BRIDGE),
+    "proxy-bpe-tuned-ibridge": ("proxy-bpe", TUNED + INPUT_BRIDGE),
+    "proxy-bpe-tuned-bridges": ("proxy-bpe", TUNED + OUTPUT_BRIDGE + INPUT_BRIDGE),
+    "proxy-bpe-tuned-obridge-ngram": ("proxy-bpe", TUNED + OUTPUT_BRIDGE + NGRAMS),
 }
-ALL_MODELS = list(MODELS)
+BRIDGE_ARMS = ("bytes-trie", "bytes-ngram", "proxy-bpe-tuned-obridge", "proxy-bpe-tuned-ibridge",
+               "proxy-bpe-tuned-bridges", "proxy-bpe-tuned-obridge-ngram")
+ALL_MODELS = [m for m in MODELS if m not in BRIDGE_ARMS]  # the demo's models (the bridges have their preset)
 
 # What each variant is judged against (paired per-seed differences): its recipe without the change.
 REFERENCE = {"bytes-mbp": "bytes", "tokens": "bytes", "proxy-bpe": "bytes",
              **{m: "proxy-bpe" for m in MODELS if m.startswith("proxy-") and m != "proxy-bpe"},
              "proxy-bpe-tuned-composed": "proxy-bpe-tuned"}
+# The bridges preset judges each arm against the byte arm with the same input features: the proxy pays only
+# where a proxy arm beats that one. "Best proxy + n-grams" is the output-bridge arm (it reads the byte arm's
+# features, so bytes-ngram is its exact reference).
+BRIDGE_MODELS = ["bytes", "bytes-trie", "proxy-bpe-tuned", "proxy-bpe-tuned-obridge", "proxy-bpe-tuned-ibridge",
+                 "proxy-bpe-tuned-bridges", "bytes-ngram", "proxy-bpe-tuned-obridge-ngram"]
+BRIDGE_REFERENCE = {"bytes-trie": "bytes", "proxy-bpe-tuned": "bytes", "proxy-bpe-tuned-obridge": "bytes",
+                    "proxy-bpe-tuned-ibridge": "bytes-trie", "proxy-bpe-tuned-bridges": "bytes-trie",
+                    "bytes-ngram": "bytes", "proxy-bpe-tuned-obridge-ngram": "bytes-ngram"}
+# elsewhere (e.g. --models in the demo) a bridge arm is judged against its recipe without the bridge
+REFERENCE.update({"bytes-trie": "bytes", "bytes-ngram": "bytes", "proxy-bpe-tuned-obridge": "proxy-bpe-tuned",
+                  "proxy-bpe-tuned-ibridge": "proxy-bpe-tuned", "proxy-bpe-tuned-bridges": "proxy-bpe-tuned",
+                  "proxy-bpe-tuned-obridge-ngram": "proxy-bpe-tuned-obridge"})
 
 
 @dataclasses.dataclass
@@ -70,6 +97,8 @@ class Preset:
     overrides: list[str] = dataclasses.field(default_factory=list)
     seeds: int = 1  # default of --seeds
     scaling: list[Size] = dataclasses.field(default_factory=list)  # several sizes (a scaling study)
+    references: dict = dataclasses.field(default_factory=dict)  # model -> reference, over REFERENCE
+    analysis: str = ""  # "bridges": compare/bridges.py (gap per size, translation probe, parameters per arm)
 
     @property
     def sizes(self) -> list[Size]:
@@ -105,6 +134,11 @@ PRESETS = {
     "gpu": Preset("gpu", 3e17, ALL_MODELS, eval_bytes=5_000_000),
     "scaling": Preset("tiny", 0, SCALING_MODELS, eval_bytes=30_000, evals_per_run=5, seeds=3,
                       scaling=SCALING_SIZES),
+    # issue 22: 8 arms at the scaling study's largest backbone and at tiny (the demo's), 3 seeds (BENCHMARKS.md
+    # "Bridges"); `compare --sizes d32x2` also takes the scaling study's other sizes
+    "bridges": Preset("tiny", 0, BRIDGE_MODELS, eval_bytes=30_000, evals_per_run=5, seeds=3,
+                      scaling=[SCALING_SIZES[-1], Size("tiny", "tiny", 8e12)], references=BRIDGE_REFERENCE,
+                      analysis="bridges"),
     "scaling-gpu": Preset("gpu", 0, SCALING_MODELS, eval_bytes=1_000_000, evals_per_run=5, seeds=1,
                           scaling=SCALING_GPU_SIZES),
 }

@@ -103,6 +103,9 @@ def write_markdown(report: dict, path: Path) -> None:
     if report.get("val_scope"):
         lines += ["", report["val_scope"] + "."]
     lines += headline_lines(report.get("headline"))
+    if report.get("bridges"):
+        from proxylm.compare.bridges import markdown_lines
+        lines += markdown_lines(report["bridges"])
     lines += code_lines(report["runs"])
     path.write_text("\n".join(lines) + "\n")
 

@@ -38,6 +38,7 @@ from pathlib import Path
 
 from proxylm.core.errors import UserError
 from proxylm.core import records
+from proxylm.data.splits import hub_hint
 from proxylm.data.walk import STDLIB_EXCLUDE_DIRS, Listing, split_patterns, stdlib_files, stdlib_root, walk  # noqa: F401
 
 SNIFF_BYTES = 8192
@@ -254,17 +255,6 @@ def _jsonl_facts_cached(path: Path, compression: str, text_field: str, listing: 
     facts = jsonl_facts(path, compression, text_field, listing, size)
     _FACTS[key] = facts
     return facts
-
-
-def hub_hint(spec: str) -> str:
-    """For a spec that looks like a Hugging Face hub name ("owner/name"): how to give it to proxylm."""
-    parts = spec.split("/")
-    if len(parts) != 2 or not all(parts) or spec.startswith((".", "~")) or any(c in spec for c in "*?[ "):
-        return ""
-    return (f". '{spec}' looks like a Hugging Face hub dataset name: proxylm reads local files only; save it first, "
-            f"e.g. python -c \"import datasets; datasets.load_dataset('{spec}').save_to_disk('data/{parts[1]}')\", "
-            f"then data.corpus=data/{parts[1]} (its splits are used: README 'Splits'); the HF cache's .arrow files "
-            f"also read directly: data.corpus='~/.cache/huggingface/datasets/{parts[0]}___{parts[1]}/**/*.arrow'")
 
 
 def pick_column(names: list[str], text_field: str, where, schema=None) -> str:

@@ -53,3 +53,14 @@ def split_roles(names, setting: str, val_fraction: float) -> tuple[dict[str, str
 def check_setting(setting: str) -> None:
     if not setting or setting.count(":") > 1 or setting.startswith(":") or setting.endswith(":"):
         raise ConfigError(f"data.splits={setting!r}: use auto, hash, TRAIN:VAL (e.g. train:test) or TRAIN")
+
+
+def hub_hint(spec: str) -> str:
+    """For a spec that looks like a Hugging Face hub name ("owner/name"): how to give it to proxylm."""
+    parts = spec.split("/")
+    if len(parts) != 2 or not all(parts) or spec.startswith((".", "~")) or any(c in spec for c in "*?[ "):
+        return ""
+    return (f". '{spec}' looks like a Hugging Face hub dataset name: proxylm reads local files only; save it first, "
+            f"e.g. python -c \"import datasets; datasets.load_dataset('{spec}').save_to_disk('data/{parts[1]}')\", "
+            f"then data.corpus=data/{parts[1]} (its splits are used: README 'Splits'); the HF cache's .arrow files "
+            f"also read directly: data.corpus='~/.cache/huggingface/datasets/{parts[0]}___{parts[1]}/**/*.arrow'")

@@ -5,7 +5,7 @@ The vocabulary size is never configured here: it comes from the run's Representa
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from proxylm.core.errors import require
 
@@ -32,6 +32,11 @@ class ModelConfig:
     # (codecs whose symbols stand for bytes one by one: bpe), so a compressed view is read through raw-byte
     # embeddings that raw text trains too; raw and special ids are unchanged
     compose_embedding: bool = False
+    # bridges between the views (proxylm/model/features.py, model/bridge.py; off by default):
+    input_bridge: str = "none"  # none | shared | own: + the row of the longest codec symbol ending at each raw byte
+    output_bridge: float = 0.0  # > 0: weight of the auxiliary loss where a codec symbol ends (training only)
+    ngram_sizes: list[int] = field(default_factory=list)  # hashed byte n-gram embeddings (BLT-style), e.g. [3, 4, 5]
+    ngram_buckets: int = 4096  # rows of each n-gram table
 
     def __post_init__(self):
         for key in ("dim", "n_layers", "n_heads", "n_pred_heads", "ce_chunk"):
@@ -49,6 +54,11 @@ class ModelConfig:
         for key in ("norm_eps", "rope_theta"):
             require(getattr(self, key) > 0, key, getattr(self, key), "must be > 0")
         require(self.init_std >= 0, "init_std", self.init_std, "must be >= 0")
+        require(self.input_bridge in ("none", "shared", "own"), "input_bridge", self.input_bridge,
+                "must be none, shared (the compressed ids' rows) or own (a table of its own)")
+        require(self.output_bridge >= 0, "output_bridge", self.output_bridge, "must be >= 0 (0: off)")
+        require(all(n >= 1 for n in self.ngram_sizes), "ngram_sizes", self.ngram_sizes, "must all be >= 1")
+        require(self.ngram_buckets >= 1, "ngram_buckets", self.ngram_buckets, "must be >= 1")
         require(self.attention in ("auto", "sdpa", "flex"), "attention", self.attention, "must be auto, sdpa or flex")
 
     @property

@@ -45,6 +45,8 @@ class LossOutput:
     head_nll_sum: torch.Tensor | None = None  # (T,) detached sum of CE per head over positions it was scored at
     head_count: torch.Tensor | None = None  # (T,) number of positions each head was scored at
     n_raw_positions: torch.Tensor | None = None  # () positions where the raw heads ran (for flops.py)
+    n_bridge_positions: torch.Tensor | None = None  # () positions the output bridge scored (model/bridge.py)
+    bridge_nll_sum: torch.Tensor | None = None  # () detached CE sum of those positions
 
     def __iter__(self):
         return iter((self.loss_sum, self.weight_sum, self.nll, self.counted))

@@ -29,6 +29,8 @@ class KVCache:
         self.lengths = [0] * batch_size  # filled positions per row
         self.k: list[torch.Tensor | None] = [None] * n_layers  # each (B, kv_heads, max_len, hd)
         self.v: list[torch.Tensor | None] = [None] * n_layers
+        # (B, max_len) tensors indexed like the keys that follow rows and rollbacks (input features' ids)
+        self.row_buffers: dict[str, torch.Tensor] = {}
 
     @property
     def pos(self) -> int:
@@ -94,6 +96,8 @@ class KVCache:
             for i, t in enumerate(store):
                 if t is not None:
                     store[i] = t[torch.as_tensor(rows, device=t.device)]
+        for name, t in self.row_buffers.items():
+            self.row_buffers[name] = t[torch.as_tensor(rows, device=t.device)]
         self.lengths = [self.lengths[r] for r in rows]
         self.batch_size = len(rows)
 
@@ -109,6 +113,10 @@ class KVCache:
                 if store[i] is None:
                     store[i] = t.new_zeros(self.batch_size, t.shape[1], self.max_len, t.shape[3])
                 store[i][row, :, :n] = t[src_row, :, :n]
+        for name, t in src.row_buffers.items():
+            if name not in self.row_buffers:
+                self.row_buffers[name] = t.new_full((self.batch_size, self.max_len), -1)
+            self.row_buffers[name][row, :n] = t[src_row, :n]
         self.lengths[row] = n
 
     def reset(self) -> None:

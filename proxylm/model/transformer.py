@@ -28,7 +28,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from proxylm.model import attention
+from proxylm.core.representation import N_BYTES
 from proxylm.model.config import ModelConfig
+from proxylm.model.features import InputFeatures
 from proxylm.model.heads import LossOutput, multi_head_loss
 from proxylm.model.kv_cache import KVCache
 
@@ -152,6 +154,10 @@ class Transformer(nn.Module):
         # cfg.compose_embedding: the raw ids behind each id, CSR (set_composition; derived from the codec, not saved)
         for name in ("compose_start", "compose_count", "compose_raw"):
             self.register_buffer(name, torch.zeros(0, dtype=torch.long), persistent=False)
+        # ---- hook: input features of raw bytes (model/features.py); None when all are off ----
+        self.features = (InputFeatures(cfg, raw_offset=raw_vocab_size - N_BYTES)
+                         if cfg.input_bridge != "none" or cfg.ngram_sizes else None)
+        self.output_bridge = None  # model/bridge.py OutputBridge (training only), set by assemble.new_model
         self.init_weights()
 
     # ---- init ---------------------------------------------------------------------------------
@@ -244,6 +250,8 @@ class Transformer(nn.Module):
             else:
                 positions = torch.arange(past, past + S, device=ids.device).expand(B, S)
         x = self.embed_ids(ids)  # (B, S, D)
+        if self.features is not None:  # hook: model/features.py (reads the ids before these from the cache)
+            x = x + self.features(ids, doc_ids, kv_cache, shared=self.embed.weight).to(x.dtype)
         cos, sin = rope_cos_sin(positions, self.rope_inv_freq)
         cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
         if kv_cache is None:  # a full window: the backend model.attention asks for
@@ -285,8 +293,11 @@ class Transformer(nn.Module):
     def loss(self, hidden: torch.Tensor, tokens: torch.Tensor, doc_ids: torch.Tensor) -> LossOutput:
         """hidden (B, S, D) from forward; tokens, doc_ids (B, S+F), F >= n_pred_heads + n_raw_heads.
         Chunked CE over cfg.ce_chunk positions; weighting in proxylm/model/heads.py."""
-        return multi_head_loss(hidden, tokens, doc_ids, self.main_head_weights(),
-                               [h.weight for h in self.raw_heads], self.raw_vocab_size, self.cfg.ce_chunk)
+        out = multi_head_loss(hidden, tokens, doc_ids, self.main_head_weights(),
+                              [h.weight for h in self.raw_heads], self.raw_vocab_size, self.cfg.ce_chunk)
+        if self.output_bridge is not None:  # hook: model/bridge.py (auxiliary loss where codec symbols end)
+            out = self.output_bridge.add_loss(self, hidden, tokens, out)
+        return out
 
     def num_params(self, non_embedding: bool = False) -> int:
         """Parameter count; non_embedding drops the embedding table."""

@@ -50,14 +50,15 @@ def lr_at(cfg, step: int, total_steps: int) -> float:
     return t.lr + (floor - t.lr) * min(1.0, progress)
 
 
-def step_flops(cfg, rep, world_size: int, n_raw_positions: int) -> float:
+def step_flops(cfg, rep, world_size: int, n_raw_positions: int, n_bridge_positions: int = 0) -> float:
     """FLOPs of one optimizer step over all micro-batches and ranks; raw heads run at
-    `n_raw_positions` positions in all (those whose targets are all raw)."""
+    `n_raw_positions` positions in all (those whose targets are all raw), the output bridge at
+    `n_bridge_positions`."""
     d, m = cfg.data, cfg.model
     n_micro = cfg.train.grad_accum * world_size
-    flops = lambda n_raw: training_flops(m, rep.vocab_size, rep.raw_vocab_size,  # noqa: E731
-                                         d.batch_size, d.seq_len, n_raw)
-    return flops(0) * n_micro + (flops(n_raw_positions) - flops(0))
+    flops = lambda n_raw, n_br=0: training_flops(m, rep.vocab_size, rep.raw_vocab_size,  # noqa: E731
+                                                 d.batch_size, d.seq_len, n_raw, n_br)
+    return flops(0) * n_micro + (flops(n_raw_positions, n_bridge_positions) - flops(0))
 
 
 def planned_steps(cfg, rep, world_size: int = 1) -> int:
@@ -108,8 +109,8 @@ class Trainer:
         fused = self.device.type == "cuda"
         return torch.optim.AdamW(groups, lr=t.lr, betas=(t.beta1, t.beta2), eps=t.eps, fused=fused)
 
-    def step_flops(self, n_raw_positions: int) -> float:
-        return step_flops(self.cfg, self.rep, self.ctx.world_size, n_raw_positions)
+    def step_flops(self, n_raw_positions: int, n_bridge_positions: int = 0) -> float:
+        return step_flops(self.cfg, self.rep, self.ctx.world_size, n_raw_positions, n_bridge_positions)
 
     # ---- state ----------------------------------------------------------------------------------
     def _state(self) -> dict:
@@ -248,6 +249,7 @@ class Trainer:
         S = self.cfg.data.seq_len
         sums = torch.zeros(6, dtype=torch.float64)  # loss, weight, raw nll, raw n, comp nll, comp n
         n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols = 0, 0, 0, 0, 0
+        n_bridge, bridge_nll = 0, 0.0  # the output bridge's positions and CE (model/bridge.py)
         mixed = autocast(self.device, self.dtype)
         for micro in range(t.grad_accum):
             batch = self.loader.next_batch(self.step)
@@ -265,6 +267,9 @@ class Trainer:
                                  dtype=torch.float64)
             if out.n_raw_positions is not None:
                 n_raw_positions += int(out.n_raw_positions)
+            if out.n_bridge_positions is not None:
+                n_bridge += int(out.n_bridge_positions)
+                bridge_nll += float(out.bridge_nll_sum)
             symbols += tokens.shape[0] * S
             raw_bytes += batch.raw_bytes
             comp_bytes += batch.compressed_bytes
@@ -281,9 +286,10 @@ class Trainer:
         if not (math.isfinite(loss) and math.isfinite(float(grad_norm))):   # same on every rank (all-reduced)
             raise NonFiniteTraining(self._non_finite_message(loss, float(grad_norm)))
         self.optimizer.step()
-        counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols],
-                                                        dtype=torch.float64, device=self.device)).cpu()
-        step_flops = self.step_flops(int(counts[0]))
+        counts = dist_utils.all_reduce_sum(torch.tensor([n_raw_positions, symbols, raw_bytes, comp_bytes, comp_symbols,
+                                                         n_bridge, bridge_nll], dtype=torch.float64,
+                                                        device=self.device)).cpu()
+        step_flops = self.step_flops(int(counts[0]), int(counts[5]))
         self.flops += step_flops
         self.symbols += int(counts[1])
         self.raw_bytes += int(counts[2])
@@ -297,7 +303,8 @@ class Trainer:
                 "loss_compressed": float(sums[4] / sums[5]) if sums[5] else None,
                 "flops": self.flops, "symbols": self.symbols, "raw_bytes": self.raw_bytes,
                 "raw_view_bytes": self.raw_view_bytes, "compressed_view_bytes": self.compressed_view_bytes,
-                "compressed_symbols": self.compressed_symbols, "rate": rate, "mode": mode}
+                "compressed_symbols": self.compressed_symbols, "rate": rate, "mode": mode,
+                **({"loss_bridge": float(counts[6] / counts[5])} if counts[5] else {})}
 
     def _budget_spent(self, next_step_flops: float | None) -> bool:
         """True when one more step (costing about `next_step_flops`) would overrun train.max_flops."""
@@ -401,6 +408,9 @@ class Trainer:
                    # which bytes val_bpb covers (the final eval's)
                    "val_bytes": result.get("bytes"), "val_documents": result.get("documents"),
                    "val_covers": result.get("covers")}
+        bridge = getattr(self.raw_model, "output_bridge", None)
+        if bridge is not None:  # raw runs the codec could not encode (left out of the auxiliary loss; this process)
+            summary.update(bridge.stats())
         if self.ctx.is_main:
             (self.run_dir / rundir.SUMMARY).write_text(json.dumps(summary, indent=2, default=str) + "\n")
         return summary
