@@ -65,7 +65,7 @@ def with_threads(args) -> list[str]:
 def clear_run_dir(run_dir: Path) -> None:
     """--overwrite: remove everything but the lock this process holds (removing the lock file would let a
     second process lock a fresh one)."""
-    from proxylm.assemble import LOCK
+    from proxylm.core.rundir import LOCK
 
     for p in run_dir.iterdir():
         if p.name == LOCK:
