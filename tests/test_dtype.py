@@ -32,7 +32,8 @@ def corpus(tmp_path_factory):
 
 
 def _cfg(corpus, *extra):
-    return load_config("bytes-micro", SMALL + [f"data.corpus={corpus}", "data.val_fraction=0.2", *extra])
+    return load_config("bytes-micro", SMALL + [f"data.corpus={corpus}", "data.val_fraction=0.2", "train.dtype=auto",
+                                               *extra])
 
 
 def test_auto_picks_bfloat16_only_where_native(native):
@@ -47,7 +48,7 @@ def test_auto_picks_bfloat16_only_where_native(native):
     assert resolve_dtype("bfloat16", CPU) == "bfloat16"  # asked for: emulated, said so
     assert "emulated" in device_mod.describe_dtype("bfloat16", "bfloat16", CPU)
     assert resolve_dtype("float32", CPU) == "float32"
-    assert load_config("bytes-micro").train.dtype == "auto"
+    assert load_config("bytes-micro").train.dtype == "float32"  # the default until bfloat16 passes its numerics gate
 
 
 @pytest.mark.parametrize("units, expect", [("avx512_bf16", "bfloat16"), (None, "float32")])

@@ -58,7 +58,7 @@ def describe_dtype(name: str, resolved: str, device: torch.device) -> str:
         why = reason if resolved == "bfloat16" else f"no native bfloat16 on this {device.type}"
         return f"compute dtype {resolved} (auto: {why}; parameters, optimizer state and losses float32)"
     note = "" if resolved == "float32" or reason else f"; this {device.type} has no native bfloat16: emulated, slow"
-    return f"compute dtype {resolved} (asked for){note}"
+    return f"compute dtype {resolved} (train.dtype={name}){note}"
 
 
 def autocast(device: torch.device, dtype: str):
