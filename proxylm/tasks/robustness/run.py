@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ from proxylm.tasks.codegen import generate_and_score
 from proxylm.train.config import EvalConfig
 from proxylm.tasks.datasets import load_problems
 from proxylm.tasks.humaneval import DEFAULT_MAX_NEW_BYTES
-from proxylm.tasks.results import ORIGINAL_HUMANEVAL, open_results_dir
+from proxylm.tasks.results import ORIGINAL_HUMANEVAL, compute_region, open_results_dir
 from proxylm.tasks.sandbox import Limits, Sandbox
 
 from .metrics import _bits, markdown_table, summarize_robustness
@@ -66,7 +65,6 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
         run = load_run(run_dir, device, dtype, decoding=True)
     out = Path(out) if out else Path(run_dir or run.run_dir) / "eval" / "robustness"
     out.mkdir(parents=True, exist_ok=True)
-    compute = getattr(run, "compute", contextlib.nullcontext)  # a LoadedRun's mixed-precision region
     results = None
     if execute:
         nominals = [nominal_variant(p, partial) for p in problems
@@ -77,7 +75,7 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
         # generations are keyed by prompt, so --limit/--seeds/--families may change between reruns; these may not
         open_results_dir(out, {"run": str(run_dir or run.run_dir), "max_new_bytes": max_new_bytes,
                        "timeout_s": limits.timeout_s, "memory_mb": limits.memory_mb})
-        with compute():
+        with compute_region(run):
             results = _exec_all(run, to_run, out, Sandbox(limits), max_new_bytes, workers, progress)
     scores = None
     if bpb:
@@ -86,7 +84,7 @@ def run_robustness(run_dir=None, *, problems_path=None, families=FAMILIES, seeds
         seq_len = seq_len or e.window(cfg.data.seq_len)
         batch_size = batch_size or e.batch_size
         texts = [t for v in variants if v["valid"] for t in (v["text"], v["clean_text"])]
-        with compute():
+        with compute_region(run):
             scores = _bpb_all(run, texts, seq_len, batch_size, device, progress)
         with open(out / BPB_FILE, "w", encoding="utf-8") as f:   # BPB of each perturbed text vs its clean text
             for v in variants:
