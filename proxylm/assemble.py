@@ -18,6 +18,7 @@ RESUMABLE_KEYS may change) and the saved config.yaml is rewritten only after the
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sys
@@ -39,12 +40,13 @@ from proxylm.core.device import autocast, pick_device, resolve_dtype
 from proxylm.core.errors import ConfigError, UserError
 from proxylm.core.interface import interface_for
 from proxylm.core.representation import Representation
-from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, REPRESENTATION, NotLocked, RunLock, remove_if_unused
+from proxylm.core.rundir import CKPT_DIR, CODEC_DIR, CONFIG, CORPUS, REPRESENTATION, NotLocked, RunLock, remove_if_unused
 from proxylm.core.threads import set_threads
-from proxylm.startup import codec_source, covers_text, startup_summary, validation_facts  # noqa: F401 (API)
+from proxylm.startup import (codec_source, corpus_record, covers_text, startup_summary,  # noqa: F401 (API)
+                             validation_facts)
 from proxylm.data.corpus import open_corpus
 from proxylm.data.loader import TrainLoader
-from proxylm.eval.bpb import evaluate_bpb, read_eval_docs
+from proxylm.eval.bpb import evaluate_bpb, read_eval_docs, text_digest
 from proxylm.model import hf
 from proxylm.model.attention import require_backward_ok
 from proxylm.model.transformer import Transformer
@@ -205,6 +207,7 @@ class ValidationBPB:
         split_bytes = self.split_bytes if self.split_bytes is not None else -1
         result["whole"] = not bound or sum(map(len, docs)) < bound - d.max_doc_bytes  # no piece was cut or left
         result["covers"] = covers_text(result, split_bytes, bound)
+        result["sha256"] = text_digest(docs)["sha256"]
         return result
 
 
@@ -322,6 +325,8 @@ def _build(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool, reset_optim
                       total_steps=total_steps, quiet=quiet)
     facts = validation_facts(corpus)
     evaluator.split_bytes = facts["bytes"] if facts["exact"] else None
+    if ctx.is_main and not resume:
+        (run_dir / CORPUS).write_text(json.dumps(corpus_record(corpus, facts, evaluator.docs), indent=1) + "\n")
     trainer.log(startup_summary(cfg, corpus, rep, codec, model, total_steps, ctx.world_size, lossless,
                                 extra={"facts": facts, "prepared": (sum(map(len, evaluator.docs)), len(evaluator.docs)),
                                        "codec": codec_words, "threads": threads}))

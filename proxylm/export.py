@@ -44,7 +44,6 @@ from proxylm.core.errors import UserError
 from proxylm.core.interface import TokenInterface
 from proxylm.core.representation import Representation
 from proxylm.core.rundir import REPRESENTATION
-from proxylm.data.corpus import open_corpus
 from proxylm.model.hf import WEIGHTS, hf_llama_config, hf_llama_state_dict
 
 RUN_CONFIG = "proxylm_config.yaml"  # not config.yaml: that name marks a proxylm run directory
@@ -169,23 +168,27 @@ def _validation_bpb(run_dir: Path, step: int) -> dict | None:
     return best
 
 
-def _data_summary(cfg) -> str:
-    """Corpus spec, its listing (files and bytes on disk: no document is read) and the validation split's manifest
-    digest (the val split alone is read); never fails the export."""
+def _data_summary(cfg, run_dir: Path) -> str:
+    """Corpus spec, the listing start-up made and the digest of the validation text scored, all from the run
+    directory (corpus.json, summary.json): exporting reads no corpus."""
     d = cfg.data
     line = (f"- corpus: `{d.corpus}` (glob `{d.glob}`, val_fraction {d.val_fraction}, documents cut at "
             f"{d.max_doc_bytes} bytes)\n")
     try:
-        corpus = open_corpus(d.corpus, d)
-        listing = corpus.summary()
-        m = corpus.manifest("val")
-    except Exception as e:  # the corpus may not exist on the exporting machine
-        return line + f"- corpus not readable at export time ({type(e).__name__}: {e})\n"
-    on_disk = sum(t["bytes"] for t in listing["types"].values())
-    line += f"- corpus listing: {listing['units']} units, {on_disk} bytes on disk (fingerprint `{corpus.fingerprint()}`)\n"
-    line += (f"- val split manifest: {m['n_documents']} documents, {m['total_bytes']} bytes, sha256 `{m['sha256']}`"
-             + (f" (Python {m['python']} standard library)" if "python" in m else "") + "\n")
-    return line
+        record = json.loads((run_dir / rundir.CORPUS).read_text())
+        listing = (f"- corpus listing at training start: {record['units']} units, {record['bytes_on_disk']} bytes on "
+                   f"disk (fingerprint `{record['fingerprint']}`)\n")
+    except (OSError, ValueError, KeyError, TypeError):
+        return line + f"- corpus listing: not recorded in the run directory (no readable `{rundir.CORPUS}`)\n"
+    summary = rundir.read_summary(run_dir) or {}
+    if summary.get("val_sha256"):  # the final eval's text: what val_bpb covers
+        scored = (f"- validation text of the final val BPB: {summary.get('val_covers')}; sha256 "
+                  f"`{summary['val_sha256']}`\n")
+    else:
+        e = record["eval_text"]
+        scored = (f"- validation text of each periodic eval: {e['documents']} documents or pieces, {e['bytes']} bytes, "
+                  f"sha256 `{e['sha256']}` (the run has no final eval in summary.json)\n")
+    return line + listing + scored
 
 
 def _model_card(run, out: Path, dtype: str, dropped: dict[str, int], n_params: int) -> str:
@@ -234,7 +237,7 @@ exported as a Llama checkpoint ({n_params} parameters, {dtype}).
 - vocabulary: {rep.vocab_size} ids (`{REPRESENTATION}`); the full config is in `{RUN_CONFIG}`.
 
 ## Data
-{_data_summary(cfg)}
+{_data_summary(cfg, run.run_dir)}
 ## Dropped heads
 Only main head 0 (next symbol) is exported as `lm_head`. Training-only heads dropped:
 {dropped_lines}

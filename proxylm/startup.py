@@ -52,6 +52,18 @@ def validation_facts(corpus) -> dict:
     return {"bytes": int(text * f), "documents": int(rows * f) if rows >= 0 else -1, "exact": False, "how": how}
 
 
+def corpus_record(corpus, facts: dict, scored: list[bytes]) -> dict:
+    """What the run directory keeps of its corpus (rundir.CORPUS): the listing start-up made (no document read
+    for it), the validation split's facts, and the digest of the text each periodic eval scores, so that a model
+    card needs the run directory only."""
+    from proxylm.eval.bpb import text_digest
+
+    listing = corpus.summary()
+    return {"corpus": corpus.spec, "fingerprint": corpus.fingerprint(), "units": listing["units"],
+            "bytes_on_disk": sum(t["bytes"] for t in listing["types"].values()),
+            "validation": facts, "eval_text": text_digest(scored)}
+
+
 def validation_line(facts: dict, prepared: tuple[int, int] | None, eval_cfg) -> str:
     """The summary's validation line: the split, and what each eval and the final eval score."""
     about = "" if facts["exact"] else "about "

@@ -1,6 +1,7 @@
 """`proxylm export` and init_from: transformers reproduces proxylm's logits and greedy bytes, the byte tokenizer
 round-trips any bytes with ids from the Representation, the model card reports BPB, weights load back."""
 
+import hashlib
 import json
 
 import pytest
@@ -22,6 +23,9 @@ from proxylm.model.hf import load_hf_weights  # noqa: E402
 from proxylm.model.config import ModelConfig  # noqa: E402
 from proxylm.model.transformer import Transformer  # noqa: E402
 from proxylm.assemble import load_run  # noqa: E402
+from proxylm.data.corpus import open_corpus  # noqa: E402
+from proxylm.eval.bpb import read_eval_docs  # noqa: E402
+from proxylm.startup import corpus_record, validation_facts  # noqa: E402
 from proxylm.train.checkpoint import model_state, save_checkpoint  # noqa: E402
 
 STEP, BPB = 7, 3.21
@@ -64,6 +68,10 @@ def make_run(path, corpus, views: ViewsConfig, codec=None, seed=0, **model_kw):
     save_checkpoint(path, STEP, model_state(model), None, {"step": STEP})
     (path / "metrics.jsonl").write_text(json.dumps({"step": STEP - 2, "loss": 5.0}) + "\n"
                                         + json.dumps({"step": STEP, "val_bpb": BPB, "val_bytes": 999}) + "\n")
+    opened = open_corpus(cfg.data.corpus, cfg.data)  # what build_trainer records at start-up
+    record = corpus_record(opened, validation_facts(opened), read_eval_docs(cfg.data.corpus, "val", cfg.data,
+                                                                            cfg.eval.max_bytes, corpus=opened))
+    (path / "corpus.json").write_text(json.dumps(record))
     return path
 
 
@@ -158,10 +166,31 @@ def test_model_card(proxy):
     assert summary["val_bpb"] == BPB and f"{BPB:.4f} bits per byte" in card and f"step {STEP}" in card
     assert "`pred_heads`" in card and "`raw_heads`" in card and "suppress_tokens" in card
     assert "codec `bpe`, rate 0.5, mode `sentinel`" in card
-    from proxylm.data.corpus import open_corpus
+    d = run.cfg.data
+    corpus = open_corpus(d.corpus, d)
+    assert f"{corpus.summary()['units']} units" in card and f"fingerprint `{corpus.fingerprint()}`" in card
+    docs = read_eval_docs(d.corpus, "val", d, run.cfg.eval.max_bytes)  # the periodic evals' text, hashed here
+    digest = hashlib.sha256(b"".join(b"%d\n" % len(doc) + doc for doc in docs)).hexdigest()
+    assert f"{len(docs)} documents or pieces, {sum(map(len, docs))} bytes, sha256 `{digest}`" in card
 
-    m = open_corpus(run.cfg.data.corpus, run.cfg.data).manifest("val")
-    assert f"val split manifest: {m['n_documents']} documents, {m['total_bytes']} bytes, sha256 `{m['sha256']}`" in card
+
+def test_model_card_reads_only_the_run_directory(proxy, tmp_path, monkeypatch):
+    """The card comes from the run directory: with the corpus gone it is the same; the final eval's digest
+    (summary.json) replaces the periodic evals' when the run finished."""
+    run, out, _, _, _ = proxy
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(run.run_dir, run_dir)
+    summary = {"steps": STEP, "val_bpb": BPB, "val_covers": "the whole val split (5 raw bytes)", "val_sha256": "ab" * 32}
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    monkeypatch.setattr("proxylm.data.corpus.open_corpus", lambda *a, **k: pytest.fail("export opened the corpus"))
+    export_run(run_dir, tmp_path / "hf")
+    card = (tmp_path / "hf" / "README.md").read_text()
+    assert f"validation text of the final val BPB: the whole val split (5 raw bytes); sha256 `{'ab' * 32}`" in card
+    (run_dir / "corpus.json").unlink()
+    export_run(run_dir, tmp_path / "hf2")
+    assert "not recorded in the run directory" in (tmp_path / "hf2" / "README.md").read_text()
 
 
 def test_load_hf_weights_reproduces_logits(proxy):

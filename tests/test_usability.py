@@ -156,6 +156,15 @@ def test_summary_says_what_it_read_and_the_report_which_bytes_it_scored(tmp_path
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["val_covers"].startswith("the whole val split") and summary["val_bytes"] > 2000
     assert f"over {summary['val_covers']}" in out
+    from proxylm.config import load_config
+    from proxylm.eval.bpb import read_eval_docs, text_digest
+
+    # the run directory keeps what the model card needs: the listing and the digests of the scored text
+    record = json.loads((tmp_path / "r" / "corpus.json").read_text())
+    data = load_config(str(tmp_path / "r" / "config.yaml")).data
+    assert record["eval_text"] == text_digest(read_eval_docs(data.corpus, "val", data, 2000))
+    assert summary["val_sha256"] == text_digest(read_eval_docs(data.corpus, "val", data, 0))["sha256"]
+    assert record["units"] >= 1 and record["validation"]["how"]
 
 
 def test_non_tty_output_is_one_plain_line_per_log(tmp_path, code_corpus):

@@ -3,7 +3,7 @@
     proxylm compare --preset quickstart --out runs/quickstart --sample "def fibonacci(n):"   # ~12 min
     proxylm compare --preset smoke --out runs/compare-smoke --seeds 2   # minutes
     proxylm compare --preset demo --out runs/compare-demo               # 3 seeds; ~75 min on 2 quiet cores
-    proxylm compare --preset scaling --out runs/scaling                 # 3 sizes x 4 families x 3 seeds, < 90 min
+    proxylm compare --preset scaling --out runs/scaling                 # 4 sizes x 4 families x 3 seeds, < 90 min
     proxylm compare --preset gpu --out runs/compare-gpu                 # one GPU
     proxylm compare --preset demo --models bytes,proxy-bpe --seeds 2 --eval-corpus ~/code --out runs/c
 

@@ -105,15 +105,18 @@ class Preset:
         return self.scaling or [Size(self.size, self.size, self.budget_flops)]
 
 
-# The scaling study's backbones (seq 256, batch 8 as tiny): 33K, 107K and 640K non-embedding parameters
-# (19x), budgets growing with size (x4, x5), which keeps every size within ~10x of its compute-optimal
-# budget (~120 N^2 FLOPs: 1.3e11, 1.4e12, 4.9e13) as far as 2 CPU cores allow: budgets far below compute-optimal
-# make the frontier non-monotonic (BENCHMARKS.md: the layout tried first, and the measured costs).
+# The scaling study's backbones (seq 256, batch 8 as tiny): 33K, 107K, 640K and 3.3M non-embedding parameters
+# (100x), budgets growing with size (x4, x5, x5), as far as 2 CPU cores allow in bfloat16 (`train.dtype=auto`
+# below): the three smaller sizes within ~10x of their compute-optimal budgets (~120 N^2 FLOPs: 1.3e11, 1.4e12,
+# 4.9e13), the largest ~65x below its own (1.3e15); budgets far below compute-optimal make the frontier
+# non-monotonic (BENCHMARKS.md: the layout tried first, and the measured costs).
 SCALING_SIZES = [
     Size("d32x2", "tiny", 2e11, ["model.dim=32", "model.n_layers=2", "model.n_heads=2"]),
     Size("d64x2", "tiny", 8e11, ["model.dim=64", "model.n_layers=2", "model.n_heads=2"]),
     Size("d128x3", "tiny", 4e12, ["model.dim=128", "model.n_layers=3", "model.n_heads=4"]),
+    Size("d256x4", "tiny", 2e13, ["model.dim=256", "model.n_layers=4", "model.n_heads=4"]),
 ]
+BRIDGE_SIZES = [SCALING_SIZES[2], Size("tiny", "tiny", 8e12)]  # d128x3 and the tiny backbone (issue 22's two)
 # The same study on one GPU (bench/gpu_all.sh runs a subset), sized for a 15-minute device budget (not measured yet).
 SCALING_GPU_SIZES = [
     Size("d256x4", "gpu", 5e14, ["model.dim=256", "model.n_layers=4", "model.n_heads=4"]),
@@ -133,11 +136,11 @@ PRESETS = {
     "demo": Preset("tiny", 8e12, ALL_MODELS, eval_bytes=40_000, evals_per_run=6, seeds=3),
     "gpu": Preset("gpu", 3e17, ALL_MODELS, eval_bytes=5_000_000),
     "scaling": Preset("tiny", 0, SCALING_MODELS, eval_bytes=30_000, evals_per_run=5, seeds=3,
-                      scaling=SCALING_SIZES),
+                      overrides=["train.dtype=auto"], scaling=SCALING_SIZES),
     # issue 22: 8 arms at the scaling study's largest backbone and at tiny (the demo's), 3 seeds (BENCHMARKS.md
     # "Bridges"); `compare --sizes d32x2` also takes the scaling study's other sizes
     "bridges": Preset("tiny", 0, BRIDGE_MODELS, eval_bytes=30_000, evals_per_run=5, seeds=3,
-                      scaling=[SCALING_SIZES[-1], Size("tiny", "tiny", 8e12)], references=BRIDGE_REFERENCE,
+                      scaling=BRIDGE_SIZES, references=BRIDGE_REFERENCE,
                       analysis="bridges"),
     "scaling-gpu": Preset("gpu", 0, SCALING_MODELS, eval_bytes=1_000_000, evals_per_run=5, seeds=1,
                           scaling=SCALING_GPU_SIZES),

@@ -28,6 +28,7 @@ REPRESENTATION = "representation.json"
 CODEC_DIR = "codec"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
+CORPUS = "corpus.json"  # the corpus as start-up listed it and the validation text scored (model card)
 TB_DIR = "tb"
 CKPT_DIR = "checkpoints"
 LATEST = "latest"

@@ -12,6 +12,7 @@ to the loss; BPB = sum of nats / (ln 2 * raw bytes), exactly.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from typing import Iterable
 
@@ -127,6 +128,16 @@ def read_eval_docs(corpus_spec: str, split: str, data_cfg, max_bytes: int = 0, c
     if not docs:
         raise ValueError(f"no document of {corpus_spec}/{split} fits in {max_bytes} bytes; raise the byte limit")
     return docs
+
+
+def text_digest(docs: list[bytes]) -> dict:
+    """{"documents", "bytes", "sha256"} of scored text: sha256 over each document's length and bytes, in order, so
+    the same documents in another order or cut elsewhere give another digest (the model card's record)."""
+    h = hashlib.sha256()
+    for doc in docs:
+        h.update(b"%d\n" % len(doc))
+        h.update(doc)
+    return {"documents": len(docs), "bytes": sum(map(len, docs)), "sha256": h.hexdigest()}
 
 
 def unigram_bpb(train_docs: Iterable[bytes], eval_docs: list[bytes]) -> float:

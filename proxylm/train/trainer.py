@@ -407,7 +407,7 @@ class Trainer:
                    "loss": last.get("loss"), "elapsed_s": self.elapsed, "dtype": self.dtype, "loader_stats": self.loader.stats(),
                    # which bytes val_bpb covers (the final eval's)
                    "val_bytes": result.get("bytes"), "val_documents": result.get("documents"),
-                   "val_covers": result.get("covers")}
+                   "val_covers": result.get("covers"), "val_sha256": result.get("sha256")}
         bridge = getattr(self.raw_model, "output_bridge", None)
         if bridge is not None:  # raw runs the codec could not encode (left out of the auxiliary loss; this process)
             summary.update(bridge.stats())
