@@ -363,8 +363,8 @@ class LoadedRun:
 def load_run(run_dir, device: str | torch.device = "cpu", dtype: str = "auto", decoding: bool = False) -> LoadedRun:
     """Rebuild a trained model from its run directory (weights only; no optimizer state). `dtype` (auto |
     float32 | bfloat16) is the compute dtype of `run.compute()`: auto takes bfloat16 where it is native,
-    except for `decoding`, where auto is float32: bfloat16 decoding is not batch-invariant (a row's greedy
-    output could change with the batch or the number of drafts verified; see BENCHMARKS.md)."""
+    except for `decoding`, where auto is float32: bfloat16 decoding measured no faster than float32 on the CPU
+    (BENCHMARKS.md, "bfloat16 decoding"); greedy output is batch- and draft-invariant in both dtypes."""
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG).is_file():
         raise FileNotFoundError(f"{run_dir} is not a proxylm run directory (no {CONFIG})")

@@ -100,16 +100,38 @@ def test_eval_and_generate_in_both_dtypes(corpus, tmp_path, capsys):
     assert load_run(tmp_path / "run", dtype="auto", decoding=True).dtype == "float32"
 
 
-def test_greedy_identical_plain_speculative_batched_in_the_decoding_default():
-    """Decoding's auto dtype is float32: there a row's greedy output does not depend on the batch or the drafts.
-    (In bfloat16 it does, now and then: 5 of 100 random-model generations differed between batched and
-    single-row decoding; hence the float32 default for decoding.)"""
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_greedy_identical_plain_speculative_batched_per_dtype(dtype):
+    """A row's greedy output does not depend on the batch or the drafts, in either dtype (in bfloat16 because
+    KV-cache forwards attend in float64: attention.Mask.wide)."""
     model, iface = random_model(n_pred=4), ByteInterface(REP)
     iface.stop_ids = ()
-    with torch.no_grad(), autocast(CPU, "float32"):
-        plain = [generate(model, iface, p, max_bytes=32, speculative=False, lookup=0) for p in PROMPTS]
+    prompts = PROMPTS + [bytes(range(i, i + 3 * i, 3)) for i in range(1, 26)]  # ragged lengths, 30 prompts
+    with torch.no_grad(), autocast(CPU, dtype):
+        plain = [generate(model, iface, p, max_bytes=32, speculative=False, lookup=0) for p in prompts]
         stats = GenStats()
-        spec = [generate(model, iface, p, max_bytes=32, stats=stats) for p in PROMPTS]
+        spec = [generate(model, iface, p, max_bytes=32, stats=stats) for p in prompts]
         assert stats.speculative
-        batched = generate_batch(model, iface, PROMPTS, max_bytes=32, batch_size=3)
-    assert spec == plain == batched and all(len(o) == 32 for o in plain)
+        batched = generate_batch(model, iface, prompts, max_bytes=32, batch_size=3)
+        batched_plain = generate_batch(model, iface, prompts, max_bytes=32, batch_size=8, speculative=False)
+    assert spec == plain == batched == batched_plain and all(len(o) == 32 for o in plain)
+
+
+def test_bfloat16_decoding_attends_in_float64(monkeypatch):
+    """The KV-cache forwards' attention is widened under bfloat16 autocast; full windows (training, BPB) are not."""
+    from proxylm.model import attention
+
+    model = random_model()
+    calls = []
+    real = attention.Mask.attend
+
+    def spy(self, q, k, v, gqa):
+        calls.append((self.wide, attention._low_precision(q, v)))
+        return real(self, q, k, v, gqa)
+
+    monkeypatch.setattr(attention.Mask, "attend", spy)
+    with torch.no_grad(), autocast(CPU, "bfloat16"):
+        model(torch.arange(5).view(1, 5))
+        model(torch.arange(5).view(1, 5), kv_cache=model.new_kv_cache(1))
+    n = model.cfg.n_layers
+    assert calls == [(False, torch.bfloat16)] * n + [(True, torch.bfloat16)] * n

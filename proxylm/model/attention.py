@@ -18,11 +18,13 @@ prefill without a cache):
   flex   flex_compiled everywhere (a causal BlockMask without doc_ids). torch 2.13's FlexAttention has no
          backward on CPU, so a CPU forward that needs gradients is refused (`require_backward_ok`); it
          never falls back to SDPA silently.
-KV-cache forwards (generation) always use SDPA: their masks are per-row lengths, not documents.
+KV-cache forwards (generation) always use SDPA: their masks are per-row lengths, not documents; in bfloat16 they
+attend in float64 (`Mask.wide`), so that greedy decoding does not depend on the batch or the drafts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -109,14 +111,31 @@ def document_mask(doc_ids: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class Mask:
-    """A backend and its mask, built once per batch and handed to every layer."""
+    """A backend and its mask, built once per batch and handed to every layer.
+
+    wide: 16-bit q, k, v are attended in float64 and the output rounded back (KV-cache forwards, i.e. decoding).
+    SDPA's sums depend on how many keys a row is padded to and how many queries share a forward; in float32
+    that moves a result by ~1e-7, which bfloat16's rounding of the output turns into a whole ulp now and then,
+    so a row's greedy output would depend on its batch and on the drafts verified (BENCHMARKS.md, "bfloat16
+    decoding"). In float64 such a difference is ~1e-16 and practically never crosses a bfloat16 rounding boundary."""
     backend: str  # a key of BACKENDS
     mask: torch.Tensor | BlockMask | None = None
+    wide: bool = False
 
     def attend(self, q, k, v, enable_gqa: bool):
         if self.backend.startswith("flex") and q.requires_grad and not flex_backward_supported(q.device):
             require_backward_ok("flex", q.device)  # raises: never another backend silently
+        if self.wide and (low := _low_precision(q, v)) is not None:
+            return BACKENDS[self.backend](q.double(), k.double(), v.double(), self.mask, enable_gqa).to(low)
         return BACKENDS[self.backend](q, k, v, self.mask, enable_gqa)
+
+
+def _low_precision(q, v) -> torch.dtype | None:
+    """The 16-bit dtype attention would run in (autocast's, or the inputs'), or None in float32/64."""
+    if torch.is_autocast_enabled(q.device.type):
+        low = torch.get_autocast_dtype(q.device.type)
+        return low if low in (torch.bfloat16, torch.float16) else None
+    return q.dtype if q.dtype in (torch.bfloat16, torch.float16) else None
 
 
 def backend_for(attention: str, device: torch.device, has_doc_ids: bool) -> str:
@@ -144,9 +163,12 @@ def window_mask(attention: str, doc_ids: torch.Tensor | None, S: int, device: to
     return Mask("sdpa_causal", None)
 
 
-def cache_mask(visible: torch.Tensor | None) -> Mask:
-    """A KV-cache forward: visible (B, 1, S, pos+S) bool, or None (one new position sees every cached key)."""
-    return Mask("sdpa_masked", visible)
+def cache_mask(visible: torch.Tensor | None, S: int = 1, device=None) -> Mask:
+    """A KV-cache forward (wide, see Mask): visible (B, 1, S, pos+S) bool, or None: a prefill of S positions
+    (causal) or one new position that sees every cached key (S 1)."""
+    if visible is None and S > 1:
+        return dataclasses.replace(window_mask("sdpa", None, S, device), wide=True)
+    return Mask("sdpa_masked", visible, wide=True)
 
 
 def available_backends(device: torch.device) -> dict[str, str]:

@@ -256,10 +256,8 @@ class Transformer(nn.Module):
         cos, sin = cos.unsqueeze(1).to(x.dtype), sin.unsqueeze(1).to(x.dtype)  # (B, 1, S, hd)
         if kv_cache is None:  # a full window: the backend model.attention asks for
             mask = attention.window_mask(self.cfg.attention, doc_ids, S, ids.device)
-        elif past == 0:  # a prefill: KV-cache forwards always use SDPA
-            mask = attention.window_mask("sdpa", None, S, ids.device)
-        elif S == 1 and not ragged:
-            mask = attention.cache_mask(None)  # the new position sees everything cached
+        elif past == 0 or (S == 1 and not ragged):  # a prefill, or one new position that sees everything cached
+            mask = attention.cache_mask(None, S if past == 0 else 1, ids.device)
         else:  # several new positions, or rows of different lengths: query i of row b sees keys 0 .. len_b+i
             mask = attention.cache_mask(kv_cache.visible(S, ids.device))  # (B, 1, S, past+S)
         for layer in self.layers:
