@@ -205,6 +205,22 @@ def test_the_bridges_preset_judges_each_arm_against_its_byte_arm_and_probes_the_
     assert "## Bridges" in (tmp_path / "cmp" / "results.md").read_text()
 
 
+def test_the_bridges_report_prints_no_scaling_trend():
+    """The bridges preset has two sizes, so its report carries the scaling fits, but `proxy_gap_trend` and
+    `proxy_crossover_flops` belong to the scaling study: only the bridge RESULT lines are printed."""
+    from proxylm.compare import result_lines
+
+    gap = {"mean": 0.16, "low": 0.1, "high": 0.2, "diffs": [0.1, 0.2, 0.18], "verdict": "worse", "reference": "bytes-trie"}
+    scaling = {"trends": {"proxy-bpe-tuned": {"slope": -0.03}}, "fits": {}, "crossover_flops": {}}
+    report = {"bytes_flops_to_match_proxy": None, "scaling": scaling,
+              "bridges": {"sizes": {"tiny": {"gap": gap, "best_proxy": "proxy-bpe-tuned-ibridge"}}}}
+    lines = result_lines(report)
+    assert lines == ["RESULT proxy_bridge_gap 0.1600  # tiny: proxy-bpe-tuned-ibridge - bytes-trie, 95% interval "
+                     "[0.100, 0.200], 3 seeds, worse"]
+    del report["bridges"]
+    assert result_lines(report) == ["RESULT proxy_gap_trend_tuned -0.0300"]
+
+
 def test_an_export_carries_the_trie_and_says_transformers_alone_lacks_it(tmp_path, code_corpus):
     pytest.importorskip("transformers")
     from safetensors.torch import load_file

@@ -217,7 +217,7 @@ def result_lines(report: dict) -> list[str]:
         from proxylm.compare import bridges
         lines += bridges.result_lines(report["bridges"])
     s = report.get("scaling")
-    if s:
+    if s and not report.get("bridges"):  # the bridges preset's two sizes are not a scaling study: no trend lines
         for fam, t in s["trends"].items():
             suffix = RESULT_NAMES[fam][len("proxy_gap_trend"):]
             if t is not None:
