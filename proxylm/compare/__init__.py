@@ -1,6 +1,6 @@
 """The paper's headline as one command: models trained at the same FLOP budget, scored on raw bytes.
 
-    proxylm compare --preset quickstart --out runs/quickstart --sample "def fibonacci(n):"   # ~12 min
+    proxylm compare --preset quickstart --out runs/quickstart --sample "def fibonacci(n):"   # ~6 min
     proxylm compare --preset smoke --out runs/compare-smoke --seeds 2   # minutes
     proxylm compare --preset demo --out runs/compare-demo               # 3 seeds; ~75 min on 2 quiet cores
     proxylm compare --preset scaling --out runs/scaling                 # 4 sizes x 4 families x 3 seeds, < 90 min
