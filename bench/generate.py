@@ -76,9 +76,10 @@ def timed(fn, device: str):
     return out, time.perf_counter() - t0
 
 
-def train_run(work: Path, name: str, config: str, overrides: list[str], steps: int) -> Path:
+def train_run(work: Path, name: str, config: str, overrides: list[str], steps: int, threads: int = 0) -> Path:
     """Train a run under work/name to `steps` steps: reused when already there, resumed from its last
-    checkpoint when interrupted (checkpoints every 100 steps; resume == uninterrupted)."""
+    checkpoint when interrupted (checkpoints every 100 steps; resume == uninterrupted). threads: --threads as
+    train.threads (0: the trainer's thread policy, which sets torch's threads for this process)."""
     from proxylm.assemble import build_trainer
     from proxylm.config import load_config
     from proxylm.train.checkpoint import latest_checkpoint
@@ -90,7 +91,7 @@ def train_run(work: Path, name: str, config: str, overrides: list[str], steps: i
         return run_dir
     every = min(steps, 100)
     cfg = load_config(config, TRAIN_OVERRIDES + overrides + [f"train.max_steps={steps}", f"train.eval_every={steps}",
-                                                            f"train.ckpt_every={every}"])
+                                                            f"train.ckpt_every={every}", f"train.threads={threads}"])
     resume = found is not None and found[3]["step"] < steps
     if not resume:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -305,11 +306,12 @@ def main() -> None:
     p.add_argument("--large", type=int, nargs=2, default=[384, 6], metavar=("DIM", "LAYERS"),
                    help="the larger (random) byte model of the batch part (batching pays more as the model grows)")
     p.add_argument("--quick", action="store_true",
-                   help="small models trained briefly and fewer rounds: --byte-model 128 4 4 --steps 600 --prompts 4 "
+                   help="small models trained briefly and fewer rounds: --byte-model 128 4 4 --steps 600 --prompts 8 "
                         "--rounds 3 --large 256 4 (the models train in bfloat16 where native)")
     args = p.parse_args()
     if args.quick:
-        args.byte_model, args.steps, args.prompts, args.rounds, args.large = [128, 4, 4], 600, 4, 3, [256, 4]
+        # 8 prompts: batch 8 must have 8 rows to batch
+        args.byte_model, args.steps, args.prompts, args.rounds, args.large = [128, 4, 4], 600, 8, 3, [256, 4]
     if args.threads:
         torch.set_num_threads(args.threads)
     from proxylm.assemble import load_run
@@ -321,9 +323,13 @@ def main() -> None:
         dim, n_layers, n_heads = args.byte_model
         name = f"bytes-h{args.heads}" + ("" if args.byte_model == [128, 4, 4] else f"-d{dim}x{n_layers}")
         byte_dir = args.byte_run or train_run(work, name, "bytes-micro",
-                                              byte_model_overrides(dim, n_layers, n_heads, args.heads), args.steps)
-        proxy_dir = args.proxy_run or train_run(work, "proxy-bpe", "proxy-bpe-micro", PROXY_MODEL, args.steps)
+                                              byte_model_overrides(dim, n_layers, n_heads, args.heads), args.steps,
+                                              args.threads)
+        proxy_dir = args.proxy_run or train_run(work, "proxy-bpe", "proxy-bpe-micro", PROXY_MODEL, args.steps,
+                                                args.threads)
         byte_run, proxy_run = load_run(byte_dir, args.device), load_run(proxy_dir, args.device)
+        if args.threads:  # training applied its own thread policy: the measurements run on --threads
+            torch.set_num_threads(args.threads)
     finally:
         if tmp:
             shutil.rmtree(tmp, ignore_errors=True)
