@@ -24,7 +24,6 @@ attend in float64 (`Mask.wide`), so that greedy decoding does not depend on the 
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 from typing import Callable
@@ -163,11 +162,11 @@ def window_mask(attention: str, doc_ids: torch.Tensor | None, S: int, device: to
     return Mask("sdpa_causal", None)
 
 
-def cache_mask(visible: torch.Tensor | None, S: int = 1, device=None) -> Mask:
-    """A KV-cache forward (wide, see Mask): visible (B, 1, S, pos+S) bool, or None: a prefill of S positions
-    (causal) or one new position that sees every cached key (S 1)."""
-    if visible is None and S > 1:
-        return dataclasses.replace(window_mask("sdpa", None, S, device), wide=True)
+def cache_mask(visible: torch.Tensor | None, causal: bool = False) -> Mask:
+    """A KV-cache forward (wide, see Mask): `causal`, a prefill of several positions; else visible (B, 1, S,
+    pos+S) bool, or None (one new position sees every cached key)."""
+    if causal:
+        return Mask("sdpa_causal", None, wide=True)
     return Mask("sdpa_masked", visible, wide=True)
 
 

@@ -257,7 +257,7 @@ class Transformer(nn.Module):
         if kv_cache is None:  # a full window: the backend model.attention asks for
             mask = attention.window_mask(self.cfg.attention, doc_ids, S, ids.device)
         elif past == 0 or (S == 1 and not ragged):  # a prefill, or one new position that sees everything cached
-            mask = attention.cache_mask(None, S if past == 0 else 1, ids.device)
+            mask = attention.cache_mask(None, causal=S > 1)
         else:  # several new positions, or rows of different lengths: query i of row b sees keys 0 .. len_b+i
             mask = attention.cache_mask(kv_cache.visible(S, ids.device))  # (B, 1, S, past+S)
         for layer in self.layers:
